@@ -1,0 +1,1 @@
+"""Activities: one module per outside system (ledger, mailer, Partner Center)."""

@@ -1,0 +1,399 @@
+"""The decision core: given the account, the policy and the time, what is the next collections step and when.
+
+Pure functions, no Temporal, no I/O. The workflow asks `decide()`, sleeps until the step is due (or a message
+arrives), performs it through an activity and records it with `mark_done()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+
+from billing.account_state import BillingState, CollectionsIssue
+from billing.models import BillingStage, NextAction, NextActionKind, NoticeKind
+from billing.policy import DATA_DELETION_AFTER_SUSPENSION, CollectionsPolicy
+from billing.ports import NoticeNextStep
+from billing.quiet_hours import next_business_moment
+
+
+class StepKind(StrEnum):
+    SEND_INVOICE = "send_invoice"
+    SEND_REMINDER = "send_reminder"
+    SEND_FINAL_NOTICE = "send_final_notice"
+    SUSPEND = "suspend"
+    SEND_SUSPENSION_NOTICE = "send_suspension_notice"
+    SEND_DATA_DELETION_WARNING = "send_data_deletion_warning"
+    REINSTATE = "reinstate"
+    CLOSE_THE_LOOP = "close_the_loop"
+
+
+NOTICE_OF_STEP: dict[StepKind, NoticeKind] = {
+    StepKind.SEND_INVOICE: NoticeKind.INVOICE,
+    StepKind.SEND_REMINDER: NoticeKind.REMINDER,
+    StepKind.SEND_FINAL_NOTICE: NoticeKind.FINAL_NOTICE,
+    StepKind.SEND_SUSPENSION_NOTICE: NoticeKind.SUSPENSION,
+    StepKind.SEND_DATA_DELETION_WARNING: NoticeKind.DATA_DELETION_WARNING,
+    StepKind.CLOSE_THE_LOOP: NoticeKind.CLOSE_THE_LOOP,
+}
+
+NEXT_ACTION_OF_STEP: dict[StepKind, NextActionKind] = {
+    StepKind.SEND_INVOICE: NextActionKind.INVOICE,
+    StepKind.SEND_REMINDER: NextActionKind.REMINDER,
+    StepKind.SEND_FINAL_NOTICE: NextActionKind.FINAL_NOTICE,
+    StepKind.SUSPEND: NextActionKind.SUSPENSION,
+    StepKind.SEND_SUSPENSION_NOTICE: NextActionKind.SUSPENSION,
+    StepKind.SEND_DATA_DELETION_WARNING: NextActionKind.DATA_DELETION_WARNING,
+    StepKind.REINSTATE: NextActionKind.REINSTATEMENT,
+    StepKind.CLOSE_THE_LOOP: NextActionKind.CLOSE_THE_LOOP,
+}
+
+DUNNING_NOTICES = frozenset(
+    {
+        StepKind.SEND_REMINDER,
+        StepKind.SEND_FINAL_NOTICE,
+        StepKind.SUSPEND,
+        StepKind.SEND_DATA_DELETION_WARNING,
+    }
+)
+# Steps the customer sees as they happen: they wait for business hours. Reinstatement never waits.
+CUSTOMER_FACING_STEPS = frozenset(StepKind) - {StepKind.REINSTATE}
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepKind
+    key: str  # idempotency key: also the notice key and the base of Partner Center request ids
+    at: datetime  # when it happens: not before now, and inside business hours where it is customer-facing
+    planned: datetime  # the moment the policy names for it (may be past: then the step is overdue)
+    invoice_id: str | None = None
+    rung: int = 0  # 1-based reminder or warning number
+    superseded_keys: tuple[str, ...] = ()  # earlier rungs that are due too: sending this one replaces them
+    then: NoticeNextStep | None = None  # what happens next, for the notice's wording
+
+    @property
+    def notice_kind(self) -> NoticeKind | None:
+        return NOTICE_OF_STEP.get(self.kind)
+
+
+@dataclass(frozen=True)
+class Decision:
+    step: Step | None  # the next step, due now or later; None: nothing planned
+    wake_at: datetime | None  # when to look again even if no message arrives
+    finished: bool  # nothing owed, nothing open: the run may complete
+    pending: list[Step] = field(default_factory=list)
+
+
+def ladder_anchor(state: BillingState) -> str | None:
+    """The invoice the ladder counts from: the oldest one with money outstanding."""
+    open_invoices = state.open_invoices()
+    return open_invoices[0].invoice_id if open_invoices else None
+
+
+def _adjust(kind: StepKind, at: datetime, state: BillingState, policy: CollectionsPolicy) -> datetime:
+    if kind in CUSTOMER_FACING_STEPS:
+        return next_business_moment(at, state.account.zone, policy.quiet_hours)
+    return at
+
+
+def _retry_floor(state: BillingState, key: str, at: datetime) -> datetime:
+    failure = state.failures.get(key)
+    return max(at, failure.retry_at) if failure else at
+
+
+def _step(
+    kind: StepKind,
+    key: str,
+    planned: datetime,
+    state: BillingState,
+    policy: CollectionsPolicy,
+    now: datetime,
+    **extra: object,
+) -> Step:
+    at = _retry_floor(state, key, _adjust(kind, max(planned, now), state, policy))
+    return Step(kind=kind, key=key, at=at, planned=planned, **extra)  # type: ignore[arg-type]
+
+
+def suspendable(state: BillingState, policy: CollectionsPolicy, now: datetime) -> bool:
+    """Enough is overdue to suspend over it: never a paid-up or below-minimum account."""
+    overdue = state.overdue_amount(now)
+    return overdue.is_positive and overdue >= policy.minimum_to_suspend
+
+
+def is_paused(state: BillingState, now: datetime) -> bool:
+    """Dunning paused by an operator; a pause with an end date ends by itself."""
+    return state.dunning_paused and (state.paused_until is None or now < state.paused_until)
+
+
+def _ladder(state: BillingState, policy: CollectionsPolicy, now: datetime) -> list[Step]:
+    anchor_id = ladder_anchor(state)
+    if anchor_id is None or is_paused(state, now):
+        return []
+    anchor = state.invoice(anchor_id)
+    assert anchor is not None
+    due = anchor.due_at
+    recorded_at = state.invoice_recorded_at.get(anchor_id, due)
+    # Final notice and suspension only threaten what the policy would really do: not below the minimum.
+    overdue = state.overdue_amount(now)
+    at_stake = overdue if overdue.is_positive else anchor.outstanding
+    may_suspend = at_stake >= policy.minimum_to_suspend
+    rungs: list[Step] = []
+    for number, offset in enumerate(policy.reminders, start=1):
+        if offset < timedelta(0) and due + offset < recorded_at:
+            # A pre-due reminder that fell before the invoice reached us: the invoice notice says it all.
+            continue
+        rungs.append(
+            _step(
+                StepKind.SEND_REMINDER,
+                f"reminder-{number}-{anchor_id}",
+                due + offset,
+                state,
+                policy,
+                now,
+                invoice_id=anchor_id,
+                rung=number,
+            )
+        )
+    if may_suspend:
+        final_key = f"final-notice-{anchor_id}"
+        rungs.append(
+            _step(
+                StepKind.SEND_FINAL_NOTICE,
+                final_key,
+                due + policy.final_notice,
+                state,
+                policy,
+                now,
+                invoice_id=anchor_id,
+            )
+        )
+        if state.suspension is None:
+            rungs.append(_suspension_step(state, policy, anchor_id, due, final_key, now))
+    pending = [rung for rung in rungs if not state.is_done(rung.key)]
+    if state.suspension is not None:
+        pending = [rung for rung in pending if rung.kind is not StepKind.SUSPEND]
+    due_now = [rung for rung in pending if rung.planned <= now and rung.kind is not StepKind.SUSPEND]
+    if len(due_now) > 1:
+        latest = due_now[-1]
+        superseded = tuple(rung.key for rung in due_now[:-1])
+        pending = [_replace(latest, superseded_keys=superseded)] + [
+            rung for rung in pending if rung not in due_now
+        ]
+    then = _suspension_notice_date(pending, state)
+    return [_replace(rung, then=then) if rung.kind is not StepKind.SUSPEND else rung for rung in pending]
+
+
+def _suspension_step(
+    state: BillingState,
+    policy: CollectionsPolicy,
+    anchor_id: str,
+    due: datetime,
+    final_key: str,
+    now: datetime,
+) -> Step:
+    """Suspension comes `suspend_after` the due moment, and never sooner than the final notice promised."""
+    at = due + policy.suspend_after
+    final = next((n for n in state.notices if n.key == final_key), None)
+    if final is not None:
+        at = max(at, final.at + policy.final_notice_warning)
+    elif not state.is_done(final_key):
+        final_at = _adjust(StepKind.SEND_FINAL_NOTICE, due + policy.final_notice, state, policy)
+        at = max(at, max(final_at, now) + policy.final_notice_warning)
+    key = f"suspension-{anchor_id}-{state.suspension_count + 1}"
+    return _step(StepKind.SUSPEND, key, at, state, policy, now, invoice_id=anchor_id)
+
+
+def _suspension_notice_date(pending: list[Step], state: BillingState) -> NoticeNextStep | None:
+    suspension = next((rung for rung in pending if rung.kind is StepKind.SUSPEND), None)
+    if suspension is None:
+        return None
+    return NoticeNextStep(
+        kind=NextActionKind.SUSPENSION, on=suspension.at.astimezone(state.account.zone).date()
+    )
+
+
+def _replace(step: Step, **changes: object) -> Step:
+    return replace(step, **changes)  # type: ignore[arg-type]
+
+
+def data_deletion_date(state: BillingState) -> date | None:
+    if state.suspension is None:
+        return None
+    deletion = state.suspension.suspended_at + DATA_DELETION_AFTER_SUSPENSION
+    return deletion.astimezone(state.account.zone).date()
+
+
+def _while_suspended(state: BillingState, policy: CollectionsPolicy, now: datetime) -> list[Step]:
+    suspension = state.suspension
+    if suspension is None:
+        return []
+    if not state.overdue_amount(now).is_positive and not suspension.held_for_operator:
+        key = f"reinstatement-{suspension.key}"
+        return [Step(kind=StepKind.REINSTATE, key=key, at=_retry_floor(state, key, now), planned=now)]
+    if not suspension.confirmed:
+        # Finish what was started on exactly the subscriptions listed then, however long Partner Center took.
+        return [
+            Step(
+                kind=StepKind.SUSPEND,
+                key=suspension.key,
+                at=_retry_floor(state, suspension.key, now),
+                planned=suspension.suspended_at,
+                invoice_id=suspension.invoice_id,
+            )
+        ]
+    deletion_on = data_deletion_date(state)
+    assert deletion_on is not None
+    then = NoticeNextStep(kind=NextActionKind.DATA_DELETION_WARNING, on=deletion_on)
+    steps = []
+    notice_key = f"{suspension.key}-notice"
+    if not state.is_done(notice_key):
+        steps.append(
+            _step(
+                StepKind.SEND_SUSPENSION_NOTICE,
+                notice_key,
+                suspension.suspended_at,
+                state,
+                policy,
+                now,
+                invoice_id=suspension.invoice_id,
+                then=then,
+            )
+        )
+    warnings = [
+        _step(
+            StepKind.SEND_DATA_DELETION_WARNING,
+            f"data-deletion-warning-{number}-{suspension.key}",
+            suspension.suspended_at + offset,
+            state,
+            policy,
+            now,
+            rung=number,
+            then=then,
+        )
+        for number, offset in enumerate(policy.data_deletion_warnings, start=1)
+    ]
+    pending = [warning for warning in warnings if not state.is_done(warning.key)]
+    due_now = [warning for warning in pending if warning.planned <= now]
+    if len(due_now) > 1:
+        superseded = tuple(warning.key for warning in due_now[:-1])
+        pending = [_replace(due_now[-1], superseded_keys=superseded), *pending[len(due_now) :]]
+    return [*steps, *pending]
+
+
+def _invoice_notices(state: BillingState, policy: CollectionsPolicy, now: datetime) -> list[Step]:
+    steps = []
+    for invoice_id in state.invoice_ids:
+        key = f"invoice-{invoice_id}"
+        if not state.is_done(key):
+            recorded = state.invoice_recorded_at.get(invoice_id)
+            assert recorded is not None
+            steps.append(
+                _step(StepKind.SEND_INVOICE, key, recorded, state, policy, now, invoice_id=invoice_id)
+            )
+    return steps
+
+
+def _close_the_loop(state: BillingState, policy: CollectionsPolicy, now: datetime) -> list[Step]:
+    issue = state.issue
+    if issue is None or state.suspension is not None or state.overdue_amount(now).is_positive:
+        return []
+    if not issue.customer_told:
+        return []
+    return [_step(StepKind.CLOSE_THE_LOOP, f"close-the-loop-{issue.key}", now, state, policy, now)]
+
+
+def pending_steps(state: BillingState, policy: CollectionsPolicy, now: datetime) -> list[Step]:
+    """Every step the account is waiting for, earliest first (ties: reinstatement before notices)."""
+    steps = [
+        *_while_suspended(state, policy, now),
+        *_invoice_notices(state, policy, now),
+        *_ladder(state, policy, now),
+        *_close_the_loop(state, policy, now),
+    ]
+    order = {
+        kind: index
+        for index, kind in enumerate(
+            [
+                StepKind.REINSTATE,
+                StepKind.SUSPEND,
+                StepKind.SEND_SUSPENSION_NOTICE,
+                StepKind.SEND_INVOICE,
+                StepKind.CLOSE_THE_LOOP,
+                StepKind.SEND_FINAL_NOTICE,
+                StepKind.SEND_REMINDER,
+                StepKind.SEND_DATA_DELETION_WARNING,
+            ]
+        )
+    }
+    return sorted(steps, key=lambda step: (step.at, order[step.kind]))
+
+
+def _next_due_moment(state: BillingState, now: datetime) -> datetime | None:
+    """The next moment an open invoice falls due: the stage changes then even if no notice goes out."""
+    upcoming = [invoice.due_at for invoice in state.open_invoices() if invoice.due_at > now]
+    candidates = [*upcoming]
+    if state.paused_until is not None and state.paused_until > now:
+        candidates.append(state.paused_until)
+    return min(candidates, default=None)
+
+
+def is_settled(state: BillingState) -> bool:
+    return not state.balance.amount_due.is_positive and state.suspension is None and state.issue is None
+
+
+def decide(state: BillingState, policy: CollectionsPolicy, now: datetime) -> Decision:
+    steps = pending_steps(state, policy, now)
+    step = steps[0] if steps else None
+    wake_candidates = [
+        moment for moment in (step.at if step else None, _next_due_moment(state, now)) if moment is not None
+    ]
+    wake_at = min(wake_candidates, default=None)
+    return Decision(step=step, wake_at=wake_at, finished=step is None and is_settled(state), pending=steps)
+
+
+def observe(state: BillingState, now: datetime) -> None:
+    """Open a collections issue the moment money is overdue; end it silently if the customer never heard."""
+    overdue = state.overdue_amount(now).is_positive
+    if overdue and state.issue is None:
+        key = f"{ladder_anchor(state)}-{state.issue_count + 1}"
+        state.issue = CollectionsIssue(key=key, opened_at=now)
+        state.issue_count += 1
+    elif (
+        not overdue and state.issue is not None and not state.issue.customer_told and state.suspension is None
+    ):
+        state.issue = None
+    state.resolved = is_settled(state)
+
+
+def mark_done(state: BillingState, step: Step) -> None:
+    state.done_keys = [*state.done_keys, *step.superseded_keys, step.key]
+    state.failures.pop(step.key, None)
+    # An issue exists only while money is overdue, so a pre-due reminder never counts as telling.
+    if step.kind in DUNNING_NOTICES and state.issue is not None:
+        state.issue.customer_told = True
+    if step.kind is StepKind.CLOSE_THE_LOOP:
+        state.issue = None
+
+
+def stage(state: BillingState, now: datetime) -> BillingStage:
+    """The first stage of the contract's precedence that holds."""
+    if state.suspension is not None:
+        return BillingStage.SUSPENDED
+    if is_paused(state, now) and state.balance.amount_due.is_positive:
+        return BillingStage.PAUSED
+    if state.overdue_amount(now).is_positive:
+        if any(
+            state.is_done(f"final-notice-{invoice.invoice_id}") for invoice in state.overdue_invoices(now)
+        ):
+            return BillingStage.FINAL_NOTICE
+        return BillingStage.OVERDUE
+    if state.balance.amount_due.is_positive:
+        return BillingStage.CURRENT
+    return BillingStage.RESOLVED
+
+
+def next_action(decision: Decision) -> NextAction | None:
+    step = decision.step
+    if step is None:
+        return None
+    return NextAction(kind=NEXT_ACTION_OF_STEP[step.kind], at=step.at, invoice_id=step.invoice_id)

@@ -1,0 +1,285 @@
+"""The messages of the engine's public contract (`shared/CONTRACT.md`): what other services send and read."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from billing.money import Money
+
+DEFAULT_TIME_ZONE = "Asia/Shanghai"
+Locale = Literal["zh-CN", "en-US"]
+
+
+def _non_blank(value: str, what: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    return value
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"{what} must be an ISO 8601 datetime with an offset, e.g. 2026-11-24T18:00:00+08:00"
+        )
+    return value
+
+
+class Message(BaseModel):
+    """Base of every contract message: unknown fields are tolerated (senders may be newer than us)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class CustomerAccount(Message):
+    """The input of `CustomerBilling`: who the customer is and how to talk to them."""
+
+    customer_id: str
+    name: str
+    email: str
+    locale: Locale = "zh-CN"
+    time_zone: str = DEFAULT_TIME_ZONE
+    tenant_id: str = ""
+
+    @field_validator("customer_id", "name")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _non_blank(value, "customer_id and name")
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        value = value.strip()
+        local, _, domain = value.partition("@")
+        if not local or "." not in domain or " " in value:
+            raise ValueError("email must be an address such as billing@example.cn")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"time_zone {value!r} is not an IANA time zone such as Asia/Shanghai") from None
+        return value
+
+    @model_validator(mode="after")
+    def _tenant_defaults_to_customer(self) -> CustomerAccount:
+        if not self.tenant_id.strip():
+            object.__setattr__(self, "tenant_id", self.customer_id)
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+
+class Invoice(Message):
+    """Signal `invoice_issued`: an invoice the partner issued to the customer."""
+
+    invoice_id: str
+    customer_id: str
+    amount: Money
+    issued_on: date
+    due_on: date
+    due_at: datetime | None = None
+    description: str | None = None
+
+    @field_validator("invoice_id", "customer_id")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _non_blank(value, "invoice_id and customer_id")
+
+    @field_validator("amount")
+    @classmethod
+    def _positive(cls, value: Money) -> Money:
+        if not value.is_positive:
+            raise ValueError("an invoice amount must be greater than zero")
+        return value
+
+    @field_validator("due_at")
+    @classmethod
+    def _due_at_aware(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _aware(value, "due_at")
+
+    @model_validator(mode="after")
+    def _due_after_issue(self) -> Invoice:
+        if self.due_on < self.issued_on:
+            raise ValueError(f"due_on {self.due_on} is before issued_on {self.issued_on}")
+        return self
+
+
+class Payment(Message):
+    """Signal `payment_received` and update `record_payment`: money the customer paid."""
+
+    payment_id: str
+    customer_id: str
+    amount: Money
+    received_at: datetime
+    invoice_id: str | None = None
+
+    @field_validator("payment_id", "customer_id")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _non_blank(value, "payment_id and customer_id")
+
+    @field_validator("amount")
+    @classmethod
+    def _positive(cls, value: Money) -> Money:
+        if not value.is_positive:
+            raise ValueError("a payment amount must be greater than zero")
+        return value
+
+    @field_validator("received_at")
+    @classmethod
+    def _received_at_aware(cls, value: datetime) -> datetime:
+        return _aware(value, "received_at")
+
+
+class Dispute(Message):
+    """Signal `dispute_opened`: the customer contests (part of) an invoice."""
+
+    dispute_id: str
+    customer_id: str
+    invoice_id: str
+    reason: str
+    amount: Money | None = None
+
+    @field_validator("dispute_id", "customer_id", "invoice_id", "reason")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _non_blank(value, "dispute_id, customer_id, invoice_id and reason")
+
+    @field_validator("amount")
+    @classmethod
+    def _positive(cls, value: Money | None) -> Money | None:
+        if value is not None and not value.is_positive:
+            raise ValueError("a disputed amount must be greater than zero")
+        return value
+
+
+class BillingStage(StrEnum):
+    """The `BillingStage` search attribute. `STAGE_PRECEDENCE` says which wins when several hold."""
+
+    CURRENT = "Current"
+    OVERDUE = "Overdue"
+    FINAL_NOTICE = "FinalNotice"
+    SUSPENDED = "Suspended"
+    PAUSED = "Paused"
+    DISPUTED = "Disputed"
+    ESCALATED = "Escalated"
+    RESOLVED = "Resolved"
+
+
+STAGE_PRECEDENCE: tuple[BillingStage, ...] = (
+    BillingStage.SUSPENDED,
+    BillingStage.ESCALATED,
+    BillingStage.DISPUTED,
+    BillingStage.PAUSED,
+    BillingStage.FINAL_NOTICE,
+    BillingStage.OVERDUE,
+    BillingStage.CURRENT,
+    BillingStage.RESOLVED,
+)
+
+
+class NoticeKind(StrEnum):
+    INVOICE = "invoice"
+    REMINDER = "reminder"
+    FINAL_NOTICE = "final_notice"
+    SUSPENSION = "suspension"
+    DATA_DELETION_WARNING = "data_deletion_warning"
+    DISPUTE_RECEIVED = "dispute_received"
+    DISPUTE_RESOLVED = "dispute_resolved"
+    CLOSE_THE_LOOP = "close_the_loop"
+    ESCALATION_CASE = "escalation_case"
+    PARTNER_PAYABLE = "partner_payable"
+
+
+CUSTOMER_NOTICE_KINDS = frozenset(NoticeKind) - {NoticeKind.ESCALATION_CASE, NoticeKind.PARTNER_PAYABLE}
+
+
+class InvoiceState(StrEnum):
+    OPEN = "open"  # not yet due
+    OVERDUE = "overdue"
+    PAID = "paid"  # settled by payments and credits
+    WRITTEN_OFF = "written_off"  # settled, at least partly by a write-off
+    DISPUTED = "disputed"
+
+
+class InvoiceStatus(Message):
+    invoice_id: str
+    amount: Money
+    paid: Money
+    outstanding: Money
+    due_on: date
+    due_at: datetime
+    state: InvoiceState
+
+
+class DisputeState(StrEnum):
+    OPEN = "open"
+    ESCALATED = "escalated"
+    RESOLVED = "resolved"
+
+
+class DisputeStatus(Message):
+    dispute_id: str
+    invoice_id: str
+    amount: Money
+    state: DisputeState
+    escalation_reference: str | None = None
+
+
+class NextActionKind(StrEnum):
+    INVOICE = "invoice"
+    REMINDER = "reminder"
+    FINAL_NOTICE = "final_notice"
+    SUSPENSION = "suspension"
+    DATA_DELETION_WARNING = "data_deletion_warning"
+    REINSTATEMENT = "reinstatement"
+    CLOSE_THE_LOOP = "close_the_loop"
+
+
+class NextAction(Message):
+    kind: NextActionKind
+    at: datetime
+    invoice_id: str | None = None
+
+
+class NoticeRecord(Message):
+    kind: NoticeKind
+    at: datetime
+    invoice_id: str | None = None
+    key: str = ""
+
+
+class RejectedMessage(Message):
+    name: str
+    reason: str
+    at: datetime
+    reference: str | None = None  # the id the message carried (invoice, payment or dispute id), if any
+
+
+class BillingStatus(Message):
+    """Query `status` and the result of every update."""
+
+    customer_id: str
+    stage: BillingStage
+    amount_due: Money
+    overdue_amount: Money | None = None
+    unapplied_credit: Money | None = None
+    oldest_due_on: date | None = None
+    invoices: list[InvoiceStatus] = Field(default_factory=list)
+    disputes: list[DisputeStatus] = Field(default_factory=list)
+    suspended_subscription_ids: list[str] = Field(default_factory=list)
+    paused: bool = False
+    next_action: NextAction | None = None
+    notices_sent: list[NoticeRecord] = Field(default_factory=list)
+    rejected: list[RejectedMessage] = Field(default_factory=list)

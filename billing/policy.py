@@ -1,0 +1,175 @@
+"""The collections policy: the dunning ladder as data a finance team can read, loaded from TOML."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from billing.money import Money
+
+# Partner Center operated by 21Vianet deletes a subscription's data this long after it was suspended.
+DATA_DELETION_AFTER_SUSPENSION = timedelta(days=60)
+
+
+class PolicyError(ValueError):
+    """The policy file is unreadable or says something impossible. The message names the file and the key."""
+
+
+class PolicyModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QuietHours(PolicyModel):
+    """Customer-facing steps wait for the customer's local business hours."""
+
+    enabled: bool = True
+    start: time = time(9, 0)
+    end: time = time(18, 0)
+    business_days_only: bool = True
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> QuietHours:
+        if self.enabled and self.start >= self.end:
+            raise ValueError(f"start {self.start:%H:%M} must be before end {self.end:%H:%M}")
+        return self
+
+
+class DisputeRules(PolicyModel):
+    grace_after_uphold: timedelta = timedelta(days=7)
+    remind_desk_after: timedelta = timedelta(days=5)
+
+
+class EscalationRules(PolicyModel):
+    chase_after: timedelta = timedelta(days=1)
+
+
+class CollectionsPolicy(PolicyModel):
+    """Offsets count from the moment the oldest unpaid invoice fell due (negative: before it)."""
+
+    currency: str = "CNY"
+    minimum_amount_to_suspend: Decimal = Decimal("100.00")
+    reminders: tuple[timedelta, ...] = (timedelta(days=-3), timedelta(days=1), timedelta(days=7))
+    final_notice: timedelta = timedelta(days=14)
+    suspend_after: timedelta = timedelta(days=21)
+    data_deletion_warnings: tuple[timedelta, ...] = (timedelta(days=30), timedelta(days=50))
+    quiet_hours: QuietHours = Field(default_factory=QuietHours)
+    dispute: DisputeRules = Field(default_factory=DisputeRules)
+    escalation: EscalationRules = Field(default_factory=EscalationRules)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return Money.zero(value).currency
+
+    @field_validator("minimum_amount_to_suspend", mode="before")
+    @classmethod
+    def _no_float_minimum(cls, value: Any) -> Any:
+        if isinstance(value, float):
+            raise ValueError('write the amount as a string, e.g. "100.00", so it is exact')
+        return value
+
+    @field_validator("minimum_amount_to_suspend")
+    @classmethod
+    def _minimum_not_negative(cls, value: Decimal) -> Decimal:
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator("reminders")
+    @classmethod
+    def _reminders_ascending(cls, value: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
+        if list(value) != sorted(set(value)):
+            raise ValueError("reminders must be distinct and in ascending order")
+        return value
+
+    @field_validator("data_deletion_warnings")
+    @classmethod
+    def _warnings_before_deletion(cls, value: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
+        if list(value) != sorted(set(value)):
+            raise ValueError("data_deletion_warnings must be distinct and in ascending order")
+        for offset in value:
+            if not timedelta(0) < offset < DATA_DELETION_AFTER_SUSPENSION:
+                raise ValueError(
+                    f"{_iso(offset)} is not between suspension and the data deletion 60 days after it"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _ladder_in_order(self) -> CollectionsPolicy:
+        if self.reminders and self.reminders[-1] >= self.final_notice:
+            raise ValueError("final_notice must come after the last reminder")
+        if self.final_notice >= self.suspend_after:
+            raise ValueError("suspend_after must come after final_notice")
+        if self.final_notice <= timedelta(0):
+            raise ValueError("final_notice must come after the due moment")
+        return self
+
+    @property
+    def minimum_to_suspend(self) -> Money:
+        return Money(amount=self.minimum_amount_to_suspend, currency=self.currency)
+
+    @property
+    def final_notice_warning(self) -> timedelta:
+        """How long a customer has between the final notice and suspension."""
+        return self.suspend_after - self.final_notice
+
+
+def _iso(offset: timedelta) -> str:
+    sign = "-" if offset < timedelta(0) else ""
+    offset = abs(offset)
+    days, seconds = offset.days, offset.seconds
+    text = f"{sign}P{days}D" if days else f"{sign}P"
+    if seconds or not days:
+        text += f"T{seconds}S"
+    return text
+
+
+def load_policy(path: str | Path) -> CollectionsPolicy:
+    """Load a policy file; every error names the file, the key and what is wrong with it."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyError(f"{path}: collections policy file not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise PolicyError(f"{path}: not valid TOML: {error}") from None
+    return parse_policy(raw, source=str(path))
+
+
+def parse_policy(raw: dict[str, Any], source: str = "<policy>") -> CollectionsPolicy:
+    try:
+        return CollectionsPolicy.model_validate(raw)
+    except ValidationError as error:
+        problems = []
+        for detail in error.errors():
+            key = ".".join(str(part) for part in detail["loc"]) or "(top level)"
+            message = detail["msg"].removeprefix("Value error, ")
+            if detail["type"] == "extra_forbidden":
+                message = "unknown key (check the spelling against the contract)"
+            elif detail["type"].startswith("time_delta"):
+                message = f"{message}; write an ISO 8601 duration such as P14D, PT30S or -P3D"
+            problems.append(f"{source}: {key}: {message}")
+        raise PolicyError("\n".join(problems)) from None
+
+
+DEMO_POLICY_TOML = """\
+# A compressed ladder for demos and integration tests: the whole lifecycle in about a minute.
+currency = "CNY"
+minimum_amount_to_suspend = "100.00"
+reminders = ["-PT5S", "PT5S", "PT10S"]
+final_notice = "PT15S"
+suspend_after = "PT25S"
+data_deletion_warnings = ["PT40S", "PT50S"]
+[quiet_hours]
+enabled = false
+[dispute]
+grace_after_uphold = "PT20S"
+remind_desk_after = "PT30S"
+[escalation]
+chase_after = "PT20S"
+"""

@@ -1,0 +1,208 @@
+"""What the workflow asks of the outside world: the input and result of every activity.
+
+One model per activity input and result, so fields can be added compatibly. The activities themselves live in
+`activities/` (one module per outside system); these models are shared by both sides.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from billing.models import CustomerAccount, Invoice, NextActionKind, NoticeKind, NoticeRecord, Payment
+from billing.money import Money
+from billing.policy import CollectionsPolicy
+
+
+class PortModel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# --- ledger ---------------------------------------------------------------------------------------------
+
+
+class InvoiceBalance(PortModel):
+    """One invoice as the books see it. `outstanding = amount - paid - credited - written_off`."""
+
+    invoice_id: str
+    amount: Money
+    paid: Money  # payments and unapplied credit allocated to it
+    credited: Money  # credit notes posted against it
+    written_off: Money
+    outstanding: Money
+    issued_on: date
+    due_on: date
+    due_at: datetime  # the exact moment payment is due (aware)
+    description: str | None = None
+
+
+class AccountBalance(PortModel):
+    """A customer's account as the books see it. The workflow takes its amounts from here, never adds up."""
+
+    customer_id: str
+    currency: str
+    invoices: list[InvoiceBalance] = Field(default_factory=list)  # open ones, plus any asked for by id
+    unapplied_credit: Money  # overpayments and credits not yet allocated to an invoice
+    amount_due: Money  # sum of outstanding over all open invoices
+
+
+class Allocation(PortModel):
+    invoice_id: str
+    amount: Money
+
+
+class RecordInvoiceRequest(PortModel):
+    account: CustomerAccount
+    invoice: Invoice
+    due_at: datetime  # `invoice.due_at`, or the end of `due_on` in the customer's time zone
+    known_invoice_ids: list[str] = Field(default_factory=list)
+
+
+class RecordPaymentRequest(PortModel):
+    payment: Payment
+    known_invoice_ids: list[str] = Field(default_factory=list)
+
+
+class PaymentRecorded(PortModel):
+    balance: AccountBalance
+    duplicate: bool  # the payment id was already on the books; nothing changed
+    allocations: list[Allocation] = Field(default_factory=list)
+    unapplied: Money  # the part of this payment kept as credit for the next invoice
+
+
+class BalanceRequest(PortModel):
+    customer_id: str
+    currency: str
+    known_invoice_ids: list[str] = Field(default_factory=list)
+
+
+class CreditNoteRequest(PortModel):
+    credit_id: str  # natural key: posting the same credit id twice posts once
+    customer_id: str
+    invoice_id: str
+    amount: Money
+    reason: str
+    known_invoice_ids: list[str] = Field(default_factory=list)
+
+
+class WriteOffRequest(PortModel):
+    write_off_id: str  # natural key
+    customer_id: str
+    invoice_id: str
+    amount: Money | None = None  # absent: everything still outstanding on the invoice
+    reason: str
+    known_invoice_ids: list[str] = Field(default_factory=list)
+
+
+# --- mailer ---------------------------------------------------------------------------------------------
+
+
+class NoticeNextStep(PortModel):
+    """What happens next if nothing changes, and on which date (from the decision core)."""
+
+    kind: NextActionKind
+    on: date
+
+
+class NoticeDispute(PortModel):
+    """The dispute a dispute notice or an escalation case is about."""
+
+    dispute_id: str
+    invoice_id: str
+    reason: str
+    amount: Money  # the disputed amount: the whole invoice when the customer named none
+    outcome: Literal["credit", "uphold"] | None = None  # set once the partner or 21Vianet decided
+    credit: Money | None = None  # outcome "credit": what was credited to the invoice
+    note: str | None = None  # the latest decision's note: for the desk if escalated, the customer if resolved
+    escalation_reference: str | None = None  # the reference 21Vianet gave, once recorded
+
+
+class NoticeRequest(PortModel):
+    """One notice to send. `key` is unique per customer: the same key is never sent twice."""
+
+    key: str
+    kind: NoticeKind
+    account: CustomerAccount
+    workflow_id: str
+    invoices: list[InvoiceBalance] = Field(default_factory=list)  # the invoices the notice is about
+    amount_due: Money
+    overdue_amount: Money | None = None
+    next_step: NoticeNextStep | None = None
+    suspended_on: date | None = None
+    data_deletion_on: date | None = None
+    subscription_ids: list[str] = Field(default_factory=list)
+    resolution: str | None = None  # close_the_loop: what resolved the issue ("payment", "credit", ...)
+    suspension_reason: Literal["non_payment", "fraud_review"] | None = None  # suspension
+    dispute: NoticeDispute | None = None  # dispute_received, dispute_resolved, escalation_case
+    payments: list[Payment] = Field(default_factory=list)  # escalation_case: what the customer paid
+    notices_sent: list[NoticeRecord] = Field(default_factory=list)  # escalation_case: notices so far
+
+
+class NoticeReceipt(PortModel):
+    key: str
+    kind: NoticeKind
+    message_id: str
+    sent_at: datetime
+    already_sent: bool  # the notice log already had it; nothing was sent this time
+
+
+# --- Partner Center -------------------------------------------------------------------------------------
+
+SubscriptionStatusTarget = Literal["suspended", "active"]
+
+
+class SubscriptionQuery(PortModel):
+    tenant_id: str
+    correlation_id: str  # the workflow id, sent as MS-CorrelationId
+
+
+class ActiveSubscriptions(PortModel):
+    subscription_ids: list[str]
+
+
+class SubscriptionStatusChange(PortModel):
+    tenant_id: str
+    subscription_id: str
+    target: SubscriptionStatusTarget
+    request_key: str  # stable across retries: becomes the MS-RequestId
+    correlation_id: str
+
+
+class SubscriptionStatusChanged(PortModel):
+    subscription_id: str
+    status: str  # the status Partner Center reports after the call
+    changed: bool  # False when it already had the target status
+
+
+# --- the notice log (kept in the ledger, read by the mailer) --------------------------------------------
+
+
+class NoticeLogEntry(PortModel):
+    customer_id: str
+    key: str  # unique per customer
+    kind: NoticeKind
+    message_id: str
+    sent_at: datetime
+    invoice_id: str | None = None
+
+
+class NoticeLog(Protocol):
+    """Where the mailer records what it sent, so that a notice already logged is never sent again."""
+
+    def find_notice(self, customer_id: str, key: str) -> NoticeLogEntry | None: ...
+
+    def log_notice(self, entry: NoticeLogEntry) -> NoticeLogEntry:
+        """Store the entry unless one with the same (customer_id, key) exists; return the stored one."""
+        ...
+
+
+# --- the policy the worker enforces ---------------------------------------------------------------------
+
+
+class LifecycleSettings(PortModel):
+    """Read once per run, so a changed policy file applies from the next run (or continue-as-new) on."""
+
+    policy: CollectionsPolicy
+    history_event_limit: int = 10_000  # continue-as-new past this many events even if not yet suggested

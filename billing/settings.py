@@ -1,0 +1,128 @@
+"""The engine's settings, read from the environment (names per `shared/CONTRACT.md`) and checked at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from billing.policy import CollectionsPolicy, load_policy
+
+PRODUCTION_PARTNER_CENTER_URL = "https://partner.partnercenterapi.microsoftonline.cn"
+PRODUCTION_TOKEN_URL_TEMPLATE = "https://login.partner.microsoftonline.cn/{tenant}/oauth2/token"
+
+# Environment variable → field. Everything else in the environment is ignored.
+ENVIRONMENT_NAMES: dict[str, str] = {
+    "TEMPORAL_ADDRESS": "temporal_address",
+    "TEMPORAL_NAMESPACE": "temporal_namespace",
+    "BILLING_TASK_QUEUE": "task_queue",
+    "BILLING_LEDGER_URL": "ledger_url",
+    "BILLING_SMTP_HOST": "smtp_host",
+    "BILLING_SMTP_PORT": "smtp_port",
+    "BILLING_SMTP_USERNAME": "smtp_username",
+    "BILLING_SMTP_PASSWORD": "smtp_password",
+    "BILLING_SMTP_STARTTLS": "smtp_starttls",
+    "BILLING_OUTBOX_DIR": "outbox_dir",
+    "BILLING_MAIL_FROM": "mail_from",
+    "BILLING_ESCALATION_EMAIL": "escalation_email",
+    "BILLING_FINANCE_EMAIL": "finance_email",
+    "BILLING_PARTNER_CENTER_URL": "partner_center_url",
+    "BILLING_PARTNER_CENTER_TOKEN_URL": "partner_center_token_url",
+    "BILLING_PARTNER_CENTER_CLIENT_ID": "partner_center_client_id",
+    "BILLING_PARTNER_CENTER_CLIENT_SECRET": "partner_center_client_secret",
+    "BILLING_POLICY_FILE": "policy_file",
+}
+
+
+class SettingsError(ValueError):
+    """The environment is incomplete or contradictory; the message names the variables."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "billing"
+    ledger_url: str = "sqlite:///var/ledger.db"
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = True
+    outbox_dir: Path = Path("var/outbox")
+    mail_from: str = "billing@localhost"
+    escalation_email: str | None = None
+    finance_email: str | None = None
+    partner_center_url: str = PRODUCTION_PARTNER_CENTER_URL
+    partner_center_token_url: str | None = None
+    partner_center_client_id: str | None = None
+    partner_center_client_secret: str | None = None
+    policy_file: Path | None = None
+
+    @field_validator("smtp_port")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        if not 0 < value < 65536:
+            raise ValueError("must be a TCP port between 1 and 65535")
+        return value
+
+    @field_validator("mail_from", "escalation_email", "finance_email")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and "@" not in value:
+            raise ValueError(f"{value!r} is not an email address")
+        return value
+
+    @field_validator("partner_center_url", "partner_center_token_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError(
+                "BILLING_SMTP_USERNAME and BILLING_SMTP_PASSWORD go together: set both or neither"
+            )
+        if not self.partner_center_client_id or not self.partner_center_client_secret:
+            raise ValueError(
+                "BILLING_PARTNER_CENTER_CLIENT_ID and BILLING_PARTNER_CENTER_CLIENT_SECRET are required "
+                "(the app registration the engine uses to suspend and reinstate subscriptions)"
+            )
+        if not self.partner_center_token_url:
+            raise ValueError(
+                "BILLING_PARTNER_CENTER_TOKEN_URL is required, e.g. "
+                + PRODUCTION_TOKEN_URL_TEMPLATE.format(tenant="<your partner tenant id>")
+            )
+        return self
+
+    def policy(self) -> CollectionsPolicy:
+        return load_policy(self.policy_file) if self.policy_file else CollectionsPolicy()
+
+
+def settings_from_environment(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check the settings; a `SettingsError` lists every problem by variable name."""
+    environ = os.environ if environ is None else environ
+    values = {
+        field: environ[name] for name, field in ENVIRONMENT_NAMES.items() if environ.get(name, "") != ""
+    }
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as error:
+        by_field = {field: name for name, field in ENVIRONMENT_NAMES.items()}
+        problems = []
+        for detail in error.errors():
+            field = str(detail["loc"][0]) if detail["loc"] else ""
+            where = by_field.get(field, "settings")
+            problems.append(f"{where}: {detail['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+    try:
+        settings.policy()
+    except ValueError as error:
+        raise SettingsError(f"invalid settings:\n  BILLING_POLICY_FILE: {error}") from None
+    return settings

@@ -1,0 +1,274 @@
+"""The decision core: the ladder, quiet hours, suspension rules and their invariants (hypothesis)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from billing.collections import StepKind, decide, stage
+from billing.models import BillingStage, CustomerAccount
+from billing.policy import CollectionsPolicy, QuietHours
+from billing.quiet_hours import is_business_moment, next_business_moment
+from tests.core_driver import CoreDriver, cny, days
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+ACCOUNT = CustomerAccount(customer_id="C-1", name="Lotus Trading", email="ap@lotus.example.cn")
+# Tuesday 2026-12-01 10:00 in Shanghai.
+MONDAY_MORNING = datetime(2026, 11, 30, 10, 0, tzinfo=SHANGHAI)
+DUE = datetime(2026, 12, 16, 0, 0, tzinfo=SHANGHAI)  # end of Tuesday 15 December
+
+
+def driver(policy: CollectionsPolicy | None = None, account: CustomerAccount = ACCOUNT) -> CoreDriver:
+    return CoreDriver(policy=policy or CollectionsPolicy(), account=account, now=MONDAY_MORNING)
+
+
+def test_invoice_paid_on_time_ends_without_close_the_loop():
+    d = driver()
+    d.issue("INV-1", cny("1234.50"), DUE)
+    d.run_until(DUE - days(1))
+    d.pay_everything()
+    d.run_until(DUE + days(60))
+    assert d.kinds() == [StepKind.SEND_INVOICE, StepKind.SEND_REMINDER]
+    assert decide(d.state, d.policy, d.now).finished
+    assert stage(d.state, d.now) is BillingStage.RESOLVED
+
+
+def test_full_ladder_to_suspension_then_payment_reinstates_and_closes_the_loop():
+    d = driver()
+    d.issue("INV-1", cny("1234.50"), DUE)
+    d.run_until(DUE + days(55))
+    assert d.kinds() == [
+        StepKind.SEND_INVOICE,
+        StepKind.SEND_REMINDER,
+        StepKind.SEND_REMINDER,
+        StepKind.SEND_REMINDER,
+        StepKind.SEND_FINAL_NOTICE,
+        StepKind.SUSPEND,
+        StepKind.SEND_SUSPENSION_NOTICE,
+        StepKind.SEND_DATA_DELETION_WARNING,
+    ]
+    assert stage(d.state, d.now) is BillingStage.SUSPENDED
+    d.pay_everything()
+    d.run_until(d.now + days(5))
+    assert d.kinds()[-2:] == [StepKind.REINSTATE, StepKind.CLOSE_THE_LOOP]
+    assert decide(d.state, d.policy, d.now).finished
+
+
+def test_ladder_counts_from_the_due_moment_in_business_hours():
+    d = driver()
+    d.issue("INV-1", cny(500), DUE)
+    d.run_until(DUE + days(30))
+    moments = {step.key: at.astimezone(SHANGHAI) for at, step in d.performed}
+    # -P3D from Wednesday 00:00 is Sunday 00:00: moved to Monday 09:00.
+    assert moments["reminder-1-INV-1"] == datetime(2026, 12, 14, 9, 0, tzinfo=SHANGHAI)
+    assert moments["reminder-2-INV-1"] == datetime(2026, 12, 17, 9, 0, tzinfo=SHANGHAI)
+    assert moments["final-notice-INV-1"] == datetime(2026, 12, 30, 9, 0, tzinfo=SHANGHAI)
+    assert moments["suspension-INV-1-1"] == datetime(2027, 1, 6, 9, 0, tzinfo=SHANGHAI)
+
+
+def test_partial_payment_lowers_the_amount_without_resetting_the_ladder():
+    d = driver()
+    d.issue("INV-1", cny(1000), DUE)
+    d.run_until(DUE + days(3))
+    d.pay(cny(400))
+    d.run_until(DUE + days(30))
+    assert d.state.balance.amount_due == cny(600)
+    keys = d.keys()
+    assert keys.count("reminder-2-INV-1") == 1
+    assert "final-notice-INV-1" in keys
+    assert "suspension-INV-1-1" in keys
+
+
+def test_below_minimum_is_reminded_but_never_warned_of_or_suspended():
+    d = driver()
+    d.issue("INV-1", cny("99.99"), DUE)
+    d.run_until(DUE + days(90))
+    assert StepKind.SUSPEND not in d.kinds()
+    assert StepKind.SEND_FINAL_NOTICE not in d.kinds()
+    assert d.kinds().count(StepKind.SEND_REMINDER) == 3
+    assert stage(d.state, d.now) is BillingStage.OVERDUE
+
+
+def test_partial_payment_below_minimum_stops_the_suspension():
+    d = driver()
+    d.issue("INV-1", cny(300), DUE)
+    d.run_until(DUE + days(15))
+    d.pay(cny(250))
+    d.run_until(DUE + days(40))
+    assert StepKind.SUSPEND not in d.kinds()
+
+
+def test_invoice_that_arrives_long_overdue_gets_one_catch_up_notice_not_the_whole_ladder():
+    d = driver()
+    d.now = DUE + days(10)
+    d.issue("INV-1", cny(800), DUE)  # arrives on a Saturday: the notices wait for Monday morning
+    d.run_until(DUE + days(13))
+    sent = [step for _, step in d.performed]
+    assert [step.kind for step in sent] == [StepKind.SEND_INVOICE, StepKind.SEND_REMINDER]
+    assert sent[1].key == "reminder-3-INV-1"
+    assert set(sent[1].superseded_keys) == {"reminder-2-INV-1"}
+
+
+def test_suspension_never_comes_sooner_than_the_final_notice_promised():
+    d = driver()
+    d.now = DUE + days(30)
+    d.issue("INV-1", cny(800), DUE)
+    d.run_until(DUE + days(60))
+    performed = {step.kind: at for at, step in d.performed}
+    final_at = performed[StepKind.SEND_FINAL_NOTICE]
+    assert performed[StepKind.SUSPEND] - final_at >= d.policy.final_notice_warning
+
+
+def test_second_invoice_joins_and_the_ladder_moves_to_it_once_the_first_is_paid():
+    d = driver()
+    d.issue("INV-1", cny(500), DUE)
+    d.run_until(DUE + days(2))
+    d.issue("INV-2", cny(700), DUE + days(30))
+    d.pay(cny(500))
+    d.run_until(DUE + days(80))
+    keys = d.keys()
+    assert "invoice-INV-2" in keys
+    assert "final-notice-INV-2" in keys
+    assert "final-notice-INV-1" not in keys
+
+
+def test_close_the_loop_waits_for_business_hours():
+    d = driver()
+    d.issue("INV-1", cny(500), DUE)
+    d.run_until(DUE + days(2))
+    saturday_night = datetime(2026, 12, 19, 23, 0, tzinfo=SHANGHAI)
+    d.run_until(saturday_night)
+    d.pay_everything()
+    d.run_until(saturday_night + days(3))
+    at, step = d.performed[-1]
+    assert step.kind is StepKind.CLOSE_THE_LOOP
+    assert at.astimezone(SHANGHAI) == datetime(2026, 12, 21, 9, 0, tzinfo=SHANGHAI)
+
+
+def test_reinstatement_does_not_wait_for_business_hours():
+    d = driver()
+    d.issue("INV-1", cny(500), DUE)
+    d.run_until(DUE + days(25))
+    assert d.state.suspension is not None
+    sunday_night = datetime(2027, 1, 10, 23, 30, tzinfo=SHANGHAI)
+    d.run_until(sunday_night)
+    d.pay_everything()
+    d.run_until(sunday_night + timedelta(minutes=1))
+    reinstated = [at for at, step in d.performed if step.kind is StepKind.REINSTATE]
+    assert reinstated == [sunday_night]
+
+
+def test_data_deletion_warnings_carry_the_deletion_date_sixty_days_after_suspension():
+    d = driver()
+    d.issue("INV-1", cny(500), DUE)
+    d.run_until(DUE + days(80))
+    suspended_at = next(at for at, step in d.performed if step.kind is StepKind.SUSPEND)
+    warnings = [step for _, step in d.performed if step.kind is StepKind.SEND_DATA_DELETION_WARNING]
+    assert len(warnings) == 2
+    for warning in warnings:
+        assert warning.then is not None
+        assert warning.then.on == (suspended_at + days(60)).astimezone(SHANGHAI).date()
+
+
+def test_customer_time_zone_decides_business_hours():
+    berlin = CustomerAccount(
+        customer_id="C-2", name="Kunde", email="ap@kunde.example.de", time_zone="Europe/Berlin"
+    )
+    d = driver(account=berlin)
+    d.issue("INV-1", cny(500), DUE)
+    d.run_until(DUE + days(30))
+    zone = ZoneInfo("Europe/Berlin")
+    for at, step in d.performed:
+        if step.kind is not StepKind.REINSTATE:
+            assert time(9) <= at.astimezone(zone).time() < time(18), step.key
+
+
+def test_quiet_hours_move_a_night_moment_to_the_next_business_morning():
+    quiet = QuietHours()
+    friday_night = datetime(2026, 12, 18, 20, 0, tzinfo=SHANGHAI)
+    assert next_business_moment(friday_night, SHANGHAI, quiet) == datetime(2026, 12, 21, 9, tzinfo=SHANGHAI)
+    weekend_allowed = QuietHours(business_days_only=False)
+    assert next_business_moment(friday_night, SHANGHAI, weekend_allowed) == datetime(
+        2026, 12, 19, 9, tzinfo=SHANGHAI
+    )
+    inside = datetime(2026, 12, 18, 10, 30, tzinfo=SHANGHAI)
+    assert next_business_moment(inside, SHANGHAI, quiet) == inside
+    assert next_business_moment(friday_night, SHANGHAI, QuietHours(enabled=False)) == friday_night
+
+
+# --- properties ----------------------------------------------------------------------------------------
+
+zones = st.sampled_from(["Asia/Shanghai", "Asia/Hong_Kong", "Europe/Berlin", "America/New_York", "UTC"])
+amounts = st.decimals(min_value="0.01", max_value="50000", places=2).map(cny)
+moments = st.datetimes(
+    min_value=datetime(2026, 1, 1), max_value=datetime(2028, 12, 31), timezones=st.just(UTC)
+)
+payment_plans = st.lists(st.tuples(st.integers(min_value=-5, max_value=90), amounts), max_size=4)
+
+
+@st.composite
+def lifecycles(draw: st.DrawFn) -> CoreDriver:
+    zone = draw(zones)
+    account = CustomerAccount(customer_id="C-P", name="P", email="p@p.example.cn", time_zone=zone)
+    start = draw(moments)
+    d = CoreDriver(policy=CollectionsPolicy(), account=account, now=start)
+    for number in range(draw(st.integers(min_value=1, max_value=3))):
+        offset = draw(st.integers(min_value=-10, max_value=40))
+        d.issue(f"INV-{number}", draw(amounts), start + days(offset))
+    return d
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lifecycles(), payment_plans)
+def test_property_lifecycle_invariants(d: CoreDriver, plan: list[tuple[int, object]]):
+    start = d.now
+    for day, amount in sorted(plan, key=lambda item: item[0]):
+        d.run_until(max(d.now, start + days(day)))
+        before = d.state.overdue_amount(d.now)
+        d.pay(amount.min(d.state.balance.amount_due) if d.state.balance.amount_due.is_positive else amount)
+        assert d.state.overdue_amount(d.now) <= before
+    d.run_until(start + days(120))
+    zone = d.account.zone
+    # No notice twice.
+    keys = d.keys()
+    assert len(keys) == len(set(keys))
+    for (at, step), overdue in zip(d.performed, d.overdue_when_performed, strict=True):
+        if step.kind in (StepKind.SUSPEND, StepKind.SEND_FINAL_NOTICE):
+            # Never suspend (or threaten to) a paid-up or below-minimum account.
+            assert overdue >= d.policy.minimum_to_suspend, (step.key, overdue)
+        if step.kind is not StepKind.REINSTATE:
+            # Quiet hours respected for every customer-facing step.
+            assert is_business_moment(at, zone, d.policy.quiet_hours), (step.key, at.astimezone(zone))
+    # Every suspension ends in reinstatement once everything is paid.
+    d.pay_everything()
+    d.run_until(d.now + days(7))
+    assert d.state.suspension is None
+    assert decide(d.state, d.policy, d.now).finished
+    suspensions = d.kinds().count(StepKind.SUSPEND)
+    assert d.kinds().count(StepKind.REINSTATE) == suspensions
+
+
+@settings(max_examples=80, deadline=None)
+@given(lifecycles(), st.integers(min_value=0, max_value=60))
+def test_property_never_suspends_a_paid_up_or_below_minimum_account(d: CoreDriver, day: int):
+    d.run_until(d.now + days(day))
+    decision = decide(d.state, d.policy, d.now)
+    for step in decision.pending:
+        if step.kind is StepKind.SUSPEND and step.at <= d.now:
+            assert d.state.overdue_amount(d.now) >= d.policy.minimum_to_suspend
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "Pacific/Auckland", "America/Los_Angeles"])
+@given(at=moments)
+def test_property_next_business_moment_is_inside_business_hours_and_not_before(zone: str, at: datetime):
+    quiet = QuietHours()
+    moment = next_business_moment(at, ZoneInfo(zone), quiet)
+    local = moment.astimezone(ZoneInfo(zone))
+    assert moment >= at
+    assert local.weekday() < 5
+    assert quiet.start <= local.time() < quiet.end
+    assert moment - at < days(4)
