@@ -1,0 +1,97 @@
+"""Ledger activities: the workflow's writes to and reads of the books, run in the worker's thread pool."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from billing.ledger import LedgerRejection, LedgerStore
+from billing.ports import (
+    AccountBalance,
+    BalanceRequest,
+    CreditNoteRequest,
+    PaymentRecorded,
+    RecordInvoiceRequest,
+    RecordPaymentRequest,
+    WriteOffRequest,
+)
+
+_log = structlog.get_logger(__name__)
+
+
+@contextmanager
+def _refusal_not_retried(action: str, **ids: str | None) -> Iterator[None]:
+    """The books refusing a request is an answer, not a failure: retrying would be refused again."""
+    try:
+        yield
+    except LedgerRejection as rejection:
+        _log.warning("ledger_refused", action=action, code=rejection.code, **ids)
+        raise ApplicationError(
+            str(rejection), rejection.code, type="LedgerRejection", non_retryable=True
+        ) from rejection
+
+
+class LedgerActivities:
+    """The ledger activities, around one `LedgerStore`. Sync: they run in the worker's thread pool."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self._store = store
+
+    @activity.defn(name="record_invoice")
+    def record_invoice(self, request: RecordInvoiceRequest) -> AccountBalance:
+        ids = {"customer_id": request.invoice.customer_id, "invoice_id": request.invoice.invoice_id}
+        with _refusal_not_retried("record_invoice", **ids):
+            balance = self._store.record_invoice(request)
+        _log.info("invoice_recorded", **ids)
+        return balance
+
+    @activity.defn(name="record_payment")
+    def record_payment(self, request: RecordPaymentRequest) -> PaymentRecorded:
+        payment = request.payment
+        ids = {
+            "customer_id": payment.customer_id,
+            "payment_id": payment.payment_id,
+            "invoice_id": payment.invoice_id,
+        }
+        with _refusal_not_retried("record_payment", **ids):
+            recorded = self._store.record_payment(request)
+        _log.info(
+            "payment_recorded",
+            duplicate=recorded.duplicate,
+            allocated_to=[allocation.invoice_id for allocation in recorded.allocations],
+            **ids,
+        )
+        return recorded
+
+    @activity.defn(name="get_balance")
+    def get_balance(self, request: BalanceRequest) -> AccountBalance:
+        with _refusal_not_retried("get_balance", customer_id=request.customer_id):
+            return self._store.balance(request.customer_id, request.currency, request.known_invoice_ids)
+
+    @activity.defn(name="post_credit_note")
+    def post_credit_note(self, request: CreditNoteRequest) -> AccountBalance:
+        ids = {
+            "customer_id": request.customer_id,
+            "invoice_id": request.invoice_id,
+            "credit_id": request.credit_id,
+        }
+        with _refusal_not_retried("post_credit_note", **ids):
+            balance = self._store.post_credit_note(request)
+        _log.info("credit_note_posted", **ids)
+        return balance
+
+    @activity.defn(name="write_off_invoice")
+    def write_off_invoice(self, request: WriteOffRequest) -> AccountBalance:
+        ids = {
+            "customer_id": request.customer_id,
+            "invoice_id": request.invoice_id,
+            "write_off_id": request.write_off_id,
+        }
+        with _refusal_not_retried("write_off_invoice", **ids):
+            balance = self._store.write_off(request)
+        _log.info("invoice_written_off", **ids)
+        return balance

@@ -1,0 +1,210 @@
+"""The ledger's tables, and the column types that keep money exact and datetimes aware on every database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    TypeDecorator,
+)
+from sqlalchemy.types import TypeEngine
+
+CENT = Decimal("0.01")
+
+
+class Amount(TypeDecorator[Decimal]):
+    """A money amount with two decimals: `NUMERIC(18, 2)` on PostgreSQL.
+
+    SQLite has no exact decimal type (its NUMERIC is a float), so there the amount is an integer count of
+    hundredths: sums and CHECK constraints stay exact on both databases.
+    """
+
+    impl = Numeric(18, 2)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(Numeric(18, 2, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | int | None, dialect: Dialect) -> Decimal | int | None:
+        if value is None:
+            return None
+        cents = Decimal(value).quantize(CENT)
+        if cents != value:
+            raise ValueError(f"amount {value} has more than two decimals")
+        return int(cents.scaleb(2)) if dialect.name == "sqlite" else cents
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return Decimal(int(value)).scaleb(-2).quantize(CENT)
+        return Decimal(value).quantize(CENT)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware datetime, stored in UTC and returned aware (UTC); a naive datetime is refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"datetime {value.isoformat()} has no offset; the ledger stores aware datetimes")
+        utc = value.astimezone(UTC)
+        # SQLite keeps datetimes as text without an offset: store UTC and put the offset back on reading.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+notice_log = Table(
+    "notice_log",
+    metadata,
+    Column("customer_id", String, primary_key=True),
+    Column("key", String, primary_key=True),
+    Column("kind", String, nullable=False),
+    Column("message_id", String, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=False),
+    # No foreign key: partner_payable notices concern 21Vianet's invoices, which are not on these books.
+    Column("invoice_id", String, nullable=True),
+    Column("logged_at", UtcDateTime, nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("customer_id", String, primary_key=True),
+    # The details come with the first invoice; a payment arriving before it opens the account without them.
+    Column("name", String, nullable=True),
+    Column("email", String, nullable=True),
+    Column("locale", String, nullable=True),
+    Column("time_zone", String, nullable=True),
+    Column("tenant_id", String, nullable=True),
+    Column("currency", String(3), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("invoice_id", String, primary_key=True),
+    Column("customer_id", String, ForeignKey("customers.customer_id"), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("amount", Amount, nullable=False),
+    # Running totals of the entries below, kept in the same transaction; the checks make over-allocation
+    # impossible even if the code had a bug.
+    Column("paid", Amount, nullable=False),
+    Column("credited", Amount, nullable=False),
+    Column("written_off", Amount, nullable=False),
+    Column("outstanding", Amount, nullable=False),
+    Column("issued_on", Date, nullable=False),
+    Column("due_on", Date, nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    Column("description", String, nullable=True),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("paid >= 0 AND credited >= 0 AND written_off >= 0", name="settled_not_negative"),
+    CheckConstraint("outstanding >= 0", name="outstanding_not_negative"),
+    CheckConstraint("outstanding = amount - paid - credited - written_off", name="outstanding_adds_up"),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("payment_id", String, primary_key=True),
+    Column("customer_id", String, ForeignKey("customers.customer_id"), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("amount", Amount, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("invoice_id", String, ForeignKey("invoices.invoice_id"), nullable=True),  # the invoice it named
+    Column("recorded_at", UtcDateTime, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+)
+
+unapplied_credits = Table(
+    "unapplied_credits",
+    metadata,
+    # What a payment left over after paying every open invoice; consumed oldest first by later invoices.
+    Column("payment_id", String, ForeignKey("payments.payment_id"), primary_key=True),
+    Column("customer_id", String, ForeignKey("customers.customer_id"), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("amount", Amount, nullable=False),
+    Column("remaining", Amount, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining_within_amount"),
+)
+
+allocations = Table(
+    "allocations",
+    metadata,
+    Column("allocation_id", Integer, primary_key=True, autoincrement=True),
+    Column("customer_id", String, ForeignKey("customers.customer_id"), nullable=False),
+    Column("invoice_id", String, ForeignKey("invoices.invoice_id"), nullable=False, index=True),
+    Column("payment_id", String, ForeignKey("payments.payment_id"), nullable=False, index=True),
+    # "payment": allocated when the payment was recorded; "credit": from its unapplied credit, later.
+    Column("source", String(16), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", Amount, nullable=False),
+    Column("allocated_at", UtcDateTime, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("source IN ('payment', 'credit')", name="source_known"),
+)
+
+credit_notes = Table(
+    "credit_notes",
+    metadata,
+    Column("credit_id", String, primary_key=True),
+    Column("customer_id", String, ForeignKey("customers.customer_id"), nullable=False),
+    Column("invoice_id", String, ForeignKey("invoices.invoice_id"), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("amount", Amount, nullable=False),
+    Column("reason", String, nullable=False),
+    Column("posted_at", UtcDateTime, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+)
+
+write_offs = Table(
+    "write_offs",
+    metadata,
+    Column("write_off_id", String, primary_key=True),
+    Column("customer_id", String, ForeignKey("customers.customer_id"), nullable=False),
+    Column("invoice_id", String, ForeignKey("invoices.invoice_id"), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("amount", Amount, nullable=False),
+    Column("reason", String, nullable=False),
+    Column("posted_at", UtcDateTime, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+)

@@ -1,0 +1,128 @@
+"""The ledger activities on a real SQLite ledger, run as Temporal runs them (`ActivityEnvironment`)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from structlog.testing import capture_logs
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.ledger import LedgerActivities
+from billing.ledger import LedgerStore
+from billing.models import CustomerAccount, Invoice, Payment
+from billing.money import Money
+from billing.ports import (
+    BalanceRequest,
+    CreditNoteRequest,
+    RecordInvoiceRequest,
+    RecordPaymentRequest,
+    WriteOffRequest,
+)
+
+SHANGHAI = timezone(timedelta(hours=8))
+ACCOUNT = CustomerAccount(customer_id="cust-001", name="Example Trading Co.", email="ap@example.cn")
+
+
+def invoice_request(invoice_id: str, amount: str, due_on: date) -> RecordInvoiceRequest:
+    invoice = Invoice(
+        invoice_id=invoice_id,
+        customer_id=ACCOUNT.customer_id,
+        amount=Money.of(amount, "CNY"),
+        issued_on=due_on - timedelta(days=30),
+        due_on=due_on,
+    )
+    return RecordInvoiceRequest(
+        account=ACCOUNT, invoice=invoice, due_at=datetime.combine(due_on, datetime.max.time(), SHANGHAI)
+    )
+
+
+def payment_request(payment_id: str, amount: str, invoice_id: str | None = None) -> RecordPaymentRequest:
+    payment = Payment(
+        payment_id=payment_id,
+        customer_id=ACCOUNT.customer_id,
+        amount=Money.of(amount, "CNY"),
+        received_at=datetime(2026, 2, 1, 10, 0, tzinfo=SHANGHAI),
+        invoice_id=invoice_id,
+    )
+    return RecordPaymentRequest(payment=payment)
+
+
+@pytest.fixture
+def ledger_activities(sqlite_ledger: LedgerStore) -> LedgerActivities:
+    return LedgerActivities(sqlite_ledger)
+
+
+def test_activities_keep_the_books_of_a_customer(ledger_activities: LedgerActivities) -> None:
+    env = ActivityEnvironment()
+
+    env.run(ledger_activities.record_invoice, invoice_request("INV-1", "100.00", date(2026, 1, 31)))
+    env.run(ledger_activities.record_invoice, invoice_request("INV-2", "200.00", date(2026, 2, 28)))
+    recorded = env.run(ledger_activities.record_payment, payment_request("PAY-1", "120.00"))
+    env.run(
+        ledger_activities.post_credit_note,
+        CreditNoteRequest(
+            credit_id="CR-1",
+            customer_id="cust-001",
+            invoice_id="INV-2",
+            amount=Money.of("30.00", "CNY"),
+            reason="dispute settled",
+        ),
+    )
+    env.run(
+        ledger_activities.write_off_invoice,
+        WriteOffRequest(
+            write_off_id="WO-1",
+            customer_id="cust-001",
+            invoice_id="INV-2",
+            amount=Money.of("10.00", "CNY"),
+            reason="x",
+        ),
+    )
+    balance = env.run(
+        ledger_activities.get_balance,
+        BalanceRequest(customer_id="cust-001", currency="CNY", known_invoice_ids=["INV-1"]),
+    )
+
+    assert [(a.invoice_id, str(a.amount)) for a in recorded.allocations] == [
+        ("INV-1", "100.00 CNY"),
+        ("INV-2", "20.00 CNY"),
+    ]
+    assert [(i.invoice_id, str(i.outstanding)) for i in balance.invoices] == [
+        ("INV-1", "0.00 CNY"),
+        ("INV-2", "140.00 CNY"),
+    ]
+    assert balance.amount_due == Money.of("140.00", "CNY")
+
+
+def test_ledger_rejection_becomes_a_non_retryable_application_error(
+    ledger_activities: LedgerActivities,
+) -> None:
+    env = ActivityEnvironment()
+    env.run(ledger_activities.record_invoice, invoice_request("INV-1", "100.00", date(2026, 1, 31)))
+
+    with pytest.raises(ApplicationError) as caught:
+        env.run(ledger_activities.record_payment, payment_request("PAY-1", "50.00", invoice_id="INV-404"))
+
+    error = caught.value
+    assert (error.type, error.non_retryable, error.details) == ("LedgerRejection", True, ("unknown_invoice",))
+    assert "INV-404" in error.message
+    balance = env.run(ledger_activities.get_balance, BalanceRequest(customer_id="cust-001", currency="CNY"))
+    assert balance.amount_due == Money.of("100.00", "CNY")
+
+
+def test_activity_logs_carry_ids_and_no_personal_data(ledger_activities: LedgerActivities) -> None:
+    env = ActivityEnvironment()
+
+    with capture_logs() as logs:
+        env.run(ledger_activities.record_invoice, invoice_request("INV-1", "100.00", date(2026, 1, 31)))
+        with pytest.raises(ApplicationError):
+            env.run(ledger_activities.record_invoice, invoice_request("INV-1", "999.00", date(2026, 1, 31)))
+
+    assert [(log["event"], log.get("code")) for log in logs] == [
+        ("invoice_recorded", None),
+        ("ledger_refused", "invoice_conflict"),
+    ]
+    assert all(log["invoice_id"] == "INV-1" and log["customer_id"] == "cust-001" for log in logs)
+    assert ACCOUNT.name not in repr(logs) and ACCOUNT.email not in repr(logs)
