@@ -1,0 +1,276 @@
+"""The mailer activity: renders a notice, sends it once (SMTP or an outbox folder), logs it in the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import tempfile
+from datetime import UTC, datetime
+from email import policy
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from billing.models import CUSTOMER_NOTICE_KINDS, NoticeKind
+from billing.notices import NoticeRenderer, RenderedNotice
+from billing.ports import NoticeLog, NoticeLogEntry, NoticeReceipt, NoticeRequest
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_SMTP_TIMEOUT = 30.0
+
+
+class MailRejected(Exception):
+    """The mail server refused the message for good (a 5xx reply): sending it again cannot succeed."""
+
+    def __init__(self, code: int, stage: str) -> None:
+        super().__init__(f"the mail server refused the {stage} for good (SMTP {code})")
+        self.code = code
+
+
+class MailDeferred(Exception):
+    """The mail server refused the message for now (a 4xx reply): a later attempt may succeed."""
+
+    def __init__(self, code: int, stage: str) -> None:
+        super().__init__(f"the mail server deferred the {stage} (SMTP {code})")
+        self.code = code
+
+
+class MailTransport(Protocol):
+    """Delivers one finished message. Raises `MailRejected` when delivery can never succeed."""
+
+    async def send(self, message: EmailMessage) -> None: ...
+
+
+class SmtpTransport:
+    """Delivers through an SMTP server (BILLING_SMTP_*)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 587,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = True,
+        timeout: float = DEFAULT_SMTP_TIMEOUT,
+    ) -> None:
+        if (username is None) != (password is None):
+            raise ValueError("an SMTP username and password go together: give both or neither")
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.starttls = starttls
+        self.timeout = timeout
+
+    async def send(self, message: EmailMessage) -> None:
+        # Only the reply code goes into the errors raised here: the server's text often repeats the
+        # recipient's address, and activity failures end up in the worker's log.
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                start_tls=self.starttls,
+                timeout=self.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as error:
+            codes = [refusal.code for refusal in error.recipients]
+            if all(500 <= code < 600 for code in codes):
+                raise MailRejected(codes[0], "recipient") from None
+            raise MailDeferred(codes[0], "recipient") from None
+        except aiosmtplib.SMTPDataError as error:
+            if 500 <= error.code < 600:
+                raise MailRejected(error.code, "message") from None
+            raise MailDeferred(error.code, "message") from None
+
+
+class OutboxTransport:
+    """Writes each message as `<Message-ID>.eml` into a folder (BILLING_OUTBOX_DIR) when no SMTP host is set.
+
+    A retry of the same notice rewrites the same file, and a crash never leaves a partial one: the message is
+    written to a temporary file in the same folder and renamed into place.
+    """
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+
+    def path_for(self, message_id: str) -> Path:
+        name = re.sub(r"[^A-Za-z0-9._@-]", "_", message_id.strip("<>"))
+        return self.directory / f"{name}.eml"
+
+    async def send(self, message: EmailMessage) -> None:
+        await asyncio.to_thread(self._write, message)
+
+    def _write(self, message: EmailMessage) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.path_for(str(message["Message-ID"]))
+        data = message.as_bytes(policy=policy.SMTP)
+        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".eml.tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+def notice_message_id(customer_id: str, key: str, domain: str) -> str:
+    """The Message-ID of a notice: the same for every attempt, so a receiver can drop a repeated delivery."""
+    digest = hashlib.sha256(f"{customer_id}\n{key}".encode()).hexdigest()[:32]
+    return f"<{digest}@{domain}>"
+
+
+def _address(display_name: str, addr_spec: str, what: str) -> Address:
+    try:
+        # A display name is one line: a line break in a header would end it.
+        return Address(display_name=" ".join(display_name.split()), addr_spec=addr_spec.strip())
+    except (ValueError, IndexError, HeaderParseError):
+        raise ValueError(f"{what} is not a usable email address") from None
+
+
+def _setting_address(value: str, setting: str) -> Address:
+    """An address setting, bare (`desk@partner.cn`) or with a name (`Escalation desk <desk@partner.cn>`)."""
+    return _address(*parseaddr(value), setting)
+
+
+class MailerActivities:
+    """Sends notices: each (customer, key) at most once, to the customer or to the partner's own staff."""
+
+    def __init__(
+        self,
+        transport: MailTransport,
+        notice_log: NoticeLog,
+        mail_from: str,
+        escalation_email: str | None = None,
+        finance_email: str | None = None,
+        *,
+        renderer: NoticeRenderer | None = None,
+    ) -> None:
+        self._transport = transport
+        self._notice_log = notice_log
+        self._from = _setting_address(mail_from, "BILLING_MAIL_FROM")
+        if not self._from.domain:
+            raise ValueError("BILLING_MAIL_FROM must be an address such as billing@partner.example.cn")
+        self._escalation = (
+            _setting_address(escalation_email, "BILLING_ESCALATION_EMAIL") if escalation_email else None
+        )
+        self._finance = _setting_address(finance_email, "BILLING_FINANCE_EMAIL") if finance_email else None
+        self._renderer = renderer or NoticeRenderer()
+
+    @activity.defn(name="send_notice")
+    async def send_notice(self, request: NoticeRequest) -> NoticeReceipt:
+        customer_id = request.account.customer_id
+        message_id = notice_message_id(customer_id, request.key, self._from.domain)
+        fields = {"kind": str(request.kind), "key": request.key, "customer_id": customer_id}
+        logged = await asyncio.to_thread(self._notice_log.find_notice, customer_id, request.key)
+        if logged is not None:
+            log.info("notice_already_sent", message_id=logged.message_id, **fields)
+            return NoticeReceipt(
+                key=request.key,
+                kind=logged.kind,
+                message_id=logged.message_id,
+                sent_at=logged.sent_at,
+                already_sent=True,
+            )
+
+        recipient = self._recipient(request)
+        sent_at = datetime.now(UTC)
+        try:
+            rendered = self._renderer.render(request, sender_name=self._from.display_name)
+            message = self._compose(request, rendered, recipient, message_id, sent_at)
+        except ValueError as error:
+            # The request lacks what the notice must say, or holds text no mail header can carry: a retry of
+            # the same request fails the same way.
+            raise ApplicationError(str(error), type="InvalidNotice", non_retryable=True) from None
+        try:
+            await self._transport.send(message)
+        except MailRejected as error:
+            log.warning("notice_rejected", message_id=message_id, smtp_code=error.code, **fields)
+            raise ApplicationError(
+                f"{error}; the {request.kind} notice {request.key!r} was not delivered",
+                type="MailRejected",
+                non_retryable=True,
+            ) from None
+
+        entry = await asyncio.to_thread(
+            self._notice_log.log_notice,
+            NoticeLogEntry(
+                customer_id=customer_id,
+                key=request.key,
+                kind=request.kind,
+                message_id=message_id,
+                sent_at=sent_at,
+                invoice_id=_invoice_of(request),
+            ),
+        )
+        log.info("notice_sent", message_id=entry.message_id, **fields)
+        return NoticeReceipt(
+            key=request.key,
+            kind=request.kind,
+            message_id=entry.message_id,
+            sent_at=entry.sent_at,
+            already_sent=False,
+        )
+
+    def _recipient(self, request: NoticeRequest) -> Address:
+        if request.kind in CUSTOMER_NOTICE_KINDS:
+            try:
+                return _address(request.account.name, request.account.email, "the customer's email")
+            except ValueError as error:
+                raise ApplicationError(str(error), type="InvalidRecipient", non_retryable=True) from None
+        setting, address = {
+            NoticeKind.ESCALATION_CASE: ("BILLING_ESCALATION_EMAIL", self._escalation),
+            NoticeKind.PARTNER_PAYABLE: ("BILLING_FINANCE_EMAIL", self._finance),
+        }[request.kind]
+        if address is None:
+            raise ApplicationError(
+                f"cannot send the {request.kind} notice {request.key!r}: {setting} is not set",
+                type="MailerNotConfigured",
+                non_retryable=True,
+            )
+        return address
+
+    def _compose(
+        self,
+        request: NoticeRequest,
+        rendered: RenderedNotice,
+        recipient: Address,
+        message_id: str,
+        sent_at: datetime,
+    ) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = self._from
+        message["To"] = recipient
+        message["Subject"] = rendered.subject
+        message["Date"] = format_datetime(sent_at)
+        message["Message-ID"] = message_id
+        message["Content-Language"] = rendered.locale
+        message["Auto-Submitted"] = "auto-generated"
+        message["X-Billing-Notice"] = str(request.kind)
+        message["X-Billing-Customer"] = request.account.customer_id
+        message.set_content(rendered.text, charset="utf-8")
+        message.add_alternative(rendered.html, subtype="html", charset="utf-8")
+        return message
+
+
+def _invoice_of(request: NoticeRequest) -> str | None:
+    if request.dispute is not None:
+        return request.dispute.invoice_id
+    return request.invoices[0].invoice_id if len(request.invoices) == 1 else None
