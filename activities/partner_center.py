@@ -1,0 +1,413 @@
+"""Partner Center operated by 21Vianet: list a customer's subscriptions, suspend and reinstate them.
+
+`PartnerCenterClient` speaks the REST API (app-only token, rate limit, retries); the activities wrap it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from billing.ports import (
+    ActiveSubscriptions,
+    SubscriptionQuery,
+    SubscriptionStatusChange,
+    SubscriptionStatusChanged,
+)
+
+log = structlog.get_logger(__name__)
+
+CHINA_API_RESOURCE = "https://api.partnercenterapi.microsoftonline.cn"
+REJECTED = "PartnerCenterRejected"  # non-retryable: Partner Center refused the call as it stands
+UNAVAILABLE = "PartnerCenterUnavailable"  # retryable: throttled, failing or unreachable after our own retries
+CONFLICT = "PartnerCenterConflict"  # retryable: the subscription kept changing between our GET and PATCH
+
+# Only these two are moved between; a deleted, expired, pending or disabled subscription is left as it is.
+_CHANGEABLE_STATUSES = frozenset({"active", "suspended"})
+_REQUEST_ID_NAMESPACE = uuid.UUID("6fe71630-d5fa-4c97-b150-b168aab6eaa0")
+_MAX_BACKOFF = 10.0
+_MAX_ERROR_TEXT = 2000
+
+
+def ms_request_id(request_key: str) -> str:
+    """The MS-RequestId for a step's request key: the same GUID for every retry of that step."""
+    return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, request_key))
+
+
+def ms_correlation_id(correlation_id: str) -> str:
+    """The workflow id itself, as issue 2 fixes it, so Partner Center's logs and ours name the same thing.
+
+    Partner Center documents MS-CorrelationId as a GUID but treats it as an opaque tracing value.
+    """
+    return correlation_id
+
+
+class RateLimiter:
+    """At most `calls` starts in any sliding window of `period` seconds, across every task sharing it."""
+
+    def __init__(self, calls: int, period: float = 1.0) -> None:
+        if calls < 1 or period <= 0:
+            raise ValueError("a rate limit needs at least one call per positive period")
+        self._calls = calls
+        self._period = period
+        self._starts: deque[float] = deque()
+        self._lock = asyncio.Lock()  # FIFO: waiting callers start in the order they asked
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                while self._starts and now - self._starts[0] >= self._period:
+                    self._starts.popleft()
+                if len(self._starts) < self._calls:
+                    self._starts.append(now)
+                    return
+                await asyncio.sleep(self._period - (now - self._starts[0]))
+
+
+@dataclass(frozen=True)
+class SubscriptionResource:
+    """A subscription as Partner Center returned it; PATCHed back whole, so fields we do not model survive."""
+
+    resource: Mapping[str, Any]
+    etag: str | None
+
+    @property
+    def subscription_id(self) -> str:
+        return str(self.resource["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.resource.get("status", "")).lower()
+
+    @classmethod
+    def parse(cls, resource: Mapping[str, Any], etag_header: str | None = None) -> SubscriptionResource:
+        attributes = resource.get("attributes") or {}
+        return cls(resource=resource, etag=attributes.get("etag") or etag_header)
+
+
+@dataclass(frozen=True)
+class _Token:
+    value: str
+    renew_at: float  # time.monotonic()
+
+
+class PartnerCenterClient:
+    """The subscription calls of the Partner Center REST API, with an app-only (client credentials) token.
+
+    One instance per worker: its token cache and rate limiter are shared by all concurrent activities.
+    Token requests go to Azure AD, not Partner Center, and do not count towards the rate limit.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        resource: str = CHINA_API_RESOURCE,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+        max_calls_per_second: int = 8,
+        max_attempts: int = 5,
+        backoff: float = 0.5,
+        max_retry_after: float = 60.0,
+        token_renewal_margin: float = 60.0,
+        max_conflicts: int = 3,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._token_url = token_url
+        self._token_form = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "resource": resource,
+        }
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=timeout,
+            headers={"Accept": "application/json", "MS-Contract-Version": "v1"},
+        )
+        self._limiter = RateLimiter(max_calls_per_second)
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._max_retry_after = max_retry_after
+        self._token_renewal_margin = token_renewal_margin
+        self._max_conflicts = max_conflicts
+        self._token: _Token | None = None
+        self._token_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # --- subscriptions --------------------------------------------------------------------------------------
+
+    async def list_subscriptions(self, tenant_id: str, correlation_id: str) -> list[SubscriptionResource]:
+        response = await self._call(
+            "GET",
+            _subscriptions_path(tenant_id),
+            correlation_id=correlation_id,
+            context={"tenant_id": tenant_id},
+        )
+        return [SubscriptionResource.parse(item) for item in response.json().get("items", [])]
+
+    async def get_subscription(
+        self, tenant_id: str, subscription_id: str, correlation_id: str
+    ) -> SubscriptionResource:
+        response = await self._call(
+            "GET",
+            _subscriptions_path(tenant_id, subscription_id),
+            correlation_id=correlation_id,
+            context={"tenant_id": tenant_id, "subscription_id": subscription_id},
+        )
+        return SubscriptionResource.parse(response.json(), response.headers.get("ETag"))
+
+    async def set_subscription_status(
+        self, tenant_id: str, subscription_id: str, status: str, request_id: str, correlation_id: str
+    ) -> SubscriptionStatusChanged:
+        """GET the subscription, then PATCH it whole with `status` under its etag; nothing if already there.
+
+        Only an active or suspended subscription is changed; any other is reported with its status, untouched.
+        """
+        context = {"tenant_id": tenant_id, "subscription_id": subscription_id}
+        patch_request_id = request_id
+        for conflicts in range(self._max_conflicts + 1):
+            current = await self.get_subscription(tenant_id, subscription_id, correlation_id)
+            if current.status == status or current.status not in _CHANGEABLE_STATUSES:
+                log.info(
+                    "partner_center.subscription_left_as_is", status=current.status, target=status, **context
+                )
+                return SubscriptionStatusChanged(
+                    subscription_id=subscription_id, status=current.status, changed=False
+                )
+            if conflicts:
+                # Partner Center answers a reused MS-RequestId with its first answer (here: the 412), so the
+                # PATCH of the re-read resource needs an id of its own, still derived so a retry reuses it.
+                patch_request_id = ms_request_id(f"{request_id}/{current.etag}")
+            response = await self._call(
+                "PATCH",
+                _subscriptions_path(tenant_id, subscription_id),
+                correlation_id=correlation_id,
+                request_id=patch_request_id,
+                headers={"If-Match": current.etag or ""},
+                json={**current.resource, "status": status},
+                accept=(412,),
+                context=context,
+            )
+            if response.status_code != 412:
+                updated = SubscriptionResource.parse(response.json(), response.headers.get("ETag"))
+                log.info("partner_center.subscription_status_changed", status=updated.status, **context)
+                return SubscriptionStatusChanged(
+                    subscription_id=subscription_id, status=updated.status, changed=True
+                )
+            log.warning("partner_center.subscription_changed_meanwhile", conflicts=conflicts + 1, **context)
+        raise ApplicationError(
+            f"subscription {subscription_id} of tenant {tenant_id} changed between every GET and PATCH "
+            f"({self._max_conflicts + 1} times)",
+            type=CONFLICT,
+        )
+
+    # --- HTTP -----------------------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        correlation_id: str,
+        context: Mapping[str, str],
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        accept: tuple[int, ...] = (),
+    ) -> httpx.Response:
+        request_headers = {
+            **(headers or {}),
+            # A read is safe to repeat, so it only needs an id for tracing; a change brings its stable one.
+            "MS-RequestId": request_id or str(uuid.uuid4()),
+            "MS-CorrelationId": ms_correlation_id(correlation_id),
+        }
+        context = {**context, "request_id": request_headers["MS-RequestId"], "correlation_id": correlation_id}
+        url = f"{self._base_url}{path}"
+
+        async def send() -> httpx.Response:
+            token = await self._access_token()
+            await self._limiter.acquire()
+            return await self._http.request(
+                method, url, headers={**request_headers, "Authorization": f"Bearer {token}"}, json=json
+            )
+
+        response = await self._with_retries(send, f"{method} {path}", context)
+        if response.status_code == 401:
+            # Tokens can be revoked or expire early (clock skew, a restarted service): fetch a new one, once.
+            self._discard_token(response.request.headers.get("Authorization", "").removeprefix("Bearer "))
+            log.warning("partner_center.token_refused", method=method, **context)
+            response = await self._with_retries(send, f"{method} {path}", context)
+        log.info("partner_center.call", method=method, status_code=response.status_code, **context)
+        if response.is_success or response.status_code in accept:
+            return response
+        raise _rejected(f"{method} {path}", response)
+
+    async def _with_retries(
+        self, send: Callable[[], Awaitable[httpx.Response]], what: str, context: Mapping[str, str]
+    ) -> httpx.Response:
+        """Retry throttling (429), server errors (5xx) and connection failures a bounded number of times."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await send()
+            except httpx.TransportError as exc:
+                if attempt >= self._max_attempts:
+                    raise ApplicationError(
+                        f"Partner Center unreachable for {what} ({attempt} attempts): {type(exc).__name__}",
+                        type=UNAVAILABLE,
+                    ) from exc
+                delay = self._backoff_delay(attempt)
+                log.warning(
+                    "partner_center.retrying",
+                    what=what,
+                    error=type(exc).__name__,
+                    http_attempt=attempt,
+                    retry_in=round(delay, 2),
+                    **context,
+                )
+                await asyncio.sleep(delay)
+                continue
+            status = response.status_code
+            if status != 429 and status < 500:
+                return response
+            retry_after = _retry_after(response) if status == 429 else None
+            # A wait longer than the cap is left to Temporal's retry, which holds no activity slot meanwhile.
+            too_long = retry_after is not None and retry_after > self._max_retry_after
+            if attempt >= self._max_attempts or too_long:
+                raise ApplicationError(
+                    f"Partner Center answered {what} with HTTP {status} {attempt} time(s): {_text(response)}",
+                    type=UNAVAILABLE,
+                    next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,
+                )
+            delay = retry_after if retry_after is not None else self._backoff_delay(attempt)
+            log.warning(
+                "partner_center.retrying",
+                what=what,
+                status_code=status,
+                http_attempt=attempt,
+                retry_in=round(delay, 2),
+                **context,
+            )
+            await asyncio.sleep(delay)
+
+    def _backoff_delay(self, attempt: int) -> float:
+        # Jitter spreads out the workers that all met the same outage.
+        return min(self._backoff * 2 ** (attempt - 1), _MAX_BACKOFF) * random.uniform(0.5, 1.0)
+
+    # --- token ----------------------------------------------------------------------------------------------
+
+    async def _access_token(self) -> str:
+        token = self._token
+        if token is not None and time.monotonic() < token.renew_at:
+            return token.value
+        async with self._token_lock:
+            token = self._token
+            if token is not None and time.monotonic() < token.renew_at:
+                return token.value  # another task renewed it while we waited
+            self._token = await self._fetch_token()
+            return self._token.value
+
+    async def _fetch_token(self) -> _Token:
+        response = await self._with_retries(
+            lambda: self._http.post(self._token_url, data=self._token_form), "token request", {}
+        )
+        if not response.is_success:
+            raise _rejected("token request", response)
+        body = response.json()
+        expires_in = float(body["expires_in"])
+        # Renew a minute early, but a short-lived token at least lives half its life before we renew it.
+        lifetime = max(expires_in - self._token_renewal_margin, expires_in / 2)
+        log.info("partner_center.token_acquired", expires_in=expires_in)
+        return _Token(value=str(body["access_token"]), renew_at=time.monotonic() + lifetime)
+
+    def _discard_token(self, value: str) -> None:
+        if self._token is not None and self._token.value == value:
+            self._token = None
+
+
+class PartnerCenterActivities:
+    """Suspension and reinstatement of a customer's subscriptions, for the collections workflow."""
+
+    def __init__(self, client: PartnerCenterClient) -> None:
+        self._client = client
+
+    @activity.defn(name="list_active_subscriptions")
+    async def list_active_subscriptions(self, query: SubscriptionQuery) -> ActiveSubscriptions:
+        subscriptions = await self._client.list_subscriptions(query.tenant_id, query.correlation_id)
+        return ActiveSubscriptions(
+            subscription_ids=[s.subscription_id for s in subscriptions if s.status == "active"]
+        )
+
+    @activity.defn(name="change_subscription_status")
+    async def change_subscription_status(self, change: SubscriptionStatusChange) -> SubscriptionStatusChanged:
+        return await self._client.set_subscription_status(
+            change.tenant_id,
+            change.subscription_id,
+            change.target,
+            ms_request_id(change.request_key),
+            change.correlation_id,
+        )
+
+
+def _subscriptions_path(tenant_id: str, subscription_id: str | None = None) -> str:
+    path = f"/v1/customers/{quote(tenant_id, safe='')}/subscriptions"
+    return f"{path}/{quote(subscription_id, safe='')}" if subscription_id is not None else path
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds, given as seconds or as an HTTP date; None when absent or unreadable."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max((moment - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _text(response: httpx.Response) -> str:
+    return response.text[:_MAX_ERROR_TEXT]
+
+
+def _rejected(what: str, response: httpx.Response) -> ApplicationError:
+    return ApplicationError(
+        f"Partner Center rejected {what}: HTTP {response.status_code} {_text(response)}",
+        type=REJECTED,
+        non_retryable=True,
+    )

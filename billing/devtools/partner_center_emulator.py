@@ -1,0 +1,611 @@
+"""Development emulator of Partner Center operated by 21Vianet for local runs and tests, never for production.
+
+Serves on loopback the token, list, GET and PATCH calls the engine makes, with seeding, faults, a request log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import parse_qs, unquote, urlsplit
+
+SUBSCRIPTION_STATUSES = frozenset(
+    {"none", "active", "suspended", "deleted", "expired", "pending", "disabled"}
+)
+# A PATCH may only move a subscription between these two; deleted, expired or pending ones cannot be revived.
+_CHANGEABLE_STATUSES = frozenset({"active", "suspended"})
+
+DEFAULT_CLIENT_ID = "emulator-client"
+DEFAULT_CLIENT_SECRET = "emulator-secret"
+DEFAULT_PARTNER_TENANT = "emulator-partner"
+
+_NAMESPACE = uuid.UUID("0a846c45-d379-4a97-9bd6-c0bac978115d")
+_DEMO_OFFERS = (
+    ("Office 365 E3 operated by 21Vianet", 25),
+    ("Microsoft 365 Business Standard operated by 21Vianet", 10),
+)
+# Answers kept per MS-RequestId; the oldest are forgotten so a long local run does not grow without bound.
+_REMEMBERED_ANSWERS = 10_000
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the emulator received, as a test inspects it."""
+
+    at: float  # time.monotonic() when it arrived
+    method: str
+    path: str
+    headers: Mapping[str, str]  # names in lower case
+    body: Any  # the JSON body of API calls; None for token requests, whose form carries the client secret
+    status: int  # 0 when the emulator dropped the connection instead of answering
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass
+class _Fault:
+    status: int | None  # None: drop the connection without answering
+    remaining: int
+    retry_after: str | None
+    method: str | None
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class PartnerCenterEmulator:
+    """A Partner Center on a free loopback port.
+
+    `with PartnerCenterEmulator() as pc:` then point a client at `pc.base_url` and `pc.token_url` with
+    `pc.client_id` and `pc.client_secret`.
+    A tenant seen for the first time gets two active demo subscriptions.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        client_id: str = DEFAULT_CLIENT_ID,
+        client_secret: str = DEFAULT_CLIENT_SECRET,
+        partner_tenant: str = DEFAULT_PARTNER_TENANT,
+        token_lifetime: int = 3600,
+        state_file: Path | None = None,
+        log_requests: bool = False,
+    ) -> None:
+        _require_loopback(host)
+        if token_lifetime < 1:
+            raise ValueError("token_lifetime is in whole seconds and at least 1")
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.partner_tenant = partner_tenant
+        self.token_lifetime = token_lifetime
+        self.log_requests = log_requests
+        self._address = (host, port)
+        self._state_file = state_file
+        self._lock = threading.Lock()
+        self._tenants: dict[str, dict[str, dict[str, Any]]] = {}
+        self._answers: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+        self._tokens: dict[str, float] = {}  # token → time.monotonic() when it expires
+        self._faults: list[_Fault] = []
+        self._concurrent_edits = 0
+        self._requests: list[RecordedRequest] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        if state_file is not None and state_file.exists():
+            self._load(state_file)
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        if self._server is not None:
+            raise RuntimeError("the emulator is already running")
+        self._server = _Server(self._address, self)
+        # A short poll interval makes stop() quick: shutdown() waits for the serving loop to notice.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="partner-center-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("start the emulator first")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/{self.partner_tenant}/oauth2/token"
+
+    # --- what tests arrange and inspect ---------------------------------------------------------------------
+
+    def seed_tenant(self, tenant_id: str, statuses: Mapping[str, str]) -> None:
+        """Give the tenant exactly these subscriptions (id → status) instead of the demo ones."""
+        for status in statuses.values():
+            _require_known_status(status)
+        with self._lock:
+            self._tenants[tenant_id] = {
+                subscription_id: _new_subscription(tenant_id, subscription_id, status, *_DEMO_OFFERS[n % 2])
+                for n, (subscription_id, status) in enumerate(statuses.items())
+            }
+            self._save()
+
+    def subscription(self, tenant_id: str, subscription_id: str) -> dict[str, Any]:
+        """A copy of the subscription resource as the emulator holds it now."""
+        with self._lock:
+            return _copy(self._tenants[tenant_id][subscription_id])
+
+    def inject_fault(
+        self,
+        status: int | Literal["disconnect"],
+        *,
+        times: int = 1,
+        retry_after: str | None = None,
+        method: str | None = None,
+    ) -> None:
+        """Answer the next `times` API calls (of `method`, if given) with `status`, or drop their connection.
+
+        Token requests are never faulted. Faulted answers are not remembered under their MS-RequestId, as a
+        throttled or failed call has not reached the subscription.
+        """
+        self._add_fault(_Fault(None if status == "disconnect" else status, times, retry_after, method))
+
+    def simulate_concurrent_edit(self, times: int = 1) -> None:
+        """Before each of the next `times` PATCHes, change the subscription as someone in the portal would."""
+        with self._lock:
+            self._concurrent_edits += times
+
+    def revoke_tokens(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def api_requests(self, method: str | None = None) -> list[RecordedRequest]:
+        """The subscription calls received (token requests left out), optionally of one HTTP method."""
+        return [
+            request
+            for request in self.requests
+            if request.path.startswith("/v1/") and (method is None or request.method == method)
+        ]
+
+    # --- serving --------------------------------------------------------------------------------------------
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], raw_body: bytes) -> _Reply | None:
+        """Answer one request; None means drop the connection. Called by the HTTP handler threads."""
+        arrived = time.monotonic()
+        path = urlsplit(target).path
+        with self._lock:
+            reply, recorded_body = self._dispatch(method, path, headers, raw_body)
+            self._requests.append(
+                RecordedRequest(
+                    arrived, method, path, dict(headers), recorded_body, reply.status if reply else 0
+                )
+            )
+        return reply
+
+    def _dispatch(
+        self, method: str, path: str, headers: Mapping[str, str], raw_body: bytes
+    ) -> tuple[_Reply | None, Any]:
+        parts = [unquote(part) for part in path.strip("/").split("/")]
+        if len(parts) == 3 and parts[1:] == ["oauth2", "token"]:
+            if method != "POST":
+                return _error(405, "MethodNotAllowed", "the token endpoint takes POST"), None
+            return self._issue_token(raw_body), None
+        if len(parts) in (4, 5) and parts[:2] == ["v1", "customers"] and parts[3] == "subscriptions":
+            body = _json_or_none(raw_body)
+            subscription_id = parts[4] if len(parts) == 5 else None
+            return self._serve_subscriptions(method, parts[2], subscription_id, headers, body), body
+        return _error(404, "NotFound", f"no such endpoint: {method} {path}"), None
+
+    def _issue_token(self, raw_body: bytes) -> _Reply:
+        form = {key: values[0] for key, values in parse_qs(raw_body.decode("utf-8", "replace")).items()}
+        if form.get("grant_type") != "client_credentials":
+            return _Reply(
+                400, {"error": "unsupported_grant_type", "error_description": "use client_credentials"}
+            )
+        if not form.get("resource"):
+            return _Reply(400, {"error": "invalid_request", "error_description": "the resource is required"})
+        known_client = secrets.compare_digest(form.get("client_id", ""), self.client_id)
+        if not (known_client and secrets.compare_digest(form.get("client_secret", ""), self.client_secret)):
+            return _Reply(
+                401, {"error": "invalid_client", "error_description": "unknown client id or secret"}
+            )
+        now = time.monotonic()
+        self._tokens = {token: expiry for token, expiry in self._tokens.items() if expiry > now}
+        token = secrets.token_urlsafe(32)
+        self._tokens[token] = now + self.token_lifetime
+        issued = int(time.time())
+        lifetime = str(self.token_lifetime)
+        return _Reply(
+            200,
+            {
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
+                "expires_on": str(issued + self.token_lifetime),
+                "not_before": str(issued),
+                "resource": form["resource"],
+                "access_token": token,
+            },
+        )
+
+    def _serve_subscriptions(
+        self, method: str, tenant_id: str, subscription_id: str | None, headers: Mapping[str, str], body: Any
+    ) -> _Reply | None:
+        fault = self._take_fault(method)
+        if fault is not None:
+            if fault.status is None:
+                return None
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            return _error(fault.status, HTTPStatus(fault.status).phrase, "injected by the emulator", extra)
+        if not self._authorised(headers.get("authorization", "")):
+            return _error(401, "Unauthorized", "a valid bearer token is required")
+        subscriptions = self._tenant(tenant_id)
+        if subscription_id is None:
+            if method != "GET":
+                return _error(405, "MethodNotAllowed", "the subscription collection takes GET")
+            items = [_copy(resource) for resource in subscriptions.values()]
+            return _Reply(
+                200,
+                {
+                    "totalCount": len(items),
+                    "items": items,
+                    "links": {"self": _link(f"/customers/{tenant_id}/subscriptions")},
+                    "attributes": {"objectType": "Collection"},
+                },
+            )
+        if method == "GET":
+            resource = subscriptions.get(subscription_id)
+            if resource is None:
+                return _not_found(tenant_id, subscription_id)
+            return _resource_reply(resource)
+        if method == "PATCH":
+            return self._patch(tenant_id, subscriptions, subscription_id, headers, body)
+        return _error(405, "MethodNotAllowed", "a subscription takes GET or PATCH")
+
+    def _patch(
+        self,
+        tenant_id: str,
+        subscriptions: dict[str, dict[str, Any]],
+        subscription_id: str,
+        headers: Mapping[str, str],
+        body: Any,
+    ) -> _Reply:
+        request_id = headers.get("ms-requestid")
+        if request_id and request_id in self._answers:
+            status, answer = self._answers[request_id]
+            return _resource_reply(answer) if status == 200 else _Reply(status, answer)
+        reply = self._apply_patch(tenant_id, subscriptions, subscription_id, headers, body)
+        if request_id:
+            self._answers[request_id] = (reply.status, _copy(reply.body))
+            while len(self._answers) > _REMEMBERED_ANSWERS:
+                self._answers.popitem(last=False)
+        self._save()
+        return reply
+
+    def _apply_patch(
+        self,
+        tenant_id: str,
+        subscriptions: dict[str, dict[str, Any]],
+        subscription_id: str,
+        headers: Mapping[str, str],
+        body: Any,
+    ) -> _Reply:
+        resource = subscriptions.get(subscription_id)
+        if resource is None:
+            return _not_found(tenant_id, subscription_id)
+        if self._concurrent_edits:
+            self._concurrent_edits -= 1
+            resource["attributes"]["etag"] = _new_etag()
+        if_match = headers.get("if-match", "").removeprefix("W/").strip('"')
+        if not if_match:
+            return _error(412, "PreconditionFailed", "If-Match with the subscription's etag is required")
+        if if_match != resource["attributes"]["etag"]:
+            return _error(
+                412, "PreconditionFailed", "the subscription changed since it was read; GET it again"
+            )
+        if not isinstance(body, dict):
+            return _error(
+                400, "InvalidRequestBody", "the body must be the full subscription resource as JSON"
+            )
+        if body.get("id", subscription_id) != subscription_id:
+            return _error(400, "InvalidRequestBody", "the body's id is not the subscription in the URL")
+        status = body.get("status")
+        if status not in SUBSCRIPTION_STATUSES:
+            allowed = ", ".join(sorted(SUBSCRIPTION_STATUSES))
+            return _error(400, "InvalidSubscriptionStatus", f"status {status!r} is not one of: {allowed}")
+        current = resource["status"]
+        if status != current:
+            if current not in _CHANGEABLE_STATUSES or status not in _CHANGEABLE_STATUSES:
+                return _error(
+                    400, "InvalidStatusTransition", f"a {current} subscription cannot be changed to {status}"
+                )
+            resource["status"] = status
+            resource["attributes"]["etag"] = _new_etag()
+        return _resource_reply(resource)
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        for fault in self._faults:
+            if fault.method is None or fault.method == method:
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def _add_fault(self, fault: _Fault) -> None:
+        if fault.remaining < 1:
+            raise ValueError("times must be at least 1")
+        with self._lock:
+            self._faults.append(fault)
+
+    def _authorised(self, authorization: str) -> bool:
+        scheme, _, token = authorization.partition(" ")
+        expiry = self._tokens.get(token) if scheme.lower() == "bearer" else None
+        return expiry is not None and expiry > time.monotonic()
+
+    def _tenant(self, tenant_id: str) -> dict[str, dict[str, Any]]:
+        subscriptions = self._tenants.get(tenant_id)
+        if subscriptions is None:
+            subscriptions = {}
+            for n, (offer, quantity) in enumerate(_DEMO_OFFERS, start=1):
+                subscription_id = str(uuid.uuid5(_NAMESPACE, f"{tenant_id}/demo/{n}"))
+                subscriptions[subscription_id] = _new_subscription(
+                    tenant_id, subscription_id, "active", offer, quantity
+                )
+            self._tenants[tenant_id] = subscriptions
+            self._save()
+        return subscriptions
+
+    # --- state file -----------------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        if self._state_file is None:
+            return
+        state = {
+            "tenants": self._tenants,
+            "answers": [[request_id, status, body] for request_id, (status, body) in self._answers.items()],
+        }
+        _write_atomically(self._state_file, json.dumps(state, indent=2, ensure_ascii=False))
+
+    def _load(self, path: Path) -> None:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        self._tenants = state.get("tenants", {})
+        self._answers = OrderedDict(
+            (request_id, (status, body)) for request_id, status, body in state.get("answers", [])
+        )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], emulator: PartnerCenterEmulator) -> None:
+        super().__init__(address, _Handler)
+        self.emulator = emulator
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real client pools its connections
+    disable_nagle_algorithm = True  # headers and body go out as two writes; Nagle would hold the body ~40 ms
+    server: _Server
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw_body = self.rfile.read(length) if length else b""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        reply = self.server.emulator.handle(self.command, self.path, headers, raw_body)
+        if reply is None:
+            self.close_connection = True
+            return
+        payload = json.dumps(reply.body, ensure_ascii=False).encode("utf-8")
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        for echoed in ("MS-RequestId", "MS-CorrelationId"):
+            if echoed in self.headers:
+                self.send_header(echoed, self.headers[echoed])
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PATCH = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.emulator.log_requests:
+            super().log_message(format, *args)
+
+
+def _require_loopback(host: str) -> None:
+    try:
+        loopback = host == "localhost" or ipaddress.IPv4Address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"the Partner Center emulator is a development tool and listens on IPv4 loopback only "
+            f"(e.g. 127.0.0.1), not {host!r}"
+        )
+
+
+def _require_known_status(status: str) -> None:
+    if status not in SUBSCRIPTION_STATUSES:
+        raise ValueError(f"unknown subscription status {status!r}; one of {sorted(SUBSCRIPTION_STATUSES)}")
+
+
+def _new_subscription(
+    tenant_id: str, subscription_id: str, status: str, offer: str, quantity: int
+) -> dict[str, Any]:
+    created = datetime.now(UTC).replace(microsecond=0)
+    return {
+        "id": subscription_id,
+        "offerId": str(uuid.uuid5(_NAMESPACE, f"offer/{offer}")).upper(),
+        "offerName": offer,
+        "friendlyName": offer,
+        "quantity": quantity,
+        "unitType": "Licenses",
+        "creationDate": created.isoformat(),
+        "effectiveStartDate": created.isoformat(),
+        "commitmentEndDate": (created + timedelta(days=365)).isoformat(),
+        "status": status,
+        "autoRenewEnabled": True,
+        "billingType": "license",
+        "billingCycle": "monthly",
+        "contractType": "subscription",
+        "orderId": str(uuid.uuid5(_NAMESPACE, f"order/{tenant_id}/{subscription_id}")),
+        "links": {"self": _link(f"/customers/{tenant_id}/subscriptions/{subscription_id}")},
+        "attributes": {"etag": _new_etag(), "objectType": "Subscription"},
+    }
+
+
+def _link(uri: str) -> dict[str, Any]:
+    return {"uri": uri, "method": "GET", "headers": []}
+
+
+def _new_etag() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def _resource_reply(resource: Mapping[str, Any]) -> _Reply:
+    return _Reply(200, _copy(resource), {"ETag": f'"{resource["attributes"]["etag"]}"'})
+
+
+def _not_found(tenant_id: str, subscription_id: str) -> _Reply:
+    return _error(
+        404, "SubscriptionNotFound", f"subscription {subscription_id} not found for customer {tenant_id}"
+    )
+
+
+def _error(status: int, name: str, description: str, headers: Mapping[str, str] | None = None) -> _Reply:
+    body = {
+        "code": status,
+        "errorName": name.replace(" ", ""),
+        "description": description,
+        "isSuccess": False,
+        "source": "PartnerCenterEmulator",
+    }
+    return _Reply(status, body, headers or {})
+
+
+def _json_or_none(raw_body: bytes) -> Any:
+    try:
+        return json.loads(raw_body) if raw_body else None
+    except ValueError:
+        return None
+
+
+def _copy(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m billing.devtools.partner_center_emulator",
+        description="Development emulator of Partner Center operated by 21Vianet (local runs only).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--state", type=Path, help="JSON file keeping the subscriptions across restarts")
+    parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
+    parser.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
+    parser.add_argument("--partner-tenant", default=DEFAULT_PARTNER_TENANT)
+    parser.add_argument("--token-lifetime", type=int, default=3600, help="seconds a bearer token is valid")
+    parser.add_argument("--quiet", action="store_true", help="do not print a line per request")
+    args = parser.parse_args(argv)
+    try:
+        emulator = PartnerCenterEmulator(
+            args.host,
+            args.port,
+            client_id=args.client_id,
+            client_secret=args.client_secret,
+            partner_tenant=args.partner_tenant,
+            token_lifetime=args.token_lifetime,
+            state_file=args.state,
+            log_requests=not args.quiet,
+        ).start()
+    except (OSError, ValueError) as exc:
+        print(f"partner center emulator: {exc}", file=sys.stderr)
+        return 1
+
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    print(
+        f"Partner Center emulator (development only, never for production) on {emulator.base_url}\n"
+        f"  BILLING_PARTNER_CENTER_URL={emulator.base_url}\n"
+        f"  BILLING_PARTNER_CENTER_TOKEN_URL={emulator.token_url}\n"
+        f"  BILLING_PARTNER_CENTER_CLIENT_ID={emulator.client_id}\n"
+        f"  BILLING_PARTNER_CENTER_CLIENT_SECRET={emulator.client_secret}\n"
+        f"  state: {args.state or 'in memory only'}\n"
+        "Stop with Ctrl+C.",
+        flush=True,
+    )
+    while not stopping.wait(0.5):
+        pass
+    emulator.stop()
+    print("Partner Center emulator stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

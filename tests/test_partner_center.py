@@ -1,0 +1,539 @@
+"""The Partner Center client and activities against the local emulator, over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.partner_center import (
+    CONFLICT,
+    REJECTED,
+    UNAVAILABLE,
+    PartnerCenterActivities,
+    PartnerCenterClient,
+    ms_request_id,
+)
+from billing.devtools.partner_center_emulator import PartnerCenterEmulator
+from billing.ports import SubscriptionQuery, SubscriptionStatusChange, SubscriptionStatusChanged
+
+TENANT = "8c1f2a9e-0d1b-4d5e-9a53-6c2b7d8e9f01"
+WORKFLOW_ID = "customer-billing-c-1001"
+REQUEST_ID = ms_request_id(f"{WORKFLOW_ID}/suspension/1/sub-1")
+
+
+def client_for(emulator: PartnerCenterEmulator, **options: Any) -> PartnerCenterClient:
+    return PartnerCenterClient(
+        emulator.base_url,
+        emulator.token_url,
+        emulator.client_id,
+        emulator.client_secret,
+        backoff=0.01,
+        **options,
+    )
+
+
+@pytest.fixture
+async def client(partner_center_emulator: PartnerCenterEmulator) -> AsyncIterator[PartnerCenterClient]:
+    async with client_for(partner_center_emulator) as client:
+        yield client
+
+
+def token_requests(emulator: PartnerCenterEmulator) -> list[Any]:
+    return [request for request in emulator.requests if request.path.endswith("/oauth2/token")]
+
+
+# --- token ------------------------------------------------------------------------------------------------
+
+
+async def test_token_is_fetched_once_even_by_concurrent_calls_and_reused(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    await asyncio.gather(*(client.list_subscriptions(TENANT, WORKFLOW_ID) for _ in range(5)))
+    await client.list_subscriptions(TENANT, WORKFLOW_ID)
+
+    assert len(token_requests(partner_center_emulator)) == 1
+    calls = partner_center_emulator.api_requests()
+    assert len(calls) == 6
+    assert len({call.header("Authorization") for call in calls}) == 1
+
+
+async def test_token_is_renewed_before_it_expires() -> None:
+    with PartnerCenterEmulator(token_lifetime=2) as emulator:
+        async with client_for(emulator) as client:
+            await client.list_subscriptions(TENANT, WORKFLOW_ID)
+            await client.list_subscriptions(TENANT, WORKFLOW_ID)
+            await asyncio.sleep(1.1)  # past half of the 2 s lifetime, where a short-lived token is renewed
+            await client.list_subscriptions(TENANT, WORKFLOW_ID)
+
+        calls = emulator.api_requests()
+        assert len(token_requests(emulator)) == 2
+        assert [call.status for call in calls] == [200, 200, 200]  # an expired token was never sent
+        assert calls[0].header("Authorization") == calls[1].header("Authorization")
+        assert calls[2].header("Authorization") != calls[1].header("Authorization")
+
+
+async def test_refused_token_is_replaced_and_the_call_repeated_once(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    await client.list_subscriptions(TENANT, WORKFLOW_ID)
+    partner_center_emulator.revoke_tokens()
+
+    subscriptions = await client.list_subscriptions(TENANT, WORKFLOW_ID)
+
+    assert len(subscriptions) == 2
+    assert [call.status for call in partner_center_emulator.api_requests()] == [200, 401, 200]
+    assert len(token_requests(partner_center_emulator)) == 2
+
+
+# --- suspension and reinstatement -------------------------------------------------------------------------
+
+
+async def test_suspending_an_active_subscription_reads_it_then_patches_it_whole_under_its_etag(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    before = partner_center_emulator.subscription(TENANT, "sub-1")
+
+    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+
+    assert result == SubscriptionStatusChanged(subscription_id="sub-1", status="suspended", changed=True)
+    get, patch = partner_center_emulator.api_requests()
+    assert (get.method, patch.method) == ("GET", "PATCH")
+    assert patch.path == f"/v1/customers/{TENANT}/subscriptions/sub-1"
+    assert patch.header("If-Match") == before["attributes"]["etag"]
+    assert patch.header("MS-RequestId") == REQUEST_ID
+    assert get.header("MS-CorrelationId") == patch.header("MS-CorrelationId") == WORKFLOW_ID
+    assert patch.body == {**before, "status": "suspended"}
+    after = partner_center_emulator.subscription(TENANT, "sub-1")
+    assert after["status"] == "suspended"
+    assert after["attributes"]["etag"] != before["attributes"]["etag"]
+
+
+async def test_patch_retried_after_a_server_error_keeps_its_request_id(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    partner_center_emulator.inject_fault(503, method="PATCH")
+
+    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+
+    assert result.changed
+    patches = partner_center_emulator.api_requests("PATCH")
+    assert [patch.status for patch in patches] == [503, 200]
+    assert {patch.header("MS-RequestId") for patch in patches} == {REQUEST_ID}
+    assert {patch.header("MS-CorrelationId") for patch in patches} == {WORKFLOW_ID}
+    assert all(patch.header("If-Match") for patch in patches)
+
+
+async def test_activity_retried_by_temporal_sends_the_same_request_id(
+    partner_center_emulator: PartnerCenterEmulator,
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    partner_center_emulator.inject_fault(503, times=2, method="PATCH")
+    change = SubscriptionStatusChange(
+        tenant_id=TENANT,
+        subscription_id="sub-1",
+        target="suspended",
+        request_key=f"{WORKFLOW_ID}/suspension/1/sub-1",
+        correlation_id=WORKFLOW_ID,
+    )
+    environment = ActivityEnvironment()
+    async with client_for(partner_center_emulator, max_attempts=2) as client:
+        activities = PartnerCenterActivities(client)
+        with pytest.raises(ApplicationError) as failed:
+            await environment.run(activities.change_subscription_status, change)
+        result = await environment.run(
+            activities.change_subscription_status, change
+        )  # Temporal's next attempt
+
+    assert failed.value.type == UNAVAILABLE
+    assert not failed.value.non_retryable
+    assert result == SubscriptionStatusChanged(subscription_id="sub-1", status="suspended", changed=True)
+    patches = partner_center_emulator.api_requests("PATCH")
+    assert [patch.status for patch in patches] == [503, 503, 200]
+    assert {patch.header("MS-RequestId") for patch in patches} == {ms_request_id(change.request_key)}
+
+
+async def test_already_suspended_subscription_is_not_patched(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "suspended"})
+
+    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+
+    assert result == SubscriptionStatusChanged(subscription_id="sub-1", status="suspended", changed=False)
+    assert [call.method for call in partner_center_emulator.api_requests()] == ["GET"]
+
+
+@pytest.mark.parametrize("status", ["deleted", "pending", "expired", "disabled"])
+async def test_only_an_active_subscription_is_suspended(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient, status: str
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": status})
+
+    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+
+    assert result == SubscriptionStatusChanged(subscription_id="sub-1", status=status, changed=False)
+    assert partner_center_emulator.api_requests("PATCH") == []
+    assert partner_center_emulator.subscription(TENANT, "sub-1")["status"] == status
+
+
+async def test_reinstatement_patches_the_subscription_back_to_active(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "suspended"})
+    change = SubscriptionStatusChange(
+        tenant_id=TENANT,
+        subscription_id="sub-1",
+        target="active",
+        request_key=f"{WORKFLOW_ID}/reinstatement/1/sub-1",
+        correlation_id=WORKFLOW_ID,
+    )
+
+    result = await ActivityEnvironment().run(
+        PartnerCenterActivities(client).change_subscription_status, change
+    )
+
+    assert result == SubscriptionStatusChanged(subscription_id="sub-1", status="active", changed=True)
+    (patch,) = partner_center_emulator.api_requests("PATCH")
+    assert patch.body["status"] == "active"
+    assert patch.header("MS-RequestId") == ms_request_id(change.request_key)
+    assert partner_center_emulator.subscription(TENANT, "sub-1")["status"] == "active"
+
+
+async def test_list_active_subscriptions_leaves_out_every_other_status(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(
+        TENANT, {"a": "active", "s": "suspended", "d": "deleted", "b": "active", "p": "pending"}
+    )
+
+    result = await ActivityEnvironment().run(
+        PartnerCenterActivities(client).list_active_subscriptions,
+        SubscriptionQuery(tenant_id=TENANT, correlation_id=WORKFLOW_ID),
+    )
+
+    assert result.subscription_ids == ["a", "b"]
+
+
+async def test_subscription_changed_between_get_and_patch_is_read_again_and_patched(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    partner_center_emulator.simulate_concurrent_edit()
+
+    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+
+    assert result == SubscriptionStatusChanged(subscription_id="sub-1", status="suspended", changed=True)
+    calls = partner_center_emulator.api_requests()
+    assert [(call.method, call.status) for call in calls] == [
+        ("GET", 200),
+        ("PATCH", 412),
+        ("GET", 200),
+        ("PATCH", 200),
+    ]
+    first, second = calls[1], calls[3]
+    assert first.header("If-Match") != second.header("If-Match")
+    # Partner Center would answer a reused id with the 412 again, so the second PATCH has an id of its own.
+    assert first.header("MS-RequestId") == REQUEST_ID
+    assert second.header("MS-RequestId") not in (REQUEST_ID, None)
+
+
+async def test_subscription_that_keeps_changing_gives_up_with_a_retryable_conflict(
+    partner_center_emulator: PartnerCenterEmulator,
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    partner_center_emulator.simulate_concurrent_edit(times=3)
+
+    async with client_for(partner_center_emulator, max_conflicts=2) as client:
+        with pytest.raises(ApplicationError) as failed:
+            await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+
+    assert failed.value.type == CONFLICT
+    assert not failed.value.non_retryable
+    assert len(partner_center_emulator.api_requests("PATCH")) == 3
+
+
+# --- throttling, outages and refusals ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "minimum_wait"),
+    [
+        (lambda: "1", 1.0),
+        (lambda: format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True), 0.9),
+    ],
+    ids=["seconds", "http-date"],
+)
+async def test_throttled_call_waits_for_retry_after_then_succeeds(
+    partner_center_emulator: PartnerCenterEmulator,
+    client: PartnerCenterClient,
+    retry_after: Any,
+    minimum_wait: float,
+) -> None:
+    partner_center_emulator.inject_fault(429, retry_after=retry_after())
+
+    subscriptions = await client.list_subscriptions(TENANT, WORKFLOW_ID)
+
+    assert len(subscriptions) == 2
+    throttled, retried = partner_center_emulator.api_requests()
+    assert (throttled.status, retried.status) == (429, 200)
+    assert retried.at - throttled.at >= minimum_wait
+
+
+async def test_throttling_longer_than_the_cap_is_left_to_temporal(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.inject_fault(429, retry_after="120")
+
+    with pytest.raises(ApplicationError) as failed:
+        await client.list_subscriptions(TENANT, WORKFLOW_ID)
+
+    assert failed.value.type == UNAVAILABLE
+    assert not failed.value.non_retryable
+    assert failed.value.next_retry_delay == timedelta(seconds=120)
+    assert len(partner_center_emulator.api_requests()) == 1
+
+
+async def test_unavailable_service_is_retried_with_backoff_then_succeeds(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.inject_fault(503, times=2)
+
+    subscriptions = await client.list_subscriptions(TENANT, WORKFLOW_ID)
+
+    assert len(subscriptions) == 2
+    assert [call.status for call in partner_center_emulator.api_requests()] == [503, 503, 200]
+
+
+async def test_dropped_connection_is_retried(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.inject_fault("disconnect")
+
+    subscriptions = await client.list_subscriptions(TENANT, WORKFLOW_ID)
+
+    assert len(subscriptions) == 2
+    assert [call.status for call in partner_center_emulator.api_requests()] == [0, 200]
+
+
+async def test_lasting_outage_gives_up_with_a_retryable_error(
+    partner_center_emulator: PartnerCenterEmulator,
+) -> None:
+    partner_center_emulator.inject_fault(500, times=3)
+
+    async with client_for(partner_center_emulator, max_attempts=3) as client:
+        with pytest.raises(ApplicationError) as failed:
+            await client.list_subscriptions(TENANT, WORKFLOW_ID)
+
+    assert failed.value.type == UNAVAILABLE
+    assert not failed.value.non_retryable
+    assert "HTTP 500" in failed.value.message
+    assert len(partner_center_emulator.api_requests()) == 3
+
+
+async def test_bad_request_is_rejected_at_once_with_the_response_text(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+
+    with pytest.raises(ApplicationError) as failed:
+        await client.set_subscription_status(TENANT, "sub-1", "frozen", REQUEST_ID, WORKFLOW_ID)
+
+    assert failed.value.type == REJECTED
+    assert failed.value.non_retryable
+    assert "HTTP 400" in failed.value.message
+    assert "InvalidSubscriptionStatus" in failed.value.message
+    assert "'frozen' is not one of" in failed.value.message
+    assert len(partner_center_emulator.api_requests("PATCH")) == 1
+    assert partner_center_emulator.subscription(TENANT, "sub-1")["status"] == "active"
+
+
+async def test_unknown_subscription_is_rejected_at_once_with_the_response_text(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+
+    with pytest.raises(ApplicationError) as failed:
+        await client.set_subscription_status(TENANT, "sub-gone", "suspended", REQUEST_ID, WORKFLOW_ID)
+
+    assert failed.value.type == REJECTED
+    assert failed.value.non_retryable
+    assert "HTTP 404" in failed.value.message
+    assert "subscription sub-gone not found" in failed.value.message
+    assert len(partner_center_emulator.api_requests()) == 1
+
+
+async def test_wrong_client_secret_is_rejected_at_once(
+    partner_center_emulator: PartnerCenterEmulator,
+) -> None:
+    async with PartnerCenterClient(
+        partner_center_emulator.base_url,
+        partner_center_emulator.token_url,
+        "emulator-client",
+        "not-the-secret-7f3a",
+    ) as client:
+        with pytest.raises(ApplicationError) as failed:
+            await client.list_subscriptions(TENANT, WORKFLOW_ID)
+
+    assert failed.value.type == REJECTED
+    assert failed.value.non_retryable
+    assert "HTTP 401" in failed.value.message
+    assert "invalid_client" in failed.value.message
+    assert "not-the-secret-7f3a" not in failed.value.message
+    assert partner_center_emulator.api_requests() == []
+
+
+# --- rate limit -------------------------------------------------------------------------------------------
+
+
+async def test_no_more_than_eight_calls_start_within_any_second(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    await asyncio.gather(*(client.list_subscriptions(TENANT, WORKFLOW_ID) for _ in range(20)))
+
+    arrivals = sorted(call.at for call in partner_center_emulator.api_requests())
+    assert len(arrivals) == 20
+    # Arrival is measured at the emulator, so loopback latency (a few ms, differing per call) is allowed for.
+    latency_spread = 0.05
+    assert all(
+        ninth - first >= 1.0 - latency_spread for first, ninth in zip(arrivals, arrivals[8:], strict=False)
+    )
+
+
+# --- the emulator itself ----------------------------------------------------------------------------------
+
+
+async def test_new_tenant_gets_two_active_demo_subscriptions_with_stable_ids(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    first = await client.list_subscriptions(TENANT, WORKFLOW_ID)
+    with PartnerCenterEmulator() as other_emulator:
+        async with client_for(other_emulator) as other_client:
+            again = await other_client.list_subscriptions(TENANT, WORKFLOW_ID)
+            other_tenant = await other_client.list_subscriptions("another-tenant", WORKFLOW_ID)
+
+    assert [s.status for s in first] == ["active", "active"]
+    assert [s.subscription_id for s in first] == [s.subscription_id for s in again]
+    assert {s.subscription_id for s in first}.isdisjoint(s.subscription_id for s in other_tenant)
+
+
+async def test_emulator_requires_a_bearer_token_a_current_etag_and_a_known_status(
+    partner_center_emulator: PartnerCenterEmulator,
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    url = f"/v1/customers/{TENANT}/subscriptions/sub-1"
+    async with httpx.AsyncClient(base_url=partner_center_emulator.base_url) as http:
+        assert (await http.get(url)).status_code == 401
+        token = await http.post(
+            partner_center_emulator.token_url,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": partner_center_emulator.client_id,
+                "client_secret": partner_center_emulator.client_secret,
+                "resource": "https://api.partnercenterapi.microsoftonline.cn",
+            },
+        )
+        auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        resource = (await http.get(url, headers=auth)).json()
+        etag = resource["attributes"]["etag"]
+
+        without_etag = await http.patch(url, headers=auth, json={**resource, "status": "suspended"})
+        stale = await http.patch(
+            url, headers={**auth, "If-Match": "stale"}, json={**resource, "status": "suspended"}
+        )
+        unknown = await http.patch(
+            url, headers={**auth, "If-Match": etag}, json={**resource, "status": "frozen"}
+        )
+
+    assert token.json()["expires_in"] == "3600"
+    assert (without_etag.status_code, stale.status_code) == (412, 412)
+    assert unknown.status_code == 400
+    assert unknown.json()["errorName"] == "InvalidSubscriptionStatus"
+    assert partner_center_emulator.subscription(TENANT, "sub-1")["attributes"]["etag"] == etag
+
+
+async def test_emulator_answers_a_replayed_patch_as_it_did_the_first_time(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+    (patch,) = partner_center_emulator.api_requests("PATCH")
+    after_first = partner_center_emulator.subscription(TENANT, "sub-1")
+
+    async with httpx.AsyncClient(base_url=partner_center_emulator.base_url) as http:
+        # The same request again: its If-Match is stale by now, yet the remembered answer comes back.
+        replay = await http.patch(
+            patch.path,
+            headers={
+                name: value
+                for name, value in patch.headers.items()
+                if name in ("authorization", "if-match", "ms-requestid", "ms-correlationid")
+            },
+            json=patch.body,
+        )
+
+    assert replay.status_code == 200
+    assert replay.json() == after_first
+    assert partner_center_emulator.subscription(TENANT, "sub-1") == after_first
+
+
+async def test_emulator_keeps_subscriptions_across_a_restart(tmp_path: Path) -> None:
+    state_file = tmp_path / "partner-center-emulator.json"
+    with PartnerCenterEmulator(state_file=state_file) as emulator:
+        async with client_for(emulator) as client:
+            suspended, kept = await client.list_subscriptions(TENANT, WORKFLOW_ID)
+            await client.set_subscription_status(
+                TENANT, suspended.subscription_id, "suspended", REQUEST_ID, WORKFLOW_ID
+            )
+
+    with PartnerCenterEmulator(state_file=state_file) as restarted:
+        async with client_for(restarted) as client:
+            statuses = {
+                s.subscription_id: s.status for s in await client.list_subscriptions(TENANT, WORKFLOW_ID)
+            }
+
+    assert statuses == {suspended.subscription_id: "suspended", kept.subscription_id: "active"}
+
+
+def test_emulator_command_prints_its_urls_and_stops_cleanly_on_sigterm() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "billing.devtools.partner_center_emulator", "--port", "0", "--quiet"],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = [process.stdout.readline() for _ in range(6)]
+        urls = dict(line.strip().split("=", 1) for line in banner if "=" in line)
+        token = httpx.post(
+            urls["BILLING_PARTNER_CENTER_TOKEN_URL"],
+            data={
+                "grant_type": "client_credentials",
+                "client_id": urls["BILLING_PARTNER_CENTER_CLIENT_ID"],
+                "client_secret": urls["BILLING_PARTNER_CENTER_CLIENT_SECRET"],
+                "resource": "https://api.partnercenterapi.microsoftonline.cn",
+            },
+        )
+        assert token.status_code == 200
+        assert urls["BILLING_PARTNER_CENTER_URL"].startswith("http://127.0.0.1:")
+        process.send_signal(signal.SIGTERM)
+        remaining_output, _ = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert "stopped" in remaining_output
