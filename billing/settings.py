@@ -33,6 +33,7 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "BILLING_PARTNER_CENTER_CLIENT_ID": "partner_center_client_id",
     "BILLING_PARTNER_CENTER_CLIENT_SECRET": "partner_center_client_secret",
     "BILLING_POLICY_FILE": "policy_file",
+    "BILLING_HISTORY_EVENT_LIMIT": "history_event_limit",
 }
 
 
@@ -61,6 +62,14 @@ class Settings(BaseModel):
     partner_center_client_id: str | None = None
     partner_center_client_secret: str | None = None
     policy_file: Path | None = None
+    history_event_limit: int = 10_000  # a lifecycle continues as new past this many history events
+
+    @field_validator("history_event_limit")
+    @classmethod
+    def _history_limit(cls, value: int) -> int:
+        if value < 20:
+            raise ValueError("must be at least 20 events")
+        return value
 
     @field_validator("smtp_port")
     @classmethod

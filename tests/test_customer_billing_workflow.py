@@ -1,0 +1,350 @@
+"""`CustomerBilling` on the time-skipping test server with the real worker wiring: SQLite ledger, SMTP sink,
+Partner Center emulator. Days of dunning pass in seconds."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from billing.models import BillingStage, CustomerAccount, Invoice, NoticeKind, Payment
+from billing.money import Money
+from tests.temporal_fixtures import TEST_POLICY, EngineFactory
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def cny(amount: str) -> Money:
+    return Money(amount=Decimal(amount), currency="CNY")
+
+
+def account(customer_id: str, **extra: Any) -> CustomerAccount:
+    return CustomerAccount(
+        customer_id=customer_id, name="Lotus Trading", email="ap@lotus.example.cn", **extra
+    )
+
+
+def invoice(customer_id: str, invoice_id: str, amount: str, due_at: datetime) -> Invoice:
+    return Invoice(
+        invoice_id=invoice_id,
+        customer_id=customer_id,
+        amount=cny(amount),
+        issued_on=(due_at - timedelta(days=30)).date(),
+        due_on=due_at.astimezone(SHANGHAI).date(),
+        due_at=due_at,
+    )
+
+
+def payment(
+    customer_id: str, payment_id: str, amount: str, at: datetime, invoice_id: str | None = None
+) -> Payment:
+    return Payment(
+        payment_id=payment_id,
+        customer_id=customer_id,
+        amount=cny(amount),
+        received_at=at,
+        invoice_id=invoice_id,
+    )
+
+
+async def status_when(engine: Any, customer_id: str, predicate: Any) -> Any:
+    """The status once `predicate` holds: signals are taken in asynchronously, through ledger activities."""
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:
+        status = await engine.status(customer_id)
+        if predicate(status):
+            return status
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"status never satisfied the condition; last: {status}")
+        await asyncio.sleep(0.05)
+
+
+def notice_kinds(status: Any) -> list[NoticeKind]:
+    return [notice.kind for notice in status.notices_sent]
+
+
+def sink_kinds(smtp_sink: Any, customer_id: str) -> list[str]:
+    return [m["X-Billing-Notice"] for m in smtp_sink.messages if m["X-Billing-Customer"] == customer_id]
+
+
+async def test_invoice_paid_on_time_completes_without_close_the_loop(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, smtp_sink: Any
+):
+    env = time_skipping_env
+    now = await env.get_current_time()
+    async with engine_factory(env.client) as engine:
+        handle = await engine.issue(
+            account("ontime"), invoice("ontime", "INV-T-1", "880.00", now + timedelta(days=10))
+        )
+        await handle.signal("payment_received", payment("ontime", "PAY-T-1", "880.00", now))
+        result = await handle.result()
+    assert result.stage is BillingStage.RESOLVED
+    assert result.amount_due == cny("0.00")
+    assert notice_kinds(result) == [NoticeKind.INVOICE]
+    assert sink_kinds(smtp_sink, "ontime") == ["invoice"]
+
+
+async def test_full_ladder_to_suspension_then_payment_reinstates_and_closes_the_loop(
+    time_skipping_env: WorkflowEnvironment,
+    engine_factory: EngineFactory,
+    smtp_sink: Any,
+    partner_center_emulator: Any,
+):
+    env = time_skipping_env
+    now = await env.get_current_time()
+    partner_center_emulator.seed_tenant(
+        "ladder", {"sub-a": "active", "sub-b": "active", "sub-old": "suspended"}
+    )
+    async with engine_factory(env.client) as engine:
+        handle = await engine.issue(
+            account("ladder"), invoice("ladder", "INV-L-1", "5600.00", now + timedelta(days=1))
+        )
+        await env.sleep(timedelta(days=23))
+        status = await engine.status("ladder")
+        assert status.stage is BillingStage.SUSPENDED
+        assert sorted(status.suspended_subscription_ids) == ["sub-a", "sub-b"]
+        assert partner_center_emulator.subscription("ladder", "sub-a")["status"] == "suspended"
+        assert notice_kinds(status) == [
+            NoticeKind.INVOICE,
+            NoticeKind.REMINDER,
+            NoticeKind.REMINDER,
+            NoticeKind.FINAL_NOTICE,
+            NoticeKind.SUSPENSION,
+        ]
+        await handle.signal(
+            "payment_received", payment("ladder", "PAY-L-1", "5600.00", now + timedelta(days=23))
+        )
+        result = await handle.result()
+    assert result.stage is BillingStage.RESOLVED
+    assert notice_kinds(result)[-1] is NoticeKind.CLOSE_THE_LOOP
+    assert result.suspended_subscription_ids == []
+    assert partner_center_emulator.subscription("ladder", "sub-a")["status"] == "active"
+    assert partner_center_emulator.subscription("ladder", "sub-b")["status"] == "active"
+    # Reinstatement touches only what this engine suspended.
+    assert partner_center_emulator.subscription("ladder", "sub-old")["status"] == "suspended"
+    assert sink_kinds(smtp_sink, "ladder") == [
+        "invoice",
+        "reminder",
+        "reminder",
+        "final_notice",
+        "suspension",
+        "close_the_loop",
+    ]
+
+
+async def test_partial_payment_lowers_amount_due_without_resetting_the_ladder(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+):
+    env = time_skipping_env
+    now = await env.get_current_time()
+    async with engine_factory(env.client) as engine:
+        handle = await engine.issue(
+            account("partial"), invoice("partial", "INV-P-1", "1000.00", now + timedelta(days=1))
+        )
+        await env.sleep(timedelta(days=3))
+        await handle.signal(
+            "payment_received", payment("partial", "PAY-P-1", "400.00", now + timedelta(days=3))
+        )
+        await env.sleep(timedelta(days=13))
+        status = await engine.status("partial")
+        assert status.amount_due == cny("600.00")
+        assert status.stage is BillingStage.FINAL_NOTICE
+        reminders = [n for n in status.notices_sent if n.kind is NoticeKind.REMINDER]
+        assert len(reminders) == 2  # +1D and +7D, each once: the payment did not restart the ladder
+        await handle.signal(
+            "payment_received", payment("partial", "PAY-P-2", "600.00", now + timedelta(days=16))
+        )
+        result = await handle.result()
+    assert result.amount_due == cny("0.00")
+    assert notice_kinds(result)[-1] is NoticeKind.CLOSE_THE_LOOP
+
+
+async def test_second_invoice_joins_the_running_lifecycle(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+):
+    env = time_skipping_env
+    now = await env.get_current_time()
+    async with engine_factory(env.client) as engine:
+        first = await engine.issue(
+            account("joins"), invoice("joins", "INV-J-1", "300.00", now + timedelta(days=5))
+        )
+        second = await engine.issue(
+            account("joins"), invoice("joins", "INV-J-2", "700.00", now + timedelta(days=35))
+        )
+        assert second.result_run_id == first.result_run_id
+        status = await status_when(engine, "joins", lambda s: len(s.invoices) == 2)
+        assert status.amount_due == cny("1000.00")
+        assert [i.invoice_id for i in status.invoices] == ["INV-J-1", "INV-J-2"]
+        assert status.oldest_due_on == (now + timedelta(days=5)).astimezone(SHANGHAI).date()
+        await first.signal("payment_received", payment("joins", "PAY-J-1", "1000.00", now))
+        result = await first.result()
+    assert result.amount_due == cny("0.00")
+    assert notice_kinds(result) == [NoticeKind.INVOICE, NoticeKind.INVOICE]
+
+
+async def test_below_minimum_is_never_suspended(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, partner_center_emulator: Any
+):
+    env = time_skipping_env
+    now = await env.get_current_time()
+    async with engine_factory(env.client) as engine:
+        handle = await engine.issue(
+            account("small"), invoice("small", "INV-S-1", "60.00", now + timedelta(days=1))
+        )
+        await env.sleep(timedelta(days=40))
+        status = await engine.status("small")
+        assert status.stage is BillingStage.OVERDUE
+        assert status.suspended_subscription_ids == []
+        assert NoticeKind.SUSPENSION not in notice_kinds(status)
+        assert NoticeKind.FINAL_NOTICE not in notice_kinds(status)
+        assert partner_center_emulator.api_requests("PATCH") == []
+        await handle.signal(
+            "payment_received", payment("small", "PAY-S-1", "60.00", now + timedelta(days=40))
+        )
+        await handle.result()
+
+
+async def test_repeated_payment_counts_once(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+):
+    env = time_skipping_env
+    now = await env.get_current_time()
+    async with engine_factory(env.client) as engine:
+        handle = await engine.issue(
+            account("repeat"), invoice("repeat", "INV-R-1", "1000.00", now + timedelta(days=9))
+        )
+        twice = payment("repeat", "PAY-R-1", "400.00", now)
+        await handle.signal("payment_received", twice)
+        await handle.signal("payment_received", twice)
+        await handle.signal("payment_received", payment("repeat", "PAY-R-MARK", "0.01", now))
+        status = await status_when(engine, "repeat", lambda s: s.amount_due == cny("599.99"))
+        assert status.amount_due == cny("599.99")
+        await handle.signal("payment_received", payment("repeat", "PAY-R-2", "599.99", now))
+        result = await handle.result()
+    assert result.amount_due == cny("0.00")
+    assert result.rejected == []
+
+
+async def test_invalid_signals_are_rejected_and_change_nothing(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+):
+    env = time_skipping_env
+    now = await env.get_current_time()
+    async with engine_factory(env.client) as engine:
+        handle = await engine.issue(
+            account("invalid"), invoice("invalid", "INV-I-1", "500.00", now + timedelta(days=9))
+        )
+        good = payment("invalid", "PAY-I-0", "1.00", now).model_dump(mode="json")
+        await handle.signal(
+            "payment_received", {**good, "payment_id": "PAY-I-1", "customer_id": "someone-else"}
+        )
+        await handle.signal(
+            "payment_received",
+            {**good, "payment_id": "PAY-I-2", "amount": {"amount": "-5", "currency": "CNY"}},
+        )
+        await handle.signal(
+            "payment_received",
+            {**good, "payment_id": "PAY-I-3", "amount": {"amount": "5", "currency": "USD"}},
+        )
+        await handle.signal("payment_received", {**good, "payment_id": "PAY-I-4", "invoice_id": "INV-NOPE"})
+        await handle.signal("invoice_issued", {"invoice_id": "INV-I-2", "customer_id": "invalid"})
+        await handle.signal("invoice_issued", "not an invoice")
+        await handle.signal(
+            "invoice_issued",
+            invoice("invalid", "INV-I-1", "999.00", now + timedelta(days=9)).model_dump(mode="json"),
+        )
+        status = await status_when(engine, "invalid", lambda s: len(s.rejected) == 7)
+        assert status.amount_due == cny("500.00")
+        assert [(r.name, r.reference) for r in status.rejected] == [
+            ("payment_received", "PAY-I-1"),
+            ("payment_received", "PAY-I-2"),
+            ("payment_received", "PAY-I-3"),
+            ("payment_received", "PAY-I-4"),
+            ("invoice_issued", "INV-I-2"),
+            ("invoice_issued", None),
+            ("invoice_issued", "INV-I-1"),
+        ]
+        reasons = [r.reason for r in status.rejected]
+        assert "someone-else" in reasons[0]
+        assert "greater than zero" in reasons[1]
+        assert "USD" in reasons[2]
+        assert "INV-NOPE" in reasons[3]
+        await handle.signal("payment_received", payment("invalid", "PAY-I-5", "500.00", now))
+        result = await handle.result()
+    assert result.amount_due == cny("0.00")
+
+
+async def test_quiet_hours_and_weekends_hold_customer_notices(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+):
+    env = time_skipping_env
+    now = await env.get_current_time()
+    policy = TEST_POLICY.replace(
+        "enabled = false", 'enabled = true\nstart = "09:00"\nend = "18:00"\nbusiness_days_only = true'
+    )
+    zone = ZoneInfo("Europe/Berlin")
+    async with engine_factory(env.client, policy=policy) as engine:
+        await engine.issue(
+            account("quiet", time_zone="Europe/Berlin"),
+            invoice("quiet", "INV-Q-1", "900.00", now + timedelta(days=2)),
+        )
+        await env.sleep(timedelta(days=26))
+        status = await engine.status("quiet")
+    assert status.stage is BillingStage.SUSPENDED
+    assert len(status.notices_sent) >= 5
+    for notice in status.notices_sent:
+        local = notice.at.astimezone(zone)
+        assert local.weekday() < 5, notice
+        assert 9 <= local.hour < 18, notice
+
+
+async def test_continue_as_new_keeps_the_state(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+):
+    env = time_skipping_env
+    now = await env.get_current_time()
+    async with engine_factory(env.client, history_event_limit=20) as engine:
+        handle = await engine.issue(
+            account("long"), invoice("long", "INV-C-1", "2500.00", now + timedelta(days=1))
+        )
+        first_run = handle.result_run_id
+        await env.sleep(timedelta(days=16))
+        status = await engine.status("long")
+        described = await engine.handle("long").describe()
+        assert described.run_id != first_run  # continued as new at least once
+        assert described.status is WorkflowExecutionStatus.RUNNING
+        assert status.stage is BillingStage.FINAL_NOTICE
+        assert notice_kinds(status) == [
+            NoticeKind.INVOICE,
+            NoticeKind.REMINDER,
+            NoticeKind.REMINDER,
+            NoticeKind.FINAL_NOTICE,
+        ]
+        await engine.handle("long").signal("payment_received", payment("long", "PAY-C-1", "2500.00", now))
+        result = await engine.handle("long").result()
+    assert notice_kinds(result)[-1] is NoticeKind.CLOSE_THE_LOOP
+    assert result.invoices[0].invoice_id == "INV-C-1"
+
+
+def test_due_date_without_due_at_is_the_end_of_the_day_in_the_customers_zone():
+    from workflows.customer_billing import end_of_day
+
+    inv = Invoice(
+        invoice_id="I",
+        customer_id="c",
+        amount=cny("1.00"),
+        issued_on=date(2026, 11, 1),
+        due_on=date(2026, 12, 1),
+    )
+    assert end_of_day(inv, account("c")) == datetime(2026, 12, 2, 0, 0, tzinfo=SHANGHAI)
+    berlin = end_of_day(inv, account("c", time_zone="Europe/Berlin"))
+    assert berlin == datetime(2026, 12, 2, 0, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+
+
+pytestmark = pytest.mark.timeout(120)

@@ -1,0 +1,150 @@
+"""The billing worker: builds the ledger, mailer and Partner Center adapters from the environment and runs
+the `CustomerBilling` workflow and its activities on the `BILLING_TASK_QUEUE` task queue.
+
+    python worker.py            (settings: see shared/CONTRACT.md and README "Settings")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.collections_policy import PolicyActivities
+from activities.ledger import LedgerActivities
+from activities.mailer import MailerActivities, OutboxTransport, SmtpTransport
+from activities.partner_center import PartnerCenterActivities, PartnerCenterClient
+from billing.ledger import LedgerStore
+from billing.logging import configure_logging
+from billing.settings import Settings, SettingsError, settings_from_environment
+from workflows.customer_billing import CustomerBilling
+
+log = structlog.get_logger(__name__)
+
+WORKFLOWS: list[type] = [CustomerBilling]
+CONNECT_ATTEMPTS = 30
+
+
+async def connect(settings: Settings, attempts: int = CONNECT_ATTEMPTS) -> Client:
+    """Connect to Temporal, waiting for a server that is still starting (up to `attempts` seconds)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await Client.connect(
+                settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                data_converter=pydantic_data_converter,
+            )
+        except RuntimeError as error:
+            if attempt == attempts:
+                raise
+            log.info("temporal not reachable yet", address=settings.temporal_address, error=str(error))
+            await asyncio.sleep(1)
+    raise AssertionError("unreachable")
+
+
+@asynccontextmanager
+async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """A worker wired to real adapters from `settings`; the adapters close when the context ends."""
+    store = LedgerStore.from_url(settings.ledger_url)
+    partner_center = PartnerCenterClient(
+        settings.partner_center_url,
+        settings.partner_center_token_url or "",
+        settings.partner_center_client_id or "",
+        settings.partner_center_client_secret or "",
+    )
+    transport: SmtpTransport | OutboxTransport
+    if settings.smtp_host:
+        transport = SmtpTransport(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+        )
+    else:
+        transport = OutboxTransport(settings.outbox_dir)
+    mailer = MailerActivities(
+        transport,
+        store,
+        mail_from=settings.mail_from,
+        escalation_email=settings.escalation_email,
+        finance_email=settings.finance_email,
+    )
+    ledger = LedgerActivities(store)
+    policy = PolicyActivities(settings.policy(), settings.history_event_limit)
+    activities: list[Callable[..., Any]] = [
+        policy.load_lifecycle_settings,
+        ledger.record_invoice,
+        ledger.record_payment,
+        ledger.get_balance,
+        ledger.post_credit_note,
+        ledger.write_off_invoice,
+        mailer.send_notice,
+        PartnerCenterActivities(partner_center).list_active_subscriptions,
+        PartnerCenterActivities(partner_center).change_subscription_status,
+    ]
+    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="ledger") as ledger_threads:
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=WORKFLOWS,
+            activities=activities,
+            activity_executor=ledger_threads,
+            graceful_shutdown_timeout=timedelta(seconds=10),
+        )
+        try:
+            yield worker
+        finally:
+            await partner_center.aclose()
+            store.close()
+
+
+async def run(settings: Settings) -> None:
+    client = await connect(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with billing_worker(client, settings) as worker:
+        log.info(
+            "worker started",
+            task_queue=settings.task_queue,
+            namespace=settings.temporal_namespace,
+            address=settings.temporal_address,
+            mail="smtp" if settings.smtp_host else "outbox",
+        )
+        running = asyncio.create_task(worker.run())
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if running in done:
+            running.result()
+            return
+        log.info("stopping worker: finishing running activities")
+        await worker.shutdown()
+        await running
+    log.info("worker stopped")
+
+
+def main() -> int:
+    configure_logging()
+    try:
+        settings = settings_from_environment()
+    except SettingsError as error:
+        print(f"worker.py: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(run(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
