@@ -101,12 +101,19 @@ class CollectionsPolicy(PolicyModel):
 
     @model_validator(mode="after")
     def _ladder_in_order(self) -> CollectionsPolicy:
-        if self.reminders and self.reminders[-1] >= self.final_notice:
-            raise ValueError("final_notice must come after the last reminder")
-        if self.final_notice >= self.suspend_after:
-            raise ValueError("suspend_after must come after final_notice")
+        # Model-level problems carry their key in the message: pydantic gives them no location.
         if self.final_notice <= timedelta(0):
-            raise ValueError("final_notice must come after the due moment")
+            raise ValueError(f"final_notice: {_iso(self.final_notice)} must come after the due moment")
+        if self.reminders and self.reminders[-1] >= self.final_notice:
+            raise ValueError(
+                f"final_notice: {_iso(self.final_notice)} must come after the last reminder "
+                f"({_iso(self.reminders[-1])})"
+            )
+        if self.final_notice >= self.suspend_after:
+            raise ValueError(
+                f"suspend_after: {_iso(self.suspend_after)} must come after final_notice "
+                f"({_iso(self.final_notice)})"
+            )
         return self
 
     @property
@@ -147,13 +154,13 @@ def parse_policy(raw: dict[str, Any], source: str = "<policy>") -> CollectionsPo
     except ValidationError as error:
         problems = []
         for detail in error.errors():
-            key = ".".join(str(part) for part in detail["loc"]) or "(top level)"
+            key = ".".join(str(part) for part in detail["loc"])
             message = detail["msg"].removeprefix("Value error, ")
             if detail["type"] == "extra_forbidden":
                 message = "unknown key (check the spelling against the contract)"
             elif detail["type"].startswith("time_delta"):
                 message = f"{message}; write an ISO 8601 duration such as P14D, PT30S or -P3D"
-            problems.append(f"{source}: {key}: {message}")
+            problems.append(f"{source}: {key}: {message}" if key else f"{source}: {message}")
         raise PolicyError("\n".join(problems)) from None
 
 
