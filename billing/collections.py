@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
-from billing.account_state import BillingState, CollectionsIssue
-from billing.models import BillingStage, NextAction, NextActionKind, NoticeKind
+from billing.account_state import BillingState, CollectionsIssue, Suspension, SuspensionReason
+from billing.models import BillingStage, NextAction, NextActionKind, NoticeKind, NoticeRecord
 from billing.policy import DATA_DELETION_AFTER_SUSPENSION, CollectionsPolicy
 from billing.ports import NoticeNextStep
 from billing.quiet_hours import next_business_moment
@@ -397,3 +397,45 @@ def next_action(decision: Decision) -> NextAction | None:
     if step is None:
         return None
     return NextAction(kind=NEXT_ACTION_OF_STEP[step.kind], at=step.at, invoice_id=step.invoice_id)
+
+
+@dataclass(frozen=True)
+class ForecastStep:
+    kind: StepKind
+    at: datetime
+    key: str
+
+
+def forecast(
+    state: BillingState, policy: CollectionsPolicy, now: datetime, limit: int = 50
+) -> list[ForecastStep]:
+    """What will happen, and when, if nothing changes: no payment, no dispute, no operator action.
+
+    Runs this very decision core forward on a copy of the state, so a notice or the rendered collections
+    policy that quotes these dates can never disagree with what the engine does.
+    """
+    future = state.model_copy(deep=True)
+    steps: list[ForecastStep] = []
+    for _ in range(limit):
+        observe(future, now)
+        decision = decide(future, policy, now)
+        step = decision.step
+        if step is None:
+            break
+        now = max(now, step.at)
+        steps.append(ForecastStep(kind=step.kind, at=step.at, key=step.key))
+        if step.kind is StepKind.SUSPEND and future.suspension is None:
+            future.suspension = Suspension(
+                key=step.key,
+                reason=SuspensionReason.NON_PAYMENT,
+                suspended_at=now,
+                confirmed=True,
+                invoice_id=step.invoice_id,
+            )
+            future.suspension_count += 1
+        if step.notice_kind is not None:
+            future.record_notice(
+                NoticeRecord(kind=step.notice_kind, at=now, invoice_id=step.invoice_id, key=step.key)
+            )
+        mark_done(future, step)
+    return steps

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing.collections import StepKind, decide, stage
+from billing.collections import StepKind, decide, forecast, stage
 from billing.models import BillingStage, CustomerAccount
 from billing.policy import CollectionsPolicy, QuietHours
 from billing.quiet_hours import is_business_moment, next_business_moment
@@ -272,3 +272,12 @@ def test_property_next_business_moment_is_inside_business_hours_and_not_before(z
     assert local.weekday() < 5
     assert quiet.start <= local.time() < quiet.end
     assert moment - at < days(4)
+
+
+def test_forecast_is_what_the_core_then_does():
+    d = driver()
+    d.issue("INV-1", cny(5000), DUE)
+    predicted = [(step.key, step.at) for step in forecast(d.state, d.policy, d.now)]
+    d.run_until(DUE + days(90))
+    assert predicted == [(step.key, at) for at, step in d.performed]
+    assert predicted[-1][0].startswith("data-deletion-warning-2-")
