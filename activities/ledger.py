@@ -12,11 +12,17 @@ from temporalio.exceptions import ApplicationError
 from billing.ledger import LedgerRejection, LedgerStore
 from billing.ports import (
     AccountBalance,
+    AuditEntry,
     BalanceRequest,
     CreditNoteRequest,
+    DisputeRecordRequest,
+    EscalationCase,
+    EscalationCaseRequest,
+    EscalationChange,
     PaymentRecorded,
     RecordInvoiceRequest,
     RecordPaymentRequest,
+    RescheduleInvoiceRequest,
     WriteOffRequest,
 )
 
@@ -81,7 +87,7 @@ class LedgerActivities:
         }
         with _refusal_not_retried("post_credit_note", **ids):
             balance = self._store.post_credit_note(request)
-        _log.info("credit_note_posted", **ids)
+        _log.info("credit_note_posted", dispute_id=request.dispute_id, **ids)
         return balance
 
     @activity.defn(name="write_off_invoice")
@@ -95,3 +101,51 @@ class LedgerActivities:
             balance = self._store.write_off(request)
         _log.info("invoice_written_off", **ids)
         return balance
+
+    @activity.defn(name="reschedule_invoice")
+    def reschedule_invoice(self, request: RescheduleInvoiceRequest) -> AccountBalance:
+        ids = {
+            "customer_id": request.customer_id,
+            "invoice_id": request.invoice_id,
+            "change_id": request.change_id,
+        }
+        with _refusal_not_retried("reschedule_invoice", **ids):
+            balance = self._store.reschedule_invoice(request)
+        _log.info("invoice_rescheduled", due_on=request.due_on.isoformat(), **ids)
+        return balance
+
+    @activity.defn(name="record_dispute")
+    def record_dispute(self, request: DisputeRecordRequest) -> None:
+        ids = {
+            "customer_id": request.customer_id,
+            "invoice_id": request.invoice_id,
+            "dispute_id": request.dispute_id,
+        }
+        with _refusal_not_retried("record_dispute", **ids):
+            self._store.record_dispute(request)
+        _log.info("dispute_recorded", **ids)
+
+    @activity.defn(name="build_escalation_case")
+    def build_escalation_case(self, request: EscalationCaseRequest) -> EscalationCase:
+        ids = {
+            "customer_id": request.customer_id,
+            "invoice_id": request.invoice_id,
+            "dispute_id": request.dispute_id,
+        }
+        with _refusal_not_retried("build_escalation_case", **ids):
+            return self._store.escalation_case(request)
+
+    @activity.defn(name="record_escalation")
+    def record_escalation(self, change: EscalationChange) -> None:
+        ids = {"customer_id": change.customer_id, "dispute_id": change.dispute_id, "change_id": change.change_id}
+        with _refusal_not_retried("record_escalation", **ids):
+            self._store.record_escalation(change)
+        # 21Vianet's reference is a case number, not personal data: operators search the logs by it.
+        _log.info("escalation_recorded", status=change.status, reference=change.reference, **ids)
+
+    @activity.defn(name="record_audit")
+    def record_audit(self, entry: AuditEntry) -> None:
+        ids = {"customer_id": entry.customer_id, "action_id": entry.action_id}
+        with _refusal_not_retried("record_audit", **ids):
+            self._store.record_audit(entry)
+        _log.info("operator_action_audited", action=entry.action, **ids)

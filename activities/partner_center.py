@@ -175,9 +175,7 @@ class PartnerCenterClient:
         )
         return [SubscriptionResource.parse(item) for item in response.json().get("items", [])]
 
-    async def get_subscription(
-        self, tenant_id: str, subscription_id: str, correlation_id: str
-    ) -> SubscriptionResource:
+    async def get_subscription(self, tenant_id: str, subscription_id: str, correlation_id: str) -> SubscriptionResource:
         response = await self._call(
             "GET",
             _subscriptions_path(tenant_id, subscription_id),
@@ -198,12 +196,8 @@ class PartnerCenterClient:
         for conflicts in range(self._max_conflicts + 1):
             current = await self.get_subscription(tenant_id, subscription_id, correlation_id)
             if current.status == status or current.status not in _CHANGEABLE_STATUSES:
-                log.info(
-                    "partner_center.subscription_left_as_is", status=current.status, target=status, **context
-                )
-                return SubscriptionStatusChanged(
-                    subscription_id=subscription_id, status=current.status, changed=False
-                )
+                log.info("partner_center.subscription_left_as_is", status=current.status, target=status, **context)
+                return SubscriptionStatusChanged(subscription_id=subscription_id, status=current.status, changed=False)
             if conflicts:
                 # Partner Center answers a reused MS-RequestId with its first answer (here: the 412), so the
                 # PATCH of the re-read resource needs an id of its own, still derived so a retry reuses it.
@@ -221,9 +215,7 @@ class PartnerCenterClient:
             if response.status_code != 412:
                 updated = SubscriptionResource.parse(response.json(), response.headers.get("ETag"))
                 log.info("partner_center.subscription_status_changed", status=updated.status, **context)
-                return SubscriptionStatusChanged(
-                    subscription_id=subscription_id, status=updated.status, changed=True
-                )
+                return SubscriptionStatusChanged(subscription_id=subscription_id, status=updated.status, changed=True)
             log.warning("partner_center.subscription_changed_meanwhile", conflicts=conflicts + 1, **context)
         raise ApplicationError(
             f"subscription {subscription_id} of tenant {tenant_id} changed between every GET and PATCH "
@@ -365,9 +357,7 @@ class PartnerCenterActivities:
     @activity.defn(name="list_active_subscriptions")
     async def list_active_subscriptions(self, query: SubscriptionQuery) -> ActiveSubscriptions:
         subscriptions = await self._client.list_subscriptions(query.tenant_id, query.correlation_id)
-        return ActiveSubscriptions(
-            subscription_ids=[s.subscription_id for s in subscriptions if s.status == "active"]
-        )
+        return ActiveSubscriptions(subscription_ids=[s.subscription_id for s in subscriptions if s.status == "active"])
 
     @activity.defn(name="change_subscription_status")
     async def change_subscription_status(self, change: SubscriptionStatusChange) -> SubscriptionStatusChanged:

@@ -23,9 +23,7 @@ from sqlalchemy.exc import OperationalError
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.ledger import LedgerStore
 
-POSTGRES_URL = os.environ.get(
-    "BILLING_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+POSTGRES_URL = os.environ.get("BILLING_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")
@@ -165,5 +163,6 @@ def smtp_sink() -> Iterator[SmtpSink]:
         controller.stop()
 
 
-# Temporal fixtures live in their own module; importing them here makes them visible to every test.
+# Temporal fixtures live in their own modules; importing them here makes them visible to every test.
+from tests.devserver_fixtures import billing_worker_process, dev_server  # noqa: E402, F401
 from tests.temporal_fixtures import engine_factory, time_skipping_env  # noqa: E402, F401

@@ -1,5 +1,5 @@
 """The ledger store on a real SQLite file and the real PostgreSQL server: allocation, idempotency,
-refusals, exact amounts and migrations."""
+refusals, exact amounts, disputes and their escalation, the audit trail, due-date changes and migrations."""
 
 from __future__ import annotations
 
@@ -14,18 +14,24 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import URL, inspect
+from sqlalchemy import URL, inspect, select
 
 from billing.ledger import LedgerRejection, LedgerStore
-from billing.ledger.schema import metadata
+from billing.ledger.schema import credit_notes, invoices, metadata
 from billing.models import CustomerAccount, Invoice, NoticeKind, Payment
 from billing.money import Money
 from billing.ports import (
     AccountBalance,
+    AuditEntry,
     CreditNoteRequest,
+    DisputeRecordRequest,
+    EscalationCase,
+    EscalationCaseRequest,
+    EscalationChange,
     NoticeLogEntry,
     RecordInvoiceRequest,
     RecordPaymentRequest,
+    RescheduleInvoiceRequest,
     WriteOffRequest,
 )
 
@@ -53,7 +59,13 @@ def cny(amount: str) -> Money:
 
 
 def account(customer_id: str = CUSTOMER) -> CustomerAccount:
-    return CustomerAccount(customer_id=customer_id, name="Example Trading Co.", email="ap@example.cn")
+    return CustomerAccount(
+        customer_id=customer_id,
+        name="Example Trading Co.",
+        email="ap@example.cn",
+        locale="en-US",
+        tenant_id=f"tenant-{customer_id}",
+    )
 
 
 def record_invoice(
@@ -66,6 +78,7 @@ def record_invoice(
     currency: str = "CNY",
     issued_on: date | None = None,
     known: list[str] | None = None,
+    description: str | None = None,
 ) -> AccountBalance:
     invoice = Invoice(
         invoice_id=invoice_id,
@@ -73,6 +86,7 @@ def record_invoice(
         amount=Money.of(amount, currency),
         issued_on=issued_on or due_on - timedelta(days=30),
         due_on=due_on,
+        description=description,
     )
     due_at = datetime.combine(due_on, datetime.max.time(), SHANGHAI)
     return ledger.record_invoice(
@@ -298,9 +312,7 @@ def test_invoice_id_reused_with_other_content_is_refused(
         "issued_on": date(2026, 1, 1),
     }
 
-    rejection = refused(
-        "invoice_conflict", lambda: record_invoice(ledger, "INV-1", **{**arguments, **change})
-    )
+    rejection = refused("invoice_conflict", lambda: record_invoice(ledger, "INV-1", **{**arguments, **change}))
 
     assert what in str(rejection)
     assert ledger.balance(CUSTOMER, "CNY").invoices[0].amount == cny("100.00")
@@ -374,9 +386,7 @@ def credit(ledger: LedgerStore, credit_id: str, invoice_id: str, amount: str) ->
     )
 
 
-def write_off(
-    ledger: LedgerStore, write_off_id: str, invoice_id: str, amount: str | None = None
-) -> AccountBalance:
+def write_off(ledger: LedgerStore, write_off_id: str, invoice_id: str, amount: str | None = None) -> AccountBalance:
     return ledger.write_off(
         WriteOffRequest(
             write_off_id=write_off_id,
@@ -504,9 +514,7 @@ def test_notice_log_keeps_the_first_entry_per_customer_and_key(ledger: LedgerSto
 
     stored = ledger.log_notice(entry)
     again = ledger.log_notice(entry.model_copy(update={"message_id": "<retry@b>"}))
-    other_customer = ledger.log_notice(
-        entry.model_copy(update={"customer_id": "cust-002", "message_id": "<c@b>"})
-    )
+    other_customer = ledger.log_notice(entry.model_copy(update={"customer_id": "cust-002", "message_id": "<c@b>"}))
 
     assert stored == again == entry == ledger.find_notice(CUSTOMER, entry.key)
     assert stored.sent_at.tzinfo is not None
@@ -522,9 +530,7 @@ def test_migrating_again_changes_nothing_and_matches_the_store_tables(ledger: Le
     ledger.migrate()
 
     with ledger.engine.connect() as connection:
-        differences = compare_metadata(
-            MigrationContext.configure(connection, opts={"compare_type": True}), metadata
-        )
+        differences = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), metadata)
     assert differences == []
     assert ledger.balance(CUSTOMER, "CNY").amount_due == cny("100.00")
 
@@ -552,6 +558,57 @@ def test_database_at_the_first_revision_upgrades_in_place(ledger_url: str | URL)
         store.close()
 
 
+def test_database_at_the_second_revision_upgrades_in_place_with_its_books(ledger_url: str | URL) -> None:
+    store = LedgerStore.from_url(ledger_url, migrate=False)
+    try:
+        store.migrate("0002")
+        record_invoice(store, "INV-1", "1000.00", date(2026, 2, 28))
+        record_invoice(store, "INV-2", "100.00", date(2026, 1, 31))
+        pay(store, "PAY-1", "1200.00")  # both paid, 100.00 kept as credit
+        record_invoice(store, "INV-3", "500.00", date(2026, 3, 31))
+        write_off(store, "WO-1", "INV-3", "50.00")
+        store.log_notice(notice("invoice:INV-3", NoticeKind.INVOICE, datetime(2026, 3, 1, 9, 0, tzinfo=SHANGHAI)))
+        with store.engine.begin() as connection:
+            # A credit note as revision 0002 booked it: today's code would also read the column 0003 adds.
+            connection.execute(
+                credit_notes.insert().values(
+                    credit_id="CR-OLD",
+                    customer_id=CUSTOMER,
+                    invoice_id="INV-3",
+                    currency="CNY",
+                    amount=Decimal("30.00"),
+                    reason="goodwill",
+                    posted_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
+                )
+            )
+            connection.execute(
+                invoices.update()
+                .where(invoices.c.invoice_id == "INV-3")
+                .values(credited=invoices.c.credited + Decimal("30.00"), outstanding=invoices.c.outstanding - 30)
+            )
+        before = store.balance(CUSTOMER, "CNY", ["INV-1", "INV-2"])
+        assert "disputes" not in inspect(store.engine).get_table_names()
+
+        store.migrate()
+
+        assert store.balance(CUSTOMER, "CNY", ["INV-1", "INV-2"]) == before
+        assert before.amount_due == cny("320.00")  # 500.00 - 100.00 credit - 50.00 written off - 30.00 credited
+        with store.engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), metadata) == []
+            old_credit = connection.execute(select(credit_notes).where(credit_notes.c.credit_id == "CR-OLD")).one()
+        assert (old_credit.amount, old_credit.reason, old_credit.dispute_id) == (Decimal("30.00"), "goodwill", None)
+        # The new books work on the old data, and the copied credit_notes table still enforces its rules.
+        dispute(store, "D-1", "INV-3", "200.00")
+        dispute_credit(store, "CR-NEW", "INV-3", "200.00", "D-1")
+        refused("over_outstanding", lambda: credit(store, "CR-BIG", "INV-3", "120.01"))
+        case = store.escalation_case(case_request("D-1", "INV-3"))
+        assert [(c.credit_id, c.dispute_id) for c in case.credits] == [("CR-OLD", None), ("CR-NEW", "D-1")]
+        assert [p.payment_id for p in case.payments] == ["PAY-1"]
+        assert [n.key for n in case.notices] == ["invoice:INV-3"]
+    finally:
+        store.close()
+
+
 def test_sqlite_ledger_creates_its_folder(tmp_path: Path) -> None:
     store = LedgerStore.from_url(f"sqlite:///{tmp_path}/var/ledger.db")
     try:
@@ -569,3 +626,502 @@ def test_plain_postgresql_url_uses_psycopg(postgres_schema_url: URL) -> None:
         assert store.find_notice(CUSTOMER, "nothing") is None
     finally:
         store.close()
+
+
+# --- disputes ---------------------------------------------------------------------------------------------
+
+OPENED_AT = datetime(2026, 3, 5, 9, 30, tzinfo=SHANGHAI)
+
+
+def dispute(
+    ledger: LedgerStore,
+    dispute_id: str,
+    invoice_id: str,
+    amount: str,
+    *,
+    customer_id: str = CUSTOMER,
+    currency: str = "CNY",
+    reason: str = "licence count does not match the order",
+) -> None:
+    ledger.record_dispute(
+        DisputeRecordRequest(
+            dispute_id=dispute_id,
+            customer_id=customer_id,
+            invoice_id=invoice_id,
+            amount=Money.of(amount, currency),
+            reason=reason,
+            opened_at=OPENED_AT,
+        )
+    )
+
+
+def dispute_credit(
+    ledger: LedgerStore, credit_id: str, invoice_id: str, amount: str, dispute_id: str, customer_id: str = CUSTOMER
+) -> AccountBalance:
+    return ledger.post_credit_note(
+        CreditNoteRequest(
+            credit_id=credit_id,
+            customer_id=customer_id,
+            invoice_id=invoice_id,
+            amount=cny(amount),
+            reason="dispute settled by credit",
+            dispute_id=dispute_id,
+        )
+    )
+
+
+def test_dispute_is_kept_once_per_dispute_id(ledger: LedgerStore) -> None:
+    record_invoice(ledger, "INV-1", "1000.00", date(2026, 2, 28))
+
+    dispute(ledger, "D-1", "INV-1", "300.00")
+    dispute(ledger, "D-1", "INV-1", "300.00")
+    pay(ledger, "PAY-1", "900.00")  # a repeat is not re-checked against what is outstanding now
+    dispute(ledger, "D-1", "INV-1", "300.00")
+
+    rejection = refused("dispute_conflict", lambda: dispute(ledger, "D-1", "INV-1", "250.00"))
+    assert "D-1" in str(rejection) and "300.00 CNY" in str(rejection)
+    refused("dispute_conflict", lambda: dispute(ledger, "D-1", "INV-1", "300.00", reason="another reason"))
+    case = ledger.escalation_case(EscalationCaseRequest(customer_id=CUSTOMER, dispute_id="D-1", invoice_id="INV-1"))
+    assert (case.disputed_amount, case.dispute_opened_at) == (cny("300.00"), OPENED_AT)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code", "named"),
+    [
+        ({"invoice_id": "INV-404"}, "unknown_invoice", "INV-404"),
+        ({"invoice_id": "INV-OTHER"}, "wrong_customer", "INV-OTHER"),
+        ({"amount": "600.01"}, "over_outstanding", "600.00 CNY"),
+        ({"currency": "USD"}, "currency_mismatch", "USD"),
+        ({"amount": "0"}, "invalid_amount", "zero"),
+    ],
+)
+def test_dispute_the_books_cannot_hold_is_refused_and_changes_nothing(
+    ledger: LedgerStore, arguments: dict[str, str], code: str, named: str
+) -> None:
+    record_invoice(ledger, "INV-OTHER", "100.00", date(2026, 2, 28), customer_id="cust-002")
+    record_invoice(ledger, "INV-1", "1000.00", date(2026, 2, 28))
+    pay(ledger, "PAY-1", "400.00", invoice_id="INV-1")
+    given = {"invoice_id": "INV-1", "amount": "300.00"} | arguments
+    invoice_id, amount = given.pop("invoice_id"), given.pop("amount")
+
+    rejection = refused(code, lambda: dispute(ledger, "D-1", invoice_id, amount, **given))
+
+    assert named in str(rejection)
+    refused("unknown_dispute", lambda: dispute_credit(ledger, "CR-1", "INV-1", "10.00", "D-1"))
+    dispute(ledger, "D-1", "INV-1", "600.00")  # the refused id was not booked: the whole outstanding may be
+
+
+# --- credit notes settling a dispute ----------------------------------------------------------------------
+
+
+def test_credits_settling_a_dispute_never_exceed_the_disputed_amount(ledger: LedgerStore) -> None:
+    record_invoice(ledger, "INV-1", "1000.00", date(2026, 2, 28))
+    dispute(ledger, "D-1", "INV-1", "300.00")
+
+    dispute_credit(ledger, "CR-1", "INV-1", "200.00", "D-1")
+    rejection = refused("over_disputed", lambda: dispute_credit(ledger, "CR-2", "INV-1", "100.01", "D-1"))
+    balance = dispute_credit(ledger, "CR-2", "INV-1", "100.00", "D-1")
+    again = dispute_credit(ledger, "CR-2", "INV-1", "100.00", "D-1")
+
+    assert "100.00 CNY of dispute D-1 not yet credited" in str(rejection)
+    [invoice] = again.invoices
+    assert (invoice.credited, invoice.outstanding) == (cny("300.00"), cny("700.00"))
+    assert again == balance
+    # A credit outside the dispute is bound only by what is outstanding.
+    assert credit(ledger, "CR-3", "INV-1", "50.00").amount_due == cny("650.00")
+
+
+def test_credit_note_reused_for_another_dispute_or_none_is_refused(ledger: LedgerStore) -> None:
+    record_invoice(ledger, "INV-1", "1000.00", date(2026, 2, 28))
+    dispute(ledger, "D-1", "INV-1", "300.00")
+    dispute(ledger, "D-2", "INV-1", "300.00")
+    dispute_credit(ledger, "CR-1", "INV-1", "100.00", "D-1")
+
+    rejection = refused("credit_conflict", lambda: dispute_credit(ledger, "CR-1", "INV-1", "100.00", "D-2"))
+    refused("credit_conflict", lambda: credit(ledger, "CR-1", "INV-1", "100.00"))
+
+    assert "settling dispute D-1" in str(rejection)
+    assert ledger.balance(CUSTOMER, "CNY").amount_due == cny("900.00")
+
+
+def test_credit_settling_a_dispute_of_another_invoice_or_customer_is_refused(ledger: LedgerStore) -> None:
+    record_invoice(ledger, "INV-1", "1000.00", date(2026, 2, 28))
+    record_invoice(ledger, "INV-2", "500.00", date(2026, 3, 31))
+    record_invoice(ledger, "INV-OTHER", "100.00", date(2026, 2, 28), customer_id="cust-002")
+    dispute(ledger, "D-1", "INV-1", "300.00")
+    dispute(ledger, "D-OTHER", "INV-OTHER", "100.00", customer_id="cust-002")
+
+    refused("wrong_invoice", lambda: dispute_credit(ledger, "CR-1", "INV-2", "10.00", "D-1"))
+    refused("wrong_customer", lambda: dispute_credit(ledger, "CR-1", "INV-1", "10.00", "D-OTHER"))
+    refused("unknown_dispute", lambda: dispute_credit(ledger, "CR-1", "INV-1", "10.00", "D-404"))
+
+    assert ledger.balance(CUSTOMER, "CNY").amount_due == cny("1500.00")
+
+
+# --- the escalation case ----------------------------------------------------------------------------------
+
+
+def notice(key: str, kind: NoticeKind, sent_at: datetime, invoice_id: str | None = "INV-1") -> NoticeLogEntry:
+    return NoticeLogEntry(
+        customer_id=CUSTOMER,
+        key=key,
+        kind=kind,
+        message_id=f"<{key}@billing>",
+        sent_at=sent_at,
+        invoice_id=invoice_id,
+    )
+
+
+def disputed_account(ledger: LedgerStore) -> None:
+    """INV-1 (two lines) disputed in part, partly paid, credited and written off; INV-2 paid; notices sent."""
+    record_invoice(
+        ledger,
+        "INV-1",
+        "1000.00",
+        date(2026, 2, 28),
+        description="Microsoft 365 E3 × 10, February\n\n  Azure consumption, February  \n",
+    )
+    record_invoice(ledger, "INV-2", "100.00", date(2026, 1, 31))
+    pay(ledger, "PAY-1", "400.00")  # 100.00 to INV-2, 300.00 to INV-1
+    dispute(ledger, "D-1", "INV-1", "500.00")
+    credit(ledger, "CR-1", "INV-1", "50.00")
+    dispute_credit(ledger, "CR-2", "INV-1", "100.00", "D-1")
+    write_off(ledger, "WO-1", "INV-1", "20.00")
+    ledger.log_notice(notice("reminder:INV-1:P1D", NoticeKind.REMINDER, datetime(2026, 3, 1, 9, 0, tzinfo=SHANGHAI)))
+    ledger.log_notice(notice("invoice:INV-1", NoticeKind.INVOICE, datetime(2026, 2, 1, 9, 0, tzinfo=SHANGHAI)))
+    ledger.log_notice(
+        notice("dispute_received:D-1", NoticeKind.DISPUTE_RECEIVED, datetime(2026, 3, 5, 10, 0, tzinfo=SHANGHAI))
+    )
+
+
+def case_request(dispute_id: str = "D-1", invoice_id: str = "INV-1", customer_id: str = CUSTOMER) -> Any:
+    return EscalationCaseRequest(customer_id=customer_id, dispute_id=dispute_id, invoice_id=invoice_id)
+
+
+def test_escalation_case_holds_what_21vianet_needs_from_the_books(ledger: LedgerStore) -> None:
+    disputed_account(ledger)
+    record_invoice(ledger, "INV-3", "80.00", date(2026, 3, 31))
+    pay(ledger, "PAY-2", "200.00")  # all to INV-1, due before INV-3
+
+    case = ledger.escalation_case(case_request())
+
+    assert case.customer.model_dump() == {
+        "customer_id": CUSTOMER,
+        "name": "Example Trading Co.",
+        "email": "ap@example.cn",
+        "locale": "en-US",
+        "time_zone": "Asia/Shanghai",
+        "tenant_id": "tenant-cust-001",
+    }
+    assert (case.invoice.invoice_id, case.invoice.amount, case.invoice.paid) == ("INV-1", cny("1000.00"), cny("500.00"))
+    assert (case.invoice.credited, case.invoice.written_off) == (cny("150.00"), cny("20.00"))
+    assert case.invoice.outstanding == cny("330.00")
+    assert case.invoice_lines == ["Microsoft 365 E3 × 10, February", "Azure consumption, February"]
+    assert [(p.payment_id, [(a.invoice_id, a.amount.amount) for a in p.allocations]) for p in case.payments] == [
+        ("PAY-1", [("INV-2", Decimal("100.00")), ("INV-1", Decimal("300.00"))]),
+        ("PAY-2", [("INV-1", Decimal("200.00"))]),
+    ]
+    assert [(c.credit_id, c.amount, c.dispute_id) for c in case.credits] == [
+        ("CR-1", cny("50.00"), None),
+        ("CR-2", cny("100.00"), "D-1"),
+    ]
+    assert [(w.credit_id, w.amount, w.reason) for w in case.write_offs] == [("WO-1", cny("20.00"), "uncollectable")]
+    assert (case.dispute_id, case.disputed_amount, case.dispute_reason) == (
+        "D-1",
+        cny("500.00"),
+        "licence count does not match the order",
+    )
+    assert case.dispute_opened_at == OPENED_AT
+    assert [entry.key for entry in case.notices] == ["invoice:INV-1", "reminder:INV-1:P1D", "dispute_received:D-1"]
+
+
+def test_escalation_case_of_an_invoice_without_description_has_no_lines(ledger: LedgerStore) -> None:
+    record_invoice(ledger, "INV-1", "100.00", date(2026, 2, 28))
+    dispute(ledger, "D-1", "INV-1", "100.00")
+
+    case = ledger.escalation_case(case_request())
+
+    assert (case.invoice_lines, case.payments, case.credits, case.write_offs, case.notices) == ([], [], [], [], [])
+
+
+def test_escalation_case_for_an_unknown_or_mismatched_dispute_is_refused(ledger: LedgerStore) -> None:
+    disputed_account(ledger)
+    record_invoice(ledger, "INV-OTHER", "100.00", date(2026, 2, 28), customer_id="cust-002")
+
+    refused("unknown_dispute", lambda: ledger.escalation_case(case_request("D-404")))
+    refused("wrong_customer", lambda: ledger.escalation_case(case_request(customer_id="cust-002")))
+    rejection = refused("wrong_invoice", lambda: ledger.escalation_case(case_request(invoice_id="INV-2")))
+
+    assert "INV-1" in str(rejection) and "INV-2" in str(rejection)
+
+
+# --- escalations ------------------------------------------------------------------------------------------
+
+
+def change(
+    change_id: str,
+    status: str,
+    at: datetime,
+    *,
+    reference: str | None = None,
+    note: str | None = None,
+    case: EscalationCase | None = None,
+    dispute_id: str = "D-1",
+    customer_id: str = CUSTOMER,
+) -> EscalationChange:
+    return EscalationChange.model_validate(
+        {
+            "change_id": change_id,
+            "customer_id": customer_id,
+            "dispute_id": dispute_id,
+            "status": status,
+            "reference": reference,
+            "note": note,
+            "at": at,
+            "case": case,
+        }
+    )
+
+
+def case_sent(case: EscalationCase) -> EscalationChange:
+    return change(
+        "D-1:case", "case_sent", datetime(2026, 3, 6, 10, 0, tzinfo=SHANGHAI), note="partner cannot verify", case=case
+    )
+
+
+def escalated(ledger: LedgerStore) -> EscalationCase:
+    """INV-1 disputed as D-1, and its case sent to the desk on 6 March."""
+    disputed_account(ledger)
+    case = ledger.escalation_case(case_request())
+    ledger.record_escalation(case_sent(case))
+    return case
+
+
+def test_escalation_goes_from_case_sent_to_filed_to_resolved_keeping_its_history(ledger: LedgerStore) -> None:
+    case = escalated(ledger)
+    sent = ledger.escalation("D-1")
+    assert sent is not None
+    assert (sent.status, sent.reference, sent.case) == ("case_sent", None, case)
+
+    ledger.record_escalation(
+        change("D-1:filed", "filed", datetime(2026, 3, 6, 15, 0, tzinfo=SHANGHAI), reference="SR-2026-0042")
+    )
+    filed = ledger.escalation("D-1")
+    assert filed is not None and (filed.status, filed.reference) == ("filed", "SR-2026-0042")
+
+    resolved_at = datetime(2026, 3, 12, 11, 0, tzinfo=SHANGHAI)
+    ledger.record_escalation(change("D-1:resolved", "resolved", resolved_at, note="21Vianet credited 2 licences"))
+    resolved = ledger.escalation("D-1")
+
+    assert resolved is not None
+    assert (resolved.dispute_id, resolved.customer_id, resolved.status) == ("D-1", CUSTOMER, "resolved")
+    assert resolved.reference == "SR-2026-0042"  # the answer carried none: the filed reference stays
+    assert resolved.case == case
+    assert (resolved.opened_at, resolved.updated_at) == (datetime(2026, 3, 6, 10, 0, tzinfo=SHANGHAI), resolved_at)
+    assert [(h.change_id, h.status, h.reference, h.note) for h in resolved.history] == [
+        ("D-1:case", "case_sent", None, "partner cannot verify"),
+        ("D-1:filed", "filed", "SR-2026-0042", None),
+        ("D-1:resolved", "resolved", None, "21Vianet credited 2 licences"),
+    ]
+    assert ledger.escalation("D-404") is None
+
+
+def test_repeated_escalation_changes_count_once(ledger: LedgerStore) -> None:
+    case = escalated(ledger)
+    filed = change("D-1:filed", "filed", datetime(2026, 3, 6, 15, 0, tzinfo=SHANGHAI), reference="SR-1")
+    ledger.record_escalation(filed)
+
+    ledger.record_escalation(filed)
+    ledger.record_escalation(case_sent(case))
+
+    record = ledger.escalation("D-1")
+    assert record is not None
+    assert [h.change_id for h in record.history] == ["D-1:case", "D-1:filed"]
+    assert (record.status, record.reference) == ("filed", "SR-1")
+    rejection = refused(
+        "escalation_conflict", lambda: ledger.record_escalation(filed.model_copy(update={"reference": "SR-2"}))
+    )
+    assert "D-1:filed" in str(rejection)
+    other_case = case.model_copy(update={"dispute_reason": "edited"})
+    refused(
+        "escalation_conflict",
+        lambda: ledger.record_escalation(case_sent(other_case)),
+    )
+
+
+def test_filing_again_corrects_the_reference(ledger: LedgerStore) -> None:
+    escalated(ledger)
+    ledger.record_escalation(
+        change("D-1:filed-1", "filed", datetime(2026, 3, 6, 15, 0, tzinfo=SHANGHAI), reference="SR-1")
+    )
+
+    ledger.record_escalation(
+        change("D-1:filed-2", "filed", datetime(2026, 3, 6, 16, 0, tzinfo=SHANGHAI), reference="SR-11", note="typo")
+    )
+
+    record = ledger.escalation("D-1")
+    assert record is not None
+    assert (record.status, record.reference) == ("filed", "SR-11")
+    assert [h.reference for h in record.history] == [None, "SR-1", "SR-11"]
+
+
+@pytest.mark.parametrize("status", ["filed", "resolved"])
+def test_escalation_step_for_a_dispute_never_escalated_is_refused(ledger: LedgerStore, status: str) -> None:
+    disputed_account(ledger)
+
+    rejection = refused(
+        "not_escalated",
+        lambda: ledger.record_escalation(
+            change("D-1:x", status, datetime(2026, 3, 6, 15, 0, tzinfo=SHANGHAI), reference="SR-1")
+        ),
+    )
+
+    assert "D-1 was never escalated" in str(rejection)
+    assert ledger.escalation("D-1") is None
+
+
+def test_escalation_changes_out_of_turn_are_refused_and_change_nothing(ledger: LedgerStore) -> None:
+    case = escalated(ledger)
+    at = datetime(2026, 3, 7, 9, 0, tzinfo=SHANGHAI)
+    record_invoice(ledger, "INV-OTHER", "100.00", date(2026, 2, 28), customer_id="cust-002")
+    dispute(ledger, "D-OTHER", "INV-OTHER", "100.00", customer_id="cust-002")
+
+    refused("already_escalated", lambda: ledger.record_escalation(change("D-1:case-2", "case_sent", at, case=case)))
+    refused("invalid_escalation", lambda: ledger.record_escalation(change("D-1:filed", "filed", at)))
+    refused(
+        "invalid_escalation",
+        lambda: ledger.record_escalation(change("D-1:filed", "filed", at, reference="SR-1", case=case)),
+    )
+    refused(
+        "unknown_dispute",
+        lambda: ledger.record_escalation(change("D-404:case", "case_sent", at, dispute_id="D-404", case=case)),
+    )
+    refused(
+        "wrong_customer",
+        lambda: ledger.record_escalation(change("D-O:case", "case_sent", at, dispute_id="D-OTHER", case=case)),
+    )
+    refused(
+        "invalid_escalation",
+        lambda: ledger.record_escalation(
+            change("D-O:case", "case_sent", at, dispute_id="D-OTHER", customer_id="cust-002", case=case)
+        ),
+    )
+    refused(
+        "invalid_escalation",
+        lambda: ledger.record_escalation(
+            change("D-O:case", "case_sent", at, dispute_id="D-OTHER", customer_id="cust-002")
+        ),
+    )
+
+    ledger.record_escalation(change("D-1:resolved", "resolved", at, reference="SR-1"))
+    refused(
+        "escalation_closed",
+        lambda: ledger.record_escalation(change("D-1:late", "filed", at + timedelta(days=1), reference="SR-2")),
+    )
+    record = ledger.escalation("D-1")
+    assert record is not None
+    assert (record.status, record.reference) == ("resolved", "SR-1")
+    assert [h.change_id for h in record.history] == ["D-1:case", "D-1:resolved"]
+    assert ledger.escalation("D-OTHER") is None
+
+
+# --- the audit trail --------------------------------------------------------------------------------------
+
+
+def audit(action_id: str, action: str, at: datetime, customer_id: str = CUSTOMER, **details: str) -> AuditEntry:
+    return AuditEntry(
+        action_id=action_id,
+        customer_id=customer_id,
+        action=action,
+        reason=f"{action} by finance",
+        details=details,
+        at=at,
+    )
+
+
+def test_audit_trail_lists_each_operator_action_once_oldest_first(ledger: LedgerStore) -> None:
+    paused = audit("wf:upd-2", "pause_dunning", datetime(2026, 3, 2, 9, 0, tzinfo=SHANGHAI), until="2026-03-09")
+    written_off = audit("wf:upd-1", "write_off", datetime(2026, 3, 1, 17, 0, tzinfo=SHANGHAI), invoice_id="INV-1")
+    resumed = audit("wf:upd-3", "resume_dunning", datetime(2026, 3, 2, 9, 0, 1, tzinfo=UTC))
+
+    # Before the customer has any books: operators can act on a run whose first invoice is not booked yet.
+    ledger.record_audit(paused)
+    ledger.record_audit(written_off)
+    ledger.record_audit(resumed)
+    ledger.record_audit(paused)
+    ledger.record_audit(audit("wf2:upd-1", "reinstate", datetime(2026, 3, 1, tzinfo=UTC), customer_id="cust-002"))
+
+    assert ledger.audit_trail(CUSTOMER) == [written_off, paused, resumed]
+    assert ledger.audit_trail(CUSTOMER)[1].details == {"until": "2026-03-09"}
+    rejection = refused(
+        "audit_conflict", lambda: ledger.record_audit(paused.model_copy(update={"reason": "something else"}))
+    )
+    assert "wf:upd-2" in str(rejection) and "pause_dunning" in str(rejection)
+    assert [entry.action_id for entry in ledger.audit_trail("cust-002")] == ["wf2:upd-1"]
+
+
+# --- extending a due date ---------------------------------------------------------------------------------
+
+
+def reschedule(
+    ledger: LedgerStore, change_id: str, invoice_id: str, due_on: date, customer_id: str = CUSTOMER
+) -> AccountBalance:
+    return ledger.reschedule_invoice(
+        RescheduleInvoiceRequest(
+            change_id=change_id,
+            customer_id=customer_id,
+            invoice_id=invoice_id,
+            due_on=due_on,
+            due_at=datetime.combine(due_on, datetime.max.time(), SHANGHAI),
+            reason="customer's finance closes late this month",
+        )
+    )
+
+
+def test_extending_a_due_date_moves_the_invoice_once_per_change(ledger: LedgerStore) -> None:
+    record_invoice(ledger, "INV-1", "100.00", date(2026, 1, 31))
+    record_invoice(ledger, "INV-2", "100.00", date(2026, 2, 28))
+
+    balance = reschedule(ledger, "CH-1", "INV-1", date(2026, 3, 15))
+    again = reschedule(ledger, "CH-1", "INV-1", date(2026, 3, 15))
+
+    assert again == balance
+    assert [(i.invoice_id, i.due_on) for i in balance.invoices] == [
+        ("INV-2", date(2026, 2, 28)),
+        ("INV-1", date(2026, 3, 15)),
+    ]
+    assert balance.invoices[1].due_at == datetime.combine(date(2026, 3, 15), datetime.max.time(), SHANGHAI)
+    # Now due last, INV-1 is paid last.
+    assert [a.invoice_id for a in pay(ledger, "PAY-1", "150.00").allocations] == ["INV-2", "INV-1"]
+    refused("reschedule_conflict", lambda: reschedule(ledger, "CH-1", "INV-1", date(2026, 3, 20)))
+    later = reschedule(ledger, "CH-2", "INV-1", date(2026, 3, 31))
+    assert [(i.invoice_id, i.due_on) for i in later.invoices] == [("INV-1", date(2026, 3, 31))]
+
+
+def test_invoice_recorded_again_after_its_due_date_moved_is_the_same_invoice(ledger: LedgerStore) -> None:
+    record_invoice(ledger, "INV-1", "100.00", date(2026, 1, 31))
+    reschedule(ledger, "CH-1", "INV-1", date(2026, 2, 15))
+    reschedule(ledger, "CH-2", "INV-1", date(2026, 2, 28))
+
+    again = record_invoice(ledger, "INV-1", "100.00", date(2026, 1, 31))
+
+    assert [(i.invoice_id, i.due_on) for i in again.invoices] == [("INV-1", date(2026, 2, 28))]
+    refused("invoice_conflict", lambda: record_invoice(ledger, "INV-1", "100.00", date(2026, 2, 28)))
+
+
+def test_due_date_change_the_books_cannot_make_is_refused_and_changes_nothing(ledger: LedgerStore) -> None:
+    record_invoice(ledger, "INV-1", "100.00", date(2026, 2, 28))
+    record_invoice(ledger, "INV-PAID", "50.00", date(2026, 1, 31))
+    record_invoice(ledger, "INV-OTHER", "100.00", date(2026, 2, 28), customer_id="cust-002")
+    pay(ledger, "PAY-1", "50.00", invoice_id="INV-PAID")
+
+    refused("unknown_invoice", lambda: reschedule(ledger, "CH-1", "INV-404", date(2026, 3, 31)))
+    refused("wrong_customer", lambda: reschedule(ledger, "CH-1", "INV-OTHER", date(2026, 3, 31)))
+    settled = refused("nothing_outstanding", lambda: reschedule(ledger, "CH-1", "INV-PAID", date(2026, 3, 31)))
+    earlier = refused("earlier_due_date", lambda: reschedule(ledger, "CH-1", "INV-1", date(2026, 2, 27)))
+
+    assert "INV-PAID is settled" in str(settled)
+    assert "2026-02-28" in str(earlier) and "2026-02-27" in str(earlier)
+    assert ledger.balance(CUSTOMER, "CNY").invoices[0].due_on == date(2026, 2, 28)
+    assert ledger.balance("cust-002", "CNY").invoices[0].due_on == date(2026, 2, 28)
+    assert reschedule(ledger, "CH-1", "INV-1", date(2026, 3, 31)).invoices[0].due_on == date(2026, 3, 31)

@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from structlog.testing import capture_logs
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -14,10 +15,15 @@ from billing.ledger import LedgerStore
 from billing.models import CustomerAccount, Invoice, Payment
 from billing.money import Money
 from billing.ports import (
+    AuditEntry,
     BalanceRequest,
     CreditNoteRequest,
+    DisputeRecordRequest,
+    EscalationCaseRequest,
+    EscalationChange,
     RecordInvoiceRequest,
     RecordPaymentRequest,
+    RescheduleInvoiceRequest,
     WriteOffRequest,
 )
 
@@ -126,3 +132,84 @@ def test_activity_logs_carry_ids_and_no_personal_data(ledger_activities: LedgerA
     ]
     assert all(log["invoice_id"] == "INV-1" and log["customer_id"] == "cust-001" for log in logs)
     assert ACCOUNT.name not in repr(logs) and ACCOUNT.email not in repr(logs)
+
+
+def test_escalation_case_is_built_and_its_steps_recorded_through_the_activities(
+    ledger_activities: LedgerActivities, sqlite_ledger: LedgerStore
+) -> None:
+    env = ActivityEnvironment()
+    env.run(ledger_activities.record_invoice, invoice_request("INV-1", "100.00", date(2026, 1, 31)))
+    env.run(ledger_activities.record_payment, payment_request("PAY-1", "40.00"))
+    dispute = DisputeRecordRequest(
+        dispute_id="D-1",
+        customer_id="cust-001",
+        invoice_id="INV-1",
+        amount=Money.of("60.00", "CNY"),
+        reason="licence count does not match the order",
+        opened_at=datetime(2026, 2, 2, 9, 0, tzinfo=SHANGHAI),
+    )
+    at = datetime(2026, 2, 3, 10, 0, tzinfo=SHANGHAI)
+
+    with capture_logs() as logs:
+        env.run(ledger_activities.record_dispute, dispute)
+        case = env.run(
+            ledger_activities.build_escalation_case,
+            EscalationCaseRequest(customer_id="cust-001", dispute_id="D-1", invoice_id="INV-1"),
+        )
+        sent = EscalationChange(
+            change_id="D-1:case", customer_id="cust-001", dispute_id="D-1", status="case_sent", at=at, case=case
+        )
+        # What the worker receives: the change, case included, as the pydantic data converter carries it.
+        [payload] = pydantic_data_converter.payload_converter.to_payloads([sent])
+        [received] = pydantic_data_converter.payload_converter.from_payloads([payload], [EscalationChange])
+        env.run(ledger_activities.record_escalation, received)
+        with pytest.raises(ApplicationError) as caught:
+            env.run(
+                ledger_activities.record_escalation,
+                sent.model_copy(update={"change_id": "D-1:filed", "status": "filed", "case": None}),
+            )
+
+    assert (case.customer.name, case.disputed_amount, case.invoice.outstanding) == (
+        ACCOUNT.name,
+        Money.of("60.00", "CNY"),
+        Money.of("60.00", "CNY"),
+    )
+    assert [(p.payment_id, [a.invoice_id for a in p.allocations]) for p in case.payments] == [("PAY-1", ["INV-1"])]
+    assert (caught.value.details, caught.value.non_retryable) == (("invalid_escalation",), True)
+    escalation = sqlite_ledger.escalation("D-1")
+    assert escalation is not None and (escalation.status, escalation.case) == ("case_sent", case)
+    assert [log["event"] for log in logs] == ["dispute_recorded", "escalation_recorded", "ledger_refused"]
+    assert all(log["dispute_id"] == "D-1" for log in logs)
+    assert ACCOUNT.name not in repr(logs) and ACCOUNT.email not in repr(logs)
+
+
+def test_audit_and_due_date_activities_keep_the_operators_actions(
+    ledger_activities: LedgerActivities, sqlite_ledger: LedgerStore
+) -> None:
+    env = ActivityEnvironment()
+    env.run(ledger_activities.record_invoice, invoice_request("INV-1", "100.00", date(2026, 1, 31)))
+    entry = AuditEntry(
+        action_id="customer-billing-cust-001:upd-1",
+        customer_id="cust-001",
+        action="extend_due_date",
+        reason="customer's finance closes late",
+        details={"invoice_id": "INV-1", "due_on": "2026-02-15"},
+        at=datetime(2026, 1, 30, 10, 0, tzinfo=SHANGHAI),
+    )
+
+    balance = env.run(
+        ledger_activities.reschedule_invoice,
+        RescheduleInvoiceRequest(
+            change_id=entry.action_id,
+            customer_id="cust-001",
+            invoice_id="INV-1",
+            due_on=date(2026, 2, 15),
+            due_at=datetime(2026, 2, 15, 23, 59, 59, tzinfo=SHANGHAI),
+            reason=entry.reason,
+        ),
+    )
+    env.run(ledger_activities.record_audit, entry)
+    env.run(ledger_activities.record_audit, entry)
+
+    assert [(i.invoice_id, i.due_on) for i in balance.invoices] == [("INV-1", date(2026, 2, 15))]
+    assert sqlite_ledger.audit_trail("cust-001") == [entry]

@@ -154,9 +154,7 @@ async def test_activity_retried_by_temporal_sends_the_same_request_id(
         activities = PartnerCenterActivities(client)
         with pytest.raises(ApplicationError) as failed:
             await environment.run(activities.change_subscription_status, change)
-        result = await environment.run(
-            activities.change_subscription_status, change
-        )  # Temporal's next attempt
+        result = await environment.run(activities.change_subscription_status, change)  # Temporal's next attempt
 
     assert failed.value.type == UNAVAILABLE
     assert not failed.value.non_retryable
@@ -202,9 +200,7 @@ async def test_reinstatement_patches_the_subscription_back_to_active(
         correlation_id=WORKFLOW_ID,
     )
 
-    result = await ActivityEnvironment().run(
-        PartnerCenterActivities(client).change_subscription_status, change
-    )
+    result = await ActivityEnvironment().run(PartnerCenterActivities(client).change_subscription_status, change)
 
     assert result == SubscriptionStatusChanged(subscription_id="sub-1", status="active", changed=True)
     (patch,) = partner_center_emulator.api_requests("PATCH")
@@ -408,9 +404,7 @@ async def test_no_more_than_eight_calls_start_within_any_second(
     assert len(arrivals) == 20
     # Arrival is measured at the emulator, so loopback latency (a few ms, differing per call) is allowed for.
     latency_spread = 0.05
-    assert all(
-        ninth - first >= 1.0 - latency_spread for first, ninth in zip(arrivals, arrivals[8:], strict=False)
-    )
+    assert all(ninth - first >= 1.0 - latency_spread for first, ninth in zip(arrivals, arrivals[8:], strict=False))
 
 
 # --- the emulator itself ----------------------------------------------------------------------------------
@@ -451,12 +445,8 @@ async def test_emulator_requires_a_bearer_token_a_current_etag_and_a_known_statu
         etag = resource["attributes"]["etag"]
 
         without_etag = await http.patch(url, headers=auth, json={**resource, "status": "suspended"})
-        stale = await http.patch(
-            url, headers={**auth, "If-Match": "stale"}, json={**resource, "status": "suspended"}
-        )
-        unknown = await http.patch(
-            url, headers={**auth, "If-Match": etag}, json={**resource, "status": "frozen"}
-        )
+        stale = await http.patch(url, headers={**auth, "If-Match": "stale"}, json={**resource, "status": "suspended"})
+        unknown = await http.patch(url, headers={**auth, "If-Match": etag}, json={**resource, "status": "frozen"})
 
     assert token.json()["expires_in"] == "3600"
     assert (without_etag.status_code, stale.status_code) == (412, 412)
@@ -501,9 +491,7 @@ async def test_emulator_keeps_subscriptions_across_a_restart(tmp_path: Path) -> 
 
     with PartnerCenterEmulator(state_file=state_file) as restarted:
         async with client_for(restarted) as client:
-            statuses = {
-                s.subscription_id: s.status for s in await client.list_subscriptions(TENANT, WORKFLOW_ID)
-            }
+            statuses = {s.subscription_id: s.status for s in await client.list_subscriptions(TENANT, WORKFLOW_ID)}
 
     assert statuses == {suspended.subscription_id: "suspended", kept.subscription_id: "active"}
 

@@ -81,12 +81,8 @@ def worker_environment(var: Path, demo: bool) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev run", description=__doc__)
-    parser.add_argument(
-        "--demo", action="store_true", help="use the compressed demo policy and start demo customers"
-    )
-    parser.add_argument(
-        "--var", default="var", help="folder for the server database, ledger, outbox and logs"
-    )
+    parser.add_argument("--demo", action="store_true", help="use the compressed demo policy and start demo customers")
+    parser.add_argument("--var", default="var", help="folder for the server database, ledger, outbox and logs")
     args = parser.parse_args(argv)
 
     var = Path(args.var).resolve()
@@ -104,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def start(name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (logs / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         processes.append((name, process))
         return process
 

@@ -27,9 +27,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-SUBSCRIPTION_STATUSES = frozenset(
-    {"none", "active", "suspended", "deleted", "expired", "pending", "disabled"}
-)
+SUBSCRIPTION_STATUSES = frozenset({"none", "active", "suspended", "deleted", "expired", "pending", "disabled"})
 # A PATCH may only move a subscription between these two; deleted, expired or pending ones cannot be revived.
 _CHANGEABLE_STATUSES = frozenset({"active", "suspended"})
 
@@ -223,9 +221,7 @@ class PartnerCenterEmulator:
         with self._lock:
             reply, recorded_body = self._dispatch(method, path, headers, raw_body)
             self._requests.append(
-                RecordedRequest(
-                    arrived, method, path, dict(headers), recorded_body, reply.status if reply else 0
-                )
+                RecordedRequest(arrived, method, path, dict(headers), recorded_body, reply.status if reply else 0)
             )
         return reply
 
@@ -246,16 +242,12 @@ class PartnerCenterEmulator:
     def _issue_token(self, raw_body: bytes) -> _Reply:
         form = {key: values[0] for key, values in parse_qs(raw_body.decode("utf-8", "replace")).items()}
         if form.get("grant_type") != "client_credentials":
-            return _Reply(
-                400, {"error": "unsupported_grant_type", "error_description": "use client_credentials"}
-            )
+            return _Reply(400, {"error": "unsupported_grant_type", "error_description": "use client_credentials"})
         if not form.get("resource"):
             return _Reply(400, {"error": "invalid_request", "error_description": "the resource is required"})
         known_client = secrets.compare_digest(form.get("client_id", ""), self.client_id)
         if not (known_client and secrets.compare_digest(form.get("client_secret", ""), self.client_secret)):
-            return _Reply(
-                401, {"error": "invalid_client", "error_description": "unknown client id or secret"}
-            )
+            return _Reply(401, {"error": "invalid_client", "error_description": "unknown client id or secret"})
         now = time.monotonic()
         self._tokens = {token: expiry for token, expiry in self._tokens.items() if expiry > now}
         token = secrets.token_urlsafe(32)
@@ -347,13 +339,9 @@ class PartnerCenterEmulator:
         if not if_match:
             return _error(412, "PreconditionFailed", "If-Match with the subscription's etag is required")
         if if_match != resource["attributes"]["etag"]:
-            return _error(
-                412, "PreconditionFailed", "the subscription changed since it was read; GET it again"
-            )
+            return _error(412, "PreconditionFailed", "the subscription changed since it was read; GET it again")
         if not isinstance(body, dict):
-            return _error(
-                400, "InvalidRequestBody", "the body must be the full subscription resource as JSON"
-            )
+            return _error(400, "InvalidRequestBody", "the body must be the full subscription resource as JSON")
         if body.get("id", subscription_id) != subscription_id:
             return _error(400, "InvalidRequestBody", "the body's id is not the subscription in the URL")
         status = body.get("status")
@@ -363,9 +351,7 @@ class PartnerCenterEmulator:
         current = resource["status"]
         if status != current:
             if current not in _CHANGEABLE_STATUSES or status not in _CHANGEABLE_STATUSES:
-                return _error(
-                    400, "InvalidStatusTransition", f"a {current} subscription cannot be changed to {status}"
-                )
+                return _error(400, "InvalidStatusTransition", f"a {current} subscription cannot be changed to {status}")
             resource["status"] = status
             resource["attributes"]["etag"] = _new_etag()
         return _resource_reply(resource)
@@ -479,9 +465,7 @@ def _require_known_status(status: str) -> None:
         raise ValueError(f"unknown subscription status {status!r}; one of {sorted(SUBSCRIPTION_STATUSES)}")
 
 
-def _new_subscription(
-    tenant_id: str, subscription_id: str, status: str, offer: str, quantity: int
-) -> dict[str, Any]:
+def _new_subscription(tenant_id: str, subscription_id: str, status: str, offer: str, quantity: int) -> dict[str, Any]:
     created = datetime.now(UTC).replace(microsecond=0)
     return {
         "id": subscription_id,
@@ -517,9 +501,7 @@ def _resource_reply(resource: Mapping[str, Any]) -> _Reply:
 
 
 def _not_found(tenant_id: str, subscription_id: str) -> _Reply:
-    return _error(
-        404, "SubscriptionNotFound", f"subscription {subscription_id} not found for customer {tenant_id}"
-    )
+    return _error(404, "SubscriptionNotFound", f"subscription {subscription_id} not found for customer {tenant_id}")
 
 
 def _error(status: int, name: str, description: str, headers: Mapping[str, str] | None = None) -> _Reply:

@@ -1,4 +1,5 @@
-"""The ledger (the books): invoices, payments, credit and write-offs per customer, and the notice log."""
+"""The ledger (the books): invoices, payments, credit and write-offs per customer, disputes and their escalation
+to 21Vianet, due-date changes, the operators' audit trail, and the notice log."""
 
 from billing.ledger.store import LedgerRejection, LedgerStore
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     Column,
@@ -193,6 +194,8 @@ credit_notes = Table(
     Column("amount", Amount, nullable=False),
     Column("reason", String, nullable=False),
     Column("posted_at", UtcDateTime, nullable=False),
+    # The dispute this credit settles, if any: a dispute's credits together never exceed what it disputes.
+    Column("dispute_id", String, ForeignKey("disputes.dispute_id"), nullable=True, index=True),
     CheckConstraint("amount > 0", name="amount_positive"),
 )
 
@@ -207,4 +210,75 @@ write_offs = Table(
     Column("reason", String, nullable=False),
     Column("posted_at", UtcDateTime, nullable=False),
     CheckConstraint("amount > 0", name="amount_positive"),
+)
+
+invoice_due_changes = Table(
+    "invoice_due_changes",
+    metadata,
+    # Every extension of a due date, so the invoice as first issued stays known (a repeated invoice_issued
+    # is compared with it) and anyone reading the books sees when and why the ladder moved.
+    Column("change_id", String, primary_key=True),
+    Column("customer_id", String, ForeignKey("customers.customer_id"), nullable=False),
+    Column("invoice_id", String, ForeignKey("invoices.invoice_id"), nullable=False, index=True),
+    Column("old_due_on", Date, nullable=False),
+    Column("old_due_at", UtcDateTime, nullable=False),
+    Column("new_due_on", Date, nullable=False),
+    Column("new_due_at", UtcDateTime, nullable=False),
+    Column("reason", String, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
+
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("dispute_id", String, primary_key=True),
+    Column("customer_id", String, ForeignKey("customers.customer_id"), nullable=False),
+    Column("invoice_id", String, ForeignKey("invoices.invoice_id"), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("amount", Amount, nullable=False),
+    Column("reason", String, nullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+)
+
+ESCALATION_STATUSES = "status IN ('case_sent', 'filed', 'resolved')"
+
+escalations = Table(
+    "escalations",
+    metadata,
+    Column("dispute_id", String, ForeignKey("disputes.dispute_id"), primary_key=True),
+    Column("customer_id", String, ForeignKey("customers.customer_id"), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("reference", String, nullable=True),  # 21Vianet's reference, once the desk has filed the case
+    Column("case", JSON, nullable=False),  # the EscalationCase as sent to the desk
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint(ESCALATION_STATUSES, name="status_known"),
+)
+
+escalation_history = Table(
+    "escalation_history",
+    metadata,
+    Column("change_id", String, primary_key=True),
+    Column("dispute_id", String, ForeignKey("escalations.dispute_id"), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("reference", String, nullable=True),
+    Column("note", String, nullable=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    CheckConstraint(ESCALATION_STATUSES, name="status_known"),
+)
+
+audit_trail = Table(
+    "audit_trail",
+    metadata,
+    Column("action_id", String, primary_key=True),
+    # No foreign key: an operator may act on a run before its first invoice reached the books.
+    Column("customer_id", String, nullable=False, index=True),
+    Column("action", String, nullable=False),
+    Column("reason", String, nullable=False),
+    Column("details", JSON, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
 )

@@ -16,8 +16,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from billing.ledger.schema import (
     allocations,
+    audit_trail,
     credit_notes,
     customers,
+    disputes,
+    escalation_history,
+    escalations,
+    invoice_due_changes,
     invoices,
     notice_log,
     payments,
@@ -29,12 +34,22 @@ from billing.money import Money
 from billing.ports import (
     AccountBalance,
     Allocation,
+    AuditEntry,
     CreditNoteRequest,
+    CreditView,
+    DisputeRecordRequest,
+    EscalationCase,
+    EscalationCaseRequest,
+    EscalationChange,
+    EscalationHistoryEntry,
+    EscalationRecord,
     InvoiceBalance,
     NoticeLogEntry,
     PaymentRecorded,
+    PaymentView,
     RecordInvoiceRequest,
     RecordPaymentRequest,
+    RescheduleInvoiceRequest,
     WriteOffRequest,
 )
 
@@ -47,7 +62,10 @@ class LedgerRejection(ValueError):
     """A request the books refuse. `code` names the reason for programs; the message explains it to people.
 
     Codes: `unknown_invoice`, `wrong_customer`, `currency_mismatch`, `invoice_conflict`, `payment_conflict`,
-    `credit_conflict`, `write_off_conflict`, `over_outstanding`, `nothing_outstanding`, `invalid_amount`.
+    `credit_conflict`, `write_off_conflict`, `over_outstanding`, `nothing_outstanding`, `invalid_amount`,
+    `audit_conflict`, `reschedule_conflict`, `earlier_due_date`, `unknown_dispute`, `wrong_invoice`,
+    `dispute_conflict`, `over_disputed`, `not_escalated`, `already_escalated`, `escalation_closed`,
+    `escalation_conflict`, `invalid_escalation`.
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -83,7 +101,8 @@ class LedgerStore:
 
     Every write is one transaction that first locks the customer's row, so two workers writing for the same
     customer queue behind each other, and every write is idempotent by its natural key (invoice id, payment
-    id, credit id, write-off id, notice key): a repeat changes nothing, a conflicting repeat is refused.
+    id, credit id, write-off id, notice key, action id, change id, dispute id): a repeat changes nothing, a
+    conflicting repeat is refused.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -151,9 +170,7 @@ class LedgerStore:
 
     # --- the books --------------------------------------------------------------------------------------
 
-    def balance(
-        self, customer_id: str, currency: str, known_invoice_ids: Iterable[str] = ()
-    ) -> AccountBalance:
+    def balance(self, customer_id: str, currency: str, known_invoice_ids: Iterable[str] = ()) -> AccountBalance:
         """The customer's open invoices (and those in `known_invoice_ids`, open or not), oldest first.
 
         A customer with nothing on the books has a zero balance in `currency`.
@@ -207,10 +224,8 @@ class LedgerStore:
                     # Another customer's worker booked the same invoice id a moment ago.
                     existing = _invoice_row(connection, invoice.invoice_id)
             if existing is not None:
-                _require_same_invoice(existing, request)
-            return _balance(
-                connection, invoice.customer_id, currency, [*request.known_invoice_ids, invoice.invoice_id]
-            )
+                _require_same_invoice(connection, existing, request)
+            return _balance(connection, invoice.customer_id, currency, [*request.known_invoice_ids, invoice.invoice_id])
 
     def record_payment(self, request: RecordPaymentRequest) -> PaymentRecorded:
         """Book a payment: the invoice it names first, then open invoices oldest first, the rest as credit.
@@ -275,20 +290,18 @@ class LedgerStore:
                 )
             touched = [invoice_id for invoice_id, _ in made]
             return PaymentRecorded(
-                balance=_balance(
-                    connection, payment.customer_id, currency, [*request.known_invoice_ids, *touched]
-                ),
+                balance=_balance(connection, payment.customer_id, currency, [*request.known_invoice_ids, *touched]),
                 duplicate=False,
-                allocations=[
-                    Allocation(invoice_id=i, amount=Money(amount=a, currency=currency)) for i, a in made
-                ],
+                allocations=[Allocation(invoice_id=i, amount=Money(amount=a, currency=currency)) for i, a in made],
                 unapplied=Money(amount=left, currency=currency),
             )
 
     def post_credit_note(self, request: CreditNoteRequest) -> AccountBalance:
         """Credit (part of) an invoice's outstanding amount; never more than is outstanding.
 
-        The same credit id posted again changes nothing; with another invoice or amount it is refused.
+        A credit naming a dispute must be for that dispute's invoice, and the dispute's credits together never
+        exceed the disputed amount. The same credit id posted again changes nothing; with another invoice,
+        amount or dispute it is refused.
         """
         return self._settle_invoice(
             _CREDIT_NOTE,
@@ -298,6 +311,7 @@ class LedgerStore:
             request.amount,
             request.reason,
             request.known_invoice_ids,
+            dispute_id=request.dispute_id,
         )
 
     def write_off(self, request: WriteOffRequest) -> AccountBalance:
@@ -324,8 +338,11 @@ class LedgerStore:
         amount: Money | None,
         reason: str,
         known_invoice_ids: Sequence[str],
+        *,
+        dispute_id: str | None = None,
     ) -> AccountBalance:
-        """Post a credit note or write-off of `amount` (absent: all still outstanding) against an invoice."""
+        """Post a credit note or write-off of `amount` (absent: all still outstanding) against an invoice;
+        a credit note may settle a dispute (`dispute_id`)."""
         table = kind.table
         key = table.c[kind.key_column]
         with self._engine.begin() as connection:
@@ -340,11 +357,11 @@ class LedgerStore:
                     )
                 booked = _require_settlement(
                     invoice,
-                    Money(amount=invoice.outstanding, currency=invoice.currency)
-                    if amount is None
-                    else amount,
+                    Money(amount=invoice.outstanding, currency=invoice.currency) if amount is None else amount,
                     kind.name,
                 )
+                if dispute_id is not None:
+                    _require_within_dispute(connection, customer_id, invoice_id, dispute_id, booked)
                 inserted = connection.execute(
                     _insert(connection, table)
                     .values(
@@ -357,6 +374,7 @@ class LedgerStore:
                             "reason": reason,
                             "posted_at": _now(),
                         }
+                        | ({} if dispute_id is None else {"dispute_id": dispute_id})
                     )
                     .on_conflict_do_nothing(index_elements=[kind.key_column])
                 ).rowcount
@@ -367,20 +385,289 @@ class LedgerStore:
                     existing = connection.execute(select(table).where(key == entry_id)).one()
             if existing is not None and (
                 (existing.customer_id, existing.invoice_id) != (customer_id, invoice_id)
-                or (
-                    amount is not None
-                    and (existing.currency, existing.amount) != (amount.currency, amount.amount)
-                )
+                or existing._mapping.get("dispute_id") != dispute_id
+                or (amount is not None and (existing.currency, existing.amount) != (amount.currency, amount.amount))
             ):
+                booked_dispute = existing._mapping.get("dispute_id")
                 raise LedgerRejection(
                     kind.conflict_code,
                     f"{kind.name} {entry_id} is already on the books for "
-                    f"{existing.amount} {existing.currency} against invoice {existing.invoice_id}; "
-                    f"a different {kind.name} needs a new id",
+                    f"{existing.amount} {existing.currency} against invoice {existing.invoice_id}"
+                    + (f" settling dispute {booked_dispute}" if booked_dispute else "")
+                    + f"; a different {kind.name} needs a new id",
                 )
             invoice_row = _invoice_row(connection, invoice_id)
             assert invoice_row is not None  # the entry exists, so the invoice it settles does
             return _balance(connection, customer_id, invoice_row.currency, [*known_invoice_ids, invoice_id])
+
+    # --- due dates ------------------------------------------------------------------------------------------
+
+    def reschedule_invoice(self, request: RescheduleInvoiceRequest) -> AccountBalance:
+        """Move an unsettled invoice's due date later (`extend_due_date`) and keep the change with its reason.
+
+        Refused for an invoice not on the books or another customer's, a settled invoice, or a due date
+        earlier than the current one. The same change id again changes nothing; with another invoice or date
+        it is refused. The balance returned includes the invoice with its new due date.
+        """
+        with self._engine.begin() as connection:
+            _lock_account(connection, request.customer_id)
+            existing = _due_change_row(connection, request.change_id)
+            if existing is None:
+                invoice = _require_invoice_of(connection, request.customer_id, request.invoice_id)
+                _require_later_due_date(invoice, request)
+                inserted = connection.execute(
+                    _insert(connection, invoice_due_changes)
+                    .values(
+                        change_id=request.change_id,
+                        customer_id=request.customer_id,
+                        invoice_id=request.invoice_id,
+                        old_due_on=invoice.due_on,
+                        old_due_at=invoice.due_at,
+                        new_due_on=request.due_on,
+                        new_due_at=request.due_at,
+                        reason=request.reason,
+                        at=_now(),
+                    )
+                    .on_conflict_do_nothing(index_elements=["change_id"])
+                ).rowcount
+                if inserted:
+                    connection.execute(
+                        invoices.update()
+                        .where(invoices.c.invoice_id == request.invoice_id)
+                        .values(due_on=request.due_on, due_at=request.due_at)
+                    )
+                existing = _due_change_row(connection, request.change_id)
+                assert existing is not None  # inserted above, or by another customer's worker a moment ago
+            booked = (existing.customer_id, existing.invoice_id, existing.new_due_on, existing.new_due_at)
+            if booked != (request.customer_id, request.invoice_id, request.due_on, request.due_at):
+                raise LedgerRejection(
+                    "reschedule_conflict",
+                    f"due date change {request.change_id} is already on the books, moving invoice "
+                    f"{existing.invoice_id} to {existing.new_due_on}; a different change needs a new id",
+                )
+            invoice_row = _invoice_row(connection, request.invoice_id)
+            assert invoice_row is not None  # the change exists, so the invoice it moved does
+            return _balance(
+                connection,
+                request.customer_id,
+                invoice_row.currency,
+                [*request.known_invoice_ids, request.invoice_id],
+            )
+
+    # --- disputes and their escalation to 21Vianet ----------------------------------------------------------
+
+    def record_dispute(self, request: DisputeRecordRequest) -> None:
+        """Keep a dispute of (part of) an invoice: the invoice must be the customer's, and the amount in its
+        currency and no more than is outstanding on it.
+
+        The same dispute id again changes nothing; with another customer, invoice, amount or reason it is
+        refused.
+        """
+        with self._engine.begin() as connection:
+            _lock_account(connection, request.customer_id)
+            existing = _dispute_row(connection, request.dispute_id)
+            if existing is None:
+                invoice = _require_invoice_of(connection, request.customer_id, request.invoice_id)
+                _require_disputable(invoice, request.amount)
+                connection.execute(
+                    _insert(connection, disputes)
+                    .values(
+                        dispute_id=request.dispute_id,
+                        customer_id=request.customer_id,
+                        invoice_id=request.invoice_id,
+                        currency=request.amount.currency,
+                        amount=request.amount.amount,
+                        reason=request.reason,
+                        opened_at=request.opened_at,
+                        recorded_at=_now(),
+                    )
+                    .on_conflict_do_nothing(index_elements=["dispute_id"])
+                )
+                existing = _dispute_row(connection, request.dispute_id)
+                assert existing is not None  # inserted above, or by another customer's worker a moment ago
+            booked = (existing.customer_id, existing.invoice_id, _dispute_amount(existing), existing.reason)
+            if booked != (request.customer_id, request.invoice_id, request.amount, request.reason):
+                raise LedgerRejection(
+                    "dispute_conflict",
+                    f"dispute {request.dispute_id} is already on the books for {_dispute_amount(existing)} "
+                    f"on invoice {existing.invoice_id} of customer {existing.customer_id}, with another "
+                    "reason or amount; a different dispute needs a new id",
+                )
+
+    def record_escalation(self, change: EscalationChange) -> None:
+        """Keep a step of a dispute's escalation: `case_sent` opens it with the case as sent, `filed` records
+        21Vianet's reference, `resolved` closes it. Every change is kept in the escalation's history.
+
+        Refused: a dispute not on the books or another customer's, `filed` or `resolved` for a dispute never
+        escalated, a second `case_sent`, any change after `resolved`, `filed` without a reference. The same
+        change id again changes nothing; with other content it is refused.
+        """
+        with self._engine.begin() as connection:
+            _lock_account(connection, change.customer_id)
+            repeated = _history_row(connection, change.change_id)
+            if repeated is not None:
+                _require_same_change(connection, repeated, change)
+                return
+            _require_dispute_of(connection, change.customer_id, change.dispute_id)
+            escalation = _escalation_row(connection, change.dispute_id)
+            _require_escalation_step(escalation, change)
+            if escalation is None:
+                assert change.case is not None  # a case_sent change, checked above
+                connection.execute(
+                    escalations.insert().values(
+                        dispute_id=change.dispute_id,
+                        customer_id=change.customer_id,
+                        status=change.status,
+                        reference=change.reference,
+                        case=change.case.model_dump(mode="json"),
+                        opened_at=change.at,
+                        updated_at=change.at,
+                    )
+                )
+            else:
+                connection.execute(
+                    escalations.update()
+                    .where(escalations.c.dispute_id == change.dispute_id)
+                    .values(
+                        status=change.status,
+                        # An answer without a reference keeps the one the desk recorded when filing.
+                        reference=change.reference or escalation.reference,
+                        updated_at=change.at,
+                    )
+                )
+            inserted = connection.execute(
+                _insert(connection, escalation_history)
+                .values(
+                    change_id=change.change_id,
+                    dispute_id=change.dispute_id,
+                    status=change.status,
+                    reference=change.reference,
+                    note=change.note,
+                    at=change.at,
+                    recorded_at=_now(),
+                )
+                .on_conflict_do_nothing(index_elements=["change_id"])
+            ).rowcount
+            if not inserted:
+                # Another customer's worker used the same change id a moment ago; refusing rolls back the
+                # escalation written above.
+                other = _history_row(connection, change.change_id)
+                assert other is not None
+                raise _escalation_conflict(other, change)
+
+    def escalation(self, dispute_id: str) -> EscalationRecord | None:
+        """The dispute's escalation with its history, oldest change first; None if it was never escalated."""
+        with self._engine.connect() as connection:
+            row = _escalation_row(connection, dispute_id)
+            if row is None:
+                return None
+            history = connection.execute(
+                select(escalation_history)
+                .where(escalation_history.c.dispute_id == dispute_id)
+                .order_by(escalation_history.c.at, escalation_history.c.recorded_at)
+            ).all()
+        return EscalationRecord(
+            dispute_id=row.dispute_id,
+            customer_id=row.customer_id,
+            status=row.status,
+            reference=row.reference,
+            case=EscalationCase.model_validate(row.case),
+            opened_at=row.opened_at,
+            updated_at=row.updated_at,
+            history=[
+                EscalationHistoryEntry(
+                    change_id=entry.change_id,
+                    status=entry.status,
+                    reference=entry.reference,
+                    note=entry.note,
+                    at=entry.at,
+                )
+                for entry in history
+            ],
+        )
+
+    def escalation_case(self, request: EscalationCaseRequest) -> EscalationCase:
+        """What 21Vianet's support needs to review a dispute, from the books: the customer, the disputed
+        invoice with its lines, credits and write-offs, every payment of the customer with its allocations,
+        the dispute, and every notice logged for the customer, each oldest first.
+
+        Refused for a dispute not on the books, another customer's, or one about another invoice.
+        """
+        with self._engine.connect() as connection:
+            dispute = _require_dispute_of(connection, request.customer_id, request.dispute_id)
+            if dispute.invoice_id != request.invoice_id:
+                raise LedgerRejection(
+                    "wrong_invoice",
+                    f"dispute {request.dispute_id} is about invoice {dispute.invoice_id}, "
+                    f"not invoice {request.invoice_id}",
+                )
+            customer = connection.execute(select(customers).where(customers.c.customer_id == request.customer_id)).one()
+            invoice = _invoice_row(connection, request.invoice_id)
+            assert invoice is not None  # the dispute's foreign key
+            notices = connection.execute(
+                select(notice_log)
+                .where(notice_log.c.customer_id == request.customer_id)
+                .order_by(notice_log.c.sent_at, notice_log.c.key)
+            ).all()
+            return EscalationCase(
+                customer=CustomerAccount(
+                    customer_id=customer.customer_id,
+                    name=customer.name,
+                    email=customer.email,
+                    locale=customer.locale,
+                    time_zone=customer.time_zone,
+                    tenant_id=customer.tenant_id,
+                ),
+                invoice=_invoice_balance(invoice),
+                invoice_lines=[line.strip() for line in (invoice.description or "").splitlines() if line.strip()],
+                payments=_payment_views(connection, request.customer_id),
+                credits=_credit_views(connection, _CREDIT_NOTE, request.invoice_id),
+                write_offs=_credit_views(connection, _WRITE_OFF, request.invoice_id),
+                dispute_id=dispute.dispute_id,
+                dispute_reason=dispute.reason,
+                disputed_amount=_dispute_amount(dispute),
+                dispute_opened_at=dispute.opened_at,
+                notices=[_notice_entry(row) for row in notices],
+            )
+
+    # --- the operators' audit trail -------------------------------------------------------------------------
+
+    def record_audit(self, entry: AuditEntry) -> None:
+        """Add an accepted operator action to the audit trail; the same action id again changes nothing, with
+        other content it is refused."""
+        with self._engine.begin() as connection:
+            _lock_account(connection, entry.customer_id)
+            connection.execute(
+                _insert(connection, audit_trail)
+                .values(
+                    action_id=entry.action_id,
+                    customer_id=entry.customer_id,
+                    action=entry.action,
+                    reason=entry.reason,
+                    details=entry.details,
+                    at=entry.at,
+                    recorded_at=_now(),
+                )
+                .on_conflict_do_nothing(index_elements=["action_id"])
+            )
+            stored = connection.execute(select(audit_trail).where(audit_trail.c.action_id == entry.action_id)).one()
+            if _audit_entry(stored) != entry:
+                raise LedgerRejection(
+                    "audit_conflict",
+                    f"operator action {entry.action_id} is already in the audit trail as {stored.action} "
+                    f"for customer {stored.customer_id} at {stored.at.isoformat()}, with other content; "
+                    "a different action needs a new id",
+                )
+
+    def audit_trail(self, customer_id: str) -> list[AuditEntry]:
+        """The customer's operator actions, oldest first."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(audit_trail)
+                .where(audit_trail.c.customer_id == customer_id)
+                .order_by(audit_trail.c.at, audit_trail.c.recorded_at, audit_trail.c.action_id)
+            ).all()
+        return [_audit_entry(row) for row in rows]
 
 
 # --- engine -----------------------------------------------------------------------------------------------
@@ -466,9 +753,7 @@ def _open_account(connection: Connection, customer_id: str, currency: str, now: 
     return row
 
 
-def _upsert_customer(
-    connection: Connection, account: CustomerAccount, currency: str, now: datetime
-) -> Row[Any]:
+def _upsert_customer(connection: Connection, account: CustomerAccount, currency: str, now: datetime) -> Row[Any]:
     details = {
         "name": account.name,
         "email": account.email,
@@ -515,14 +800,22 @@ def _require_invoice_of(connection: Connection, customer_id: str, invoice_id: st
     return row
 
 
-def _require_same_invoice(existing: Row[Any], request: RecordInvoiceRequest) -> None:
+def _require_same_invoice(connection: Connection, existing: Row[Any], request: RecordInvoiceRequest) -> None:
     invoice = request.invoice
+    # An extended due date is not a different invoice: compare with the due date it was issued with.
+    first_change = connection.execute(
+        select(invoice_due_changes.c.old_due_on, invoice_due_changes.c.old_due_at)
+        .where(invoice_due_changes.c.invoice_id == existing.invoice_id)
+        .order_by(invoice_due_changes.c.at, invoice_due_changes.c.change_id)
+        .limit(1)
+    ).one_or_none()
+    issued_due_on, issued_due_at = (existing.due_on, existing.due_at) if first_change is None else tuple(first_change)
     checks: tuple[tuple[str, object, object], ...] = (
         ("customer", existing.customer_id, invoice.customer_id),
         ("amount", Money(amount=existing.amount, currency=existing.currency), invoice.amount),
         ("issue date", existing.issued_on, invoice.issued_on),
-        ("due date", existing.due_on, invoice.due_on),
-        ("due moment", existing.due_at, request.due_at.astimezone(UTC)),
+        ("due date", issued_due_on, invoice.due_on),
+        ("due moment", issued_due_at, request.due_at.astimezone(UTC)),
     )
     differences = [f"{what} {booked} (now {given})" for what, booked, given in checks if booked != given]
     if differences:
@@ -541,8 +834,7 @@ def _require_settlement(invoice: Row[Any], amount: Money, what: str) -> Decimal:
     if amount.currency != invoice.currency:
         raise LedgerRejection(
             "currency_mismatch",
-            f"invoice {invoice.invoice_id} is in {invoice.currency}; "
-            f"a {what} in {amount.currency} cannot settle it",
+            f"invoice {invoice.invoice_id} is in {invoice.currency}; a {what} in {amount.currency} cannot settle it",
         )
     if amount.amount > invoice.outstanding:
         raise LedgerRejection(
@@ -551,6 +843,25 @@ def _require_settlement(invoice: Row[Any], amount: Money, what: str) -> Decimal:
             f"outstanding on invoice {invoice.invoice_id}",
         )
     return amount.amount
+
+
+def _require_later_due_date(invoice: Row[Any], request: RescheduleInvoiceRequest) -> None:
+    if not invoice.outstanding:
+        raise LedgerRejection(
+            "nothing_outstanding", f"invoice {invoice.invoice_id} is settled; it has no due date left to move"
+        )
+    if request.due_on < invoice.due_on or request.due_at < invoice.due_at:
+        raise LedgerRejection(
+            "earlier_due_date",
+            f"invoice {invoice.invoice_id} falls due on {invoice.due_on} ({invoice.due_at.isoformat()}); "
+            f"a due date can only move later, not to {request.due_on} ({request.due_at.isoformat()})",
+        )
+
+
+def _due_change_row(connection: Connection, change_id: str) -> Row[Any] | None:
+    return connection.execute(
+        select(invoice_due_changes).where(invoice_due_changes.c.change_id == change_id)
+    ).one_or_none()
 
 
 def _settle(
@@ -603,9 +914,7 @@ def _require_same_payment(existing: Row[Any], payment: Payment) -> None:
         )
 
 
-def _repeated_payment(
-    connection: Connection, existing: Row[Any], known_invoice_ids: Sequence[str]
-) -> PaymentRecorded:
+def _repeated_payment(connection: Connection, existing: Row[Any], known_invoice_ids: Sequence[str]) -> PaymentRecorded:
     """What recording the payment reported the first time, with today's balance."""
     currency = existing.currency
     made = connection.execute(
@@ -621,8 +930,7 @@ def _repeated_payment(
         balance=_balance(connection, existing.customer_id, currency, [*known_invoice_ids, *touched]),
         duplicate=True,
         allocations=[
-            Allocation(invoice_id=row.invoice_id, amount=Money(amount=row.amount, currency=currency))
-            for row in made
+            Allocation(invoice_id=row.invoice_id, amount=Money(amount=row.amount, currency=currency)) for row in made
         ],
         unapplied=Money(amount=left or Decimal(0), currency=currency),
     )
@@ -685,20 +993,218 @@ def _apply_unapplied_credit(connection: Connection, customer_id: str, currency: 
             )
 
 
+# --- disputes and escalations -----------------------------------------------------------------------------
+
+
+def _dispute_row(connection: Connection, dispute_id: str) -> Row[Any] | None:
+    return connection.execute(select(disputes).where(disputes.c.dispute_id == dispute_id)).one_or_none()
+
+
+def _dispute_amount(dispute: Row[Any]) -> Money:
+    return Money(amount=dispute.amount, currency=dispute.currency)
+
+
+def _require_dispute_of(connection: Connection, customer_id: str, dispute_id: str) -> Row[Any]:
+    row = _dispute_row(connection, dispute_id)
+    if row is None:
+        raise LedgerRejection("unknown_dispute", f"dispute {dispute_id} is not on the books")
+    if row.customer_id != customer_id:
+        raise LedgerRejection(
+            "wrong_customer",
+            f"dispute {dispute_id} belongs to another customer, not to customer {customer_id}",
+        )
+    return row
+
+
+def _require_disputable(invoice: Row[Any], amount: Money) -> None:
+    if not amount.is_positive:
+        raise LedgerRejection("invalid_amount", f"a disputed amount must be more than zero, not {amount}")
+    if amount.currency != invoice.currency:
+        raise LedgerRejection(
+            "currency_mismatch",
+            f"invoice {invoice.invoice_id} is in {invoice.currency}; "
+            f"an amount in {amount.currency} cannot be disputed on it",
+        )
+    if amount.amount > invoice.outstanding:
+        raise LedgerRejection(
+            "over_outstanding",
+            f"a dispute of {amount} is more than the {invoice.outstanding} {invoice.currency} "
+            f"outstanding on invoice {invoice.invoice_id}",
+        )
+
+
+def _require_within_dispute(
+    connection: Connection, customer_id: str, invoice_id: str, dispute_id: str, amount: Decimal
+) -> None:
+    """A credit note settling a dispute is against the disputed invoice, and the dispute's credit notes
+    together stay within the disputed amount."""
+    dispute = _require_dispute_of(connection, customer_id, dispute_id)
+    if dispute.invoice_id != invoice_id:
+        raise LedgerRejection(
+            "wrong_invoice",
+            f"dispute {dispute_id} is about invoice {dispute.invoice_id}; "
+            f"a credit note settling it cannot be against invoice {invoice_id}",
+        )
+    credited = sum(
+        connection.execute(select(credit_notes.c.amount).where(credit_notes.c.dispute_id == dispute_id)).scalars(),
+        Decimal(0),
+    )
+    if credited + amount > dispute.amount:
+        raise LedgerRejection(
+            "over_disputed",
+            f"a credit note of {amount} {dispute.currency} is more than the {dispute.amount - credited} "
+            f"{dispute.currency} of dispute {dispute_id} not yet credited "
+            f"(disputed: {dispute.amount} {dispute.currency})",
+        )
+
+
+def _escalation_row(connection: Connection, dispute_id: str) -> Row[Any] | None:
+    return connection.execute(select(escalations).where(escalations.c.dispute_id == dispute_id)).one_or_none()
+
+
+def _history_row(connection: Connection, change_id: str) -> Row[Any] | None:
+    return connection.execute(
+        select(escalation_history).where(escalation_history.c.change_id == change_id)
+    ).one_or_none()
+
+
+def _require_escalation_step(escalation: Row[Any] | None, change: EscalationChange) -> None:
+    """Escalations go case_sent, then filed (possibly again, with a corrected reference), then resolved."""
+    dispute_id = change.dispute_id
+    if change.status == "case_sent":
+        if change.case is None:
+            raise LedgerRejection(
+                "invalid_escalation", f"sending the escalation case of dispute {dispute_id} needs the case"
+            )
+        if (change.case.dispute_id, change.case.customer.customer_id) != (dispute_id, change.customer_id):
+            raise LedgerRejection(
+                "invalid_escalation",
+                f"the case sent for dispute {dispute_id} of customer {change.customer_id} is the case of "
+                f"dispute {change.case.dispute_id} of customer {change.case.customer.customer_id}",
+            )
+        if escalation is not None:
+            raise LedgerRejection(
+                "already_escalated",
+                f"dispute {dispute_id} was already escalated on {escalation.opened_at.date()}; "
+                f"the escalation is {escalation.status}",
+            )
+        return
+    if change.case is not None:
+        raise LedgerRejection(
+            "invalid_escalation",
+            f"only sending the case carries the case; a {change.status} change of dispute {dispute_id} does not",
+        )
+    if escalation is None:
+        what = "record 21Vianet's reference for" if change.status == "filed" else "resolve"
+        raise LedgerRejection(
+            "not_escalated",
+            f"dispute {dispute_id} was never escalated to 21Vianet: there is no escalation to {what}",
+        )
+    if escalation.status == "resolved":
+        raise LedgerRejection(
+            "escalation_closed",
+            f"the escalation of dispute {dispute_id} is already resolved; it takes no further changes",
+        )
+    if change.status == "filed" and not change.reference:
+        raise LedgerRejection(
+            "invalid_escalation",
+            f"recording that dispute {dispute_id} was filed with 21Vianet needs 21Vianet's reference",
+        )
+
+
+def _require_same_change(connection: Connection, repeated: Row[Any], change: EscalationChange) -> None:
+    escalation = _escalation_row(connection, repeated.dispute_id)
+    assert escalation is not None  # the history's foreign key
+    booked_case = escalation.case if repeated.status == "case_sent" else None
+    given_case = None if change.case is None else change.case.model_dump(mode="json")
+    booked = (escalation.customer_id, repeated.dispute_id, repeated.status, repeated.reference, repeated.note)
+    given = (change.customer_id, change.dispute_id, change.status, change.reference, change.note)
+    if booked != given or repeated.at != change.at or booked_case != given_case:
+        raise _escalation_conflict(repeated, change)
+
+
+def _escalation_conflict(repeated: Row[Any], change: EscalationChange) -> LedgerRejection:
+    return LedgerRejection(
+        "escalation_conflict",
+        f"escalation change {change.change_id} is already on the books as {repeated.status} of dispute "
+        f"{repeated.dispute_id} at {repeated.at.isoformat()}, with other content; "
+        "a different change needs a new id",
+    )
+
+
+# --- what an escalation case shows -------------------------------------------------------------------------
+
+
+def _payment_views(connection: Connection, customer_id: str) -> list[PaymentView]:
+    """Every payment of the customer, oldest first, each with where its money went (then and later)."""
+    rows = connection.execute(
+        select(payments)
+        .where(payments.c.customer_id == customer_id)
+        .order_by(payments.c.received_at, payments.c.payment_id)
+    ).all()
+    made: dict[str, list[Allocation]] = {row.payment_id: [] for row in rows}
+    for allocation in connection.execute(
+        select(allocations).where(allocations.c.customer_id == customer_id).order_by(allocations.c.allocation_id)
+    ):
+        made[allocation.payment_id].append(
+            Allocation(
+                invoice_id=allocation.invoice_id,
+                amount=Money(amount=allocation.amount, currency=allocation.currency),
+            )
+        )
+    return [
+        PaymentView(
+            payment_id=row.payment_id,
+            amount=Money(amount=row.amount, currency=row.currency),
+            received_at=row.received_at,
+            allocations=made[row.payment_id],
+        )
+        for row in rows
+    ]
+
+
+def _credit_views(connection: Connection, kind: _SettlementKind, invoice_id: str) -> list[CreditView]:
+    table = kind.table
+    rows = connection.execute(
+        select(table).where(table.c.invoice_id == invoice_id).order_by(table.c.posted_at, table.c[kind.key_column])
+    ).all()
+    return [
+        CreditView(
+            credit_id=row._mapping[kind.key_column],
+            invoice_id=row.invoice_id,
+            amount=Money(amount=row.amount, currency=row.currency),
+            reason=row.reason,
+            posted_at=row.posted_at,
+            dispute_id=row._mapping.get("dispute_id"),
+        )
+        for row in rows
+    ]
+
+
+# --- the audit trail --------------------------------------------------------------------------------------
+
+
+def _audit_entry(row: Row[Any]) -> AuditEntry:
+    return AuditEntry(
+        action_id=row.action_id,
+        customer_id=row.customer_id,
+        action=row.action,
+        reason=row.reason,
+        details=row.details,
+        at=row.at,
+    )
+
+
 # --- balances ---------------------------------------------------------------------------------------------
 
 
 def _balance(
     connection: Connection, customer_id: str, currency: str, known_invoice_ids: Iterable[str]
 ) -> AccountBalance:
-    account = connection.execute(
-        select(customers).where(customers.c.customer_id == customer_id)
-    ).one_or_none()
+    account = connection.execute(select(customers).where(customers.c.customer_id == customer_id)).one_or_none()
     if account is None:
         zero = Money.zero(currency)
-        return AccountBalance(
-            customer_id=customer_id, currency=currency, unapplied_credit=zero, amount_due=zero
-        )
+        return AccountBalance(customer_id=customer_id, currency=currency, unapplied_credit=zero, amount_due=zero)
     _require_currency(account, currency)
     rows = connection.execute(
         select(invoices)
@@ -715,27 +1221,28 @@ def _balance(
         Decimal(0),
     )
 
-    def money(amount: Decimal) -> Money:
-        return Money(amount=amount, currency=currency)
-
     return AccountBalance(
         customer_id=customer_id,
         currency=currency,
-        invoices=[
-            InvoiceBalance(
-                invoice_id=row.invoice_id,
-                amount=money(row.amount),
-                paid=money(row.paid),
-                credited=money(row.credited),
-                written_off=money(row.written_off),
-                outstanding=money(row.outstanding),
-                issued_on=row.issued_on,
-                due_on=row.due_on,
-                due_at=row.due_at,
-                description=row.description,
-            )
-            for row in rows
-        ],
-        unapplied_credit=money(credit),
-        amount_due=money(sum((row.outstanding for row in rows), Decimal(0))),
+        invoices=[_invoice_balance(row) for row in rows],
+        unapplied_credit=Money(amount=credit, currency=currency),
+        amount_due=Money(amount=sum((row.outstanding for row in rows), Decimal(0)), currency=currency),
+    )
+
+
+def _invoice_balance(row: Row[Any]) -> InvoiceBalance:
+    def money(amount: Decimal) -> Money:
+        return Money(amount=amount, currency=row.currency)
+
+    return InvoiceBalance(
+        invoice_id=row.invoice_id,
+        amount=money(row.amount),
+        paid=money(row.paid),
+        credited=money(row.credited),
+        written_off=money(row.written_off),
+        outstanding=money(row.outstanding),
+        issued_on=row.issued_on,
+        due_on=row.due_on,
+        due_at=row.due_at,
+        description=row.description,
     )

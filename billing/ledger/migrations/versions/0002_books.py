@@ -45,13 +45,9 @@ def upgrade() -> None:
         sa.Column("description", sa.String(), nullable=True),
         sa.Column("recorded_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("invoice_id", name="pk_invoices"),
-        sa.ForeignKeyConstraint(
-            ["customer_id"], ["customers.customer_id"], name="fk_invoices_customer_id_customers"
-        ),
+        sa.ForeignKeyConstraint(["customer_id"], ["customers.customer_id"], name="fk_invoices_customer_id_customers"),
         sa.CheckConstraint("amount > 0", name="ck_invoices_amount_positive"),
-        sa.CheckConstraint(
-            "paid >= 0 AND credited >= 0 AND written_off >= 0", name="ck_invoices_settled_not_negative"
-        ),
+        sa.CheckConstraint("paid >= 0 AND credited >= 0 AND written_off >= 0", name="ck_invoices_settled_not_negative"),
         sa.CheckConstraint("outstanding >= 0", name="ck_invoices_outstanding_not_negative"),
         sa.CheckConstraint(
             "outstanding = amount - paid - credited - written_off", name="ck_invoices_outstanding_adds_up"
@@ -68,12 +64,8 @@ def upgrade() -> None:
         sa.Column("invoice_id", sa.String(), nullable=True),
         sa.Column("recorded_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("payment_id", name="pk_payments"),
-        sa.ForeignKeyConstraint(
-            ["customer_id"], ["customers.customer_id"], name="fk_payments_customer_id_customers"
-        ),
-        sa.ForeignKeyConstraint(
-            ["invoice_id"], ["invoices.invoice_id"], name="fk_payments_invoice_id_invoices"
-        ),
+        sa.ForeignKeyConstraint(["customer_id"], ["customers.customer_id"], name="fk_payments_customer_id_customers"),
+        sa.ForeignKeyConstraint(["invoice_id"], ["invoices.invoice_id"], name="fk_payments_invoice_id_invoices"),
         sa.CheckConstraint("amount > 0", name="ck_payments_amount_positive"),
     )
     op.create_index("ix_payments_customer_id", "payments", ["customer_id"])
@@ -112,12 +104,8 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["customer_id"], ["customers.customer_id"], name="fk_allocations_customer_id_customers"
         ),
-        sa.ForeignKeyConstraint(
-            ["invoice_id"], ["invoices.invoice_id"], name="fk_allocations_invoice_id_invoices"
-        ),
-        sa.ForeignKeyConstraint(
-            ["payment_id"], ["payments.payment_id"], name="fk_allocations_payment_id_payments"
-        ),
+        sa.ForeignKeyConstraint(["invoice_id"], ["invoices.invoice_id"], name="fk_allocations_invoice_id_invoices"),
+        sa.ForeignKeyConstraint(["payment_id"], ["payments.payment_id"], name="fk_allocations_payment_id_payments"),
         sa.CheckConstraint("amount > 0", name="ck_allocations_amount_positive"),
         sa.CheckConstraint("source IN ('payment', 'credit')", name="ck_allocations_source_known"),
     )
@@ -137,9 +125,7 @@ def upgrade() -> None:
             sa.ForeignKeyConstraint(
                 ["customer_id"], ["customers.customer_id"], name=f"fk_{table}_customer_id_customers"
             ),
-            sa.ForeignKeyConstraint(
-                ["invoice_id"], ["invoices.invoice_id"], name=f"fk_{table}_invoice_id_invoices"
-            ),
+            sa.ForeignKeyConstraint(["invoice_id"], ["invoices.invoice_id"], name=f"fk_{table}_invoice_id_invoices"),
             sa.CheckConstraint("amount > 0", name=f"ck_{table}_amount_positive"),
         )
         op.create_index(f"ix_{table}_invoice_id", table, ["invoice_id"])
