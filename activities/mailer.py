@@ -22,7 +22,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from billing.models import CUSTOMER_NOTICE_KINDS, NoticeKind
-from billing.notices import NoticeRenderer, RenderedNotice
+from billing.notices import Branding, NoticeRenderer, RenderedNotice
+from billing.policy import CollectionsPolicy
+from billing.policy_document import LOCALES as POLICY_LOCALES
+from billing.policy_document import attachment_name as policy_attachment_name
+from billing.policy_document import render_policy_document
 from billing.ports import NoticeLog, NoticeLogEntry, NoticeReceipt, NoticeRequest
 
 log = structlog.get_logger(__name__)
@@ -162,17 +166,33 @@ class MailerActivities:
         finance_email: str | None = None,
         *,
         renderer: NoticeRenderer | None = None,
+        branding: Branding | None = None,
+        collections_policy: CollectionsPolicy | None = None,
     ) -> None:
+        """`branding` shows in every customer notice. Without a `policy_url` in it, invoice notices attach the
+        `collections_policy` rendered in the customer's language (when one is given)."""
         self._transport = transport
         self._notice_log = notice_log
         self._from = _setting_address(mail_from, "BILLING_MAIL_FROM")
         if not self._from.domain:
             raise ValueError("BILLING_MAIL_FROM must be an address such as billing@partner.example.cn")
-        self._escalation = (
-            _setting_address(escalation_email, "BILLING_ESCALATION_EMAIL") if escalation_email else None
-        )
+        self._escalation = _setting_address(escalation_email, "BILLING_ESCALATION_EMAIL") if escalation_email else None
         self._finance = _setting_address(finance_email, "BILLING_FINANCE_EMAIL") if finance_email else None
         self._renderer = renderer or NoticeRenderer()
+        branding = branding or Branding()
+        # Replies reach the sender's mailbox, so it is the support address when none is configured.
+        self._branding = (
+            branding if branding.support_email else branding.model_copy(update={"support_email": self._from.addr_spec})
+        )
+        # Rendered once: the policy and the branding do not change while the worker runs.
+        self._policy_attachments: dict[str, str] = {}
+        if collections_policy is not None and self._branding.policy_url is None:
+            self._policy_attachments = {
+                locale: render_policy_document(
+                    collections_policy, locale, "html", branding=self._branding, renderer=self._renderer
+                )
+                for locale in POLICY_LOCALES
+            }
 
     @activity.defn(name="send_notice")
     async def send_notice(self, request: NoticeRequest) -> NoticeReceipt:
@@ -190,11 +210,9 @@ class MailerActivities:
                 already_sent=True,
             )
 
-        recipient = self._recipient(request)
         sent_at = datetime.now(UTC)
         try:
-            rendered = self._renderer.render(request, sender_name=self._from.display_name)
-            message = self._compose(request, rendered, recipient, message_id, sent_at)
+            message = self.compose_notice(request, sent_at)
         except ValueError as error:
             # The request lacks what the notice must say, or holds text no mail header can carry: a retry of
             # the same request fails the same way.
@@ -228,6 +246,34 @@ class MailerActivities:
             sent_at=entry.sent_at,
             already_sent=False,
         )
+
+    def compose_notice(self, request: NoticeRequest, sent_at: datetime) -> EmailMessage:
+        """The finished message for `request` as `send_notice` sends it (also what `notices preview` writes).
+
+        Raises `ValueError` when the request lacks what its notice must say."""
+        recipient = self._recipient(request)
+        message_id = notice_message_id(request.account.customer_id, request.key, self._from.domain)
+        locale = request.account.locale
+        attachment = self._policy_attachments.get(locale) if request.kind is NoticeKind.INVOICE else None
+        rendered = self._renderer.render(
+            request,
+            sender_name=self._from.display_name,
+            branding=self._branding,
+            policy_attachment=policy_attachment_name(locale) if attachment else None,
+        )
+        message = self._compose(request, rendered, recipient, message_id, sent_at)
+        if attachment:
+            message.add_attachment(attachment, subtype="html", charset="utf-8", filename=policy_attachment_name(locale))
+        if request.escalation_case is not None:
+            # The case as data too, so the desk (or a tool) can paste or import it exactly.
+            case = request.escalation_case
+            message.add_attachment(
+                case.model_dump_json(indent=2).encode("utf-8"),
+                maintype="application",
+                subtype="json",
+                filename=f"escalation-case-{case.dispute_id}.json",
+            )
+        return message
 
     def _recipient(self, request: NoticeRequest) -> Address:
         if request.kind in CUSTOMER_NOTICE_KINDS:

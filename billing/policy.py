@@ -94,9 +94,7 @@ class CollectionsPolicy(PolicyModel):
             raise ValueError("data_deletion_warnings must be distinct and in ascending order")
         for offset in value:
             if not timedelta(0) < offset < DATA_DELETION_AFTER_SUSPENSION:
-                raise ValueError(
-                    f"{_iso(offset)} is not between suspension and the data deletion 60 days after it"
-                )
+                raise ValueError(f"{_iso(offset)} is not between suspension and the data deletion 60 days after it")
         return value
 
     @model_validator(mode="after")
@@ -111,8 +109,7 @@ class CollectionsPolicy(PolicyModel):
             )
         if self.final_notice >= self.suspend_after:
             raise ValueError(
-                f"suspend_after: {_iso(self.suspend_after)} must come after final_notice "
-                f"({_iso(self.final_notice)})"
+                f"suspend_after: {_iso(self.suspend_after)} must come after final_notice ({_iso(self.final_notice)})"
             )
         return self
 

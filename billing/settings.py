@@ -8,6 +8,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from billing.notices.branding import (
+    BankAccount,
+    Branding,
+    account_number,
+    email_address,
+    one_line,
+    phone_number,
+    swift_code,
+    web_url,
+)
 from billing.policy import CollectionsPolicy, load_policy
 
 PRODUCTION_PARTNER_CENTER_URL = "https://partner.partnercenterapi.microsoftonline.cn"
@@ -34,6 +44,18 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "BILLING_PARTNER_CENTER_CLIENT_SECRET": "partner_center_client_secret",
     "BILLING_POLICY_FILE": "policy_file",
     "BILLING_HISTORY_EVENT_LIMIT": "history_event_limit",
+    # What customers read (billing.notices.Branding) and where a partner's own templates live.
+    "BILLING_PARTNER_NAME": "partner_name",
+    "BILLING_PARTNER_LOGO_URL": "partner_logo_url",
+    "BILLING_SUPPORT_PHONE": "support_phone",
+    "BILLING_SUPPORT_EMAIL": "support_email",
+    "BILLING_SUPPORT_HOURS": "support_hours",
+    "BILLING_BANK_NAME": "bank_name",
+    "BILLING_BANK_ACCOUNT_NAME": "bank_account_name",
+    "BILLING_BANK_ACCOUNT_NUMBER": "bank_account_number",
+    "BILLING_BANK_SWIFT": "bank_swift",
+    "BILLING_POLICY_URL": "policy_url",
+    "BILLING_TEMPLATE_DIR": "template_dir",
 }
 
 
@@ -41,7 +63,102 @@ class SettingsError(ValueError):
     """The environment is incomplete or contradictory; the message names the variables."""
 
 
-class Settings(BaseModel):
+class DocumentSettings(BaseModel):
+    """What customer-facing texts need: the partner's branding and template folder. All optional: left out,
+    the texts leave the line out (no logo, no phone) or fall back (reply to the sender, "around the clock").
+
+    `starter.py policy render` and `notices preview` read only these, so they need no Temporal or Partner
+    Center settings.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    partner_name: str | None = None
+    partner_logo_url: str | None = None
+    support_phone: str | None = None
+    support_email: str | None = None
+    support_hours: str | None = None
+    bank_name: str | None = None
+    bank_account_name: str | None = None
+    bank_account_number: str | None = None
+    bank_swift: str | None = None
+    policy_url: str | None = None
+    template_dir: Path | None = None
+
+    @field_validator("partner_name", "support_hours", "bank_name", "bank_account_name")
+    @classmethod
+    def _printed(cls, value: str | None) -> str | None:
+        return None if value is None else one_line(value)
+
+    @field_validator("partner_logo_url", "policy_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        return None if value is None else web_url(value)
+
+    @field_validator("support_phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        return None if value is None else phone_number(value)
+
+    @field_validator("support_email")
+    @classmethod
+    def _support_email(cls, value: str | None) -> str | None:
+        return None if value is None else email_address(value)
+
+    @field_validator("bank_account_number")
+    @classmethod
+    def _account_number(cls, value: str | None) -> str | None:
+        return None if value is None else account_number(value)
+
+    @field_validator("bank_swift")
+    @classmethod
+    def _swift(cls, value: str | None) -> str | None:
+        return None if value is None else swift_code(value)
+
+    @field_validator("template_dir")
+    @classmethod
+    def _template_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory (it holds <locale>/<template> overrides)")
+        return value
+
+    @model_validator(mode="after")
+    def _bank_details_complete(self) -> DocumentSettings:
+        bank = (self.bank_name, self.bank_account_name, self.bank_account_number)
+        if any(bank) and not all(bank):
+            raise ValueError(
+                "BILLING_BANK_NAME, BILLING_BANK_ACCOUNT_NAME and BILLING_BANK_ACCOUNT_NUMBER go together: "
+                "set all three or none"
+            )
+        if self.bank_swift and not all(bank):
+            raise ValueError("BILLING_BANK_SWIFT needs the bank account it belongs to (BILLING_BANK_NAME, ...)")
+        return self
+
+    def branding(self) -> Branding:
+        bank = None
+        if self.bank_name and self.bank_account_name and self.bank_account_number:
+            bank = BankAccount(
+                bank_name=self.bank_name,
+                account_name=self.bank_account_name,
+                account_number=self.bank_account_number,
+                swift=self.bank_swift,
+            )
+        return Branding(
+            partner_name=self.partner_name,
+            logo_url=self.partner_logo_url,
+            support_phone=self.support_phone,
+            support_email=self.support_email,
+            support_hours=self.support_hours,
+            bank=bank,
+            policy_url=self.policy_url,
+        )
+
+    @property
+    def template_dirs(self) -> list[Path]:
+        return [self.template_dir] if self.template_dir else []
+
+
+class Settings(DocumentSettings):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     temporal_address: str = "localhost:7233"
@@ -95,9 +212,7 @@ class Settings(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if (self.smtp_username is None) != (self.smtp_password is None):
-            raise ValueError(
-                "BILLING_SMTP_USERNAME and BILLING_SMTP_PASSWORD go together: set both or neither"
-            )
+            raise ValueError("BILLING_SMTP_USERNAME and BILLING_SMTP_PASSWORD go together: set both or neither")
         if not self.partner_center_client_id or not self.partner_center_client_secret:
             raise ValueError(
                 "BILLING_PARTNER_CENTER_CLIENT_ID and BILLING_PARTNER_CENTER_CLIENT_SECRET are required "
@@ -117,9 +232,7 @@ class Settings(BaseModel):
 def settings_from_environment(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check the settings; a `SettingsError` lists every problem by variable name."""
     environ = os.environ if environ is None else environ
-    values = {
-        field: environ[name] for name, field in ENVIRONMENT_NAMES.items() if environ.get(name, "") != ""
-    }
+    values = {field: environ[name] for name, field in ENVIRONMENT_NAMES.items() if environ.get(name, "") != ""}
     try:
         settings = Settings.model_validate(values)
     except ValidationError as error:
@@ -135,3 +248,20 @@ def settings_from_environment(environ: Mapping[str, str] | None = None) -> Setti
     except ValueError as error:
         raise SettingsError(f"invalid settings:\n  BILLING_POLICY_FILE: {error}") from None
     return settings
+
+
+def document_settings_from_environment(environ: Mapping[str, str] | None = None) -> DocumentSettings:
+    """Only the settings of customer-facing texts, checked like `settings_from_environment` checks them all."""
+    environ = os.environ if environ is None else environ
+    names = {name: field for name, field in ENVIRONMENT_NAMES.items() if field in DocumentSettings.model_fields}
+    values = {field: environ[name] for name, field in names.items() if environ.get(name, "") != ""}
+    try:
+        return DocumentSettings.model_validate(values)
+    except ValidationError as error:
+        by_field = {field: name for name, field in names.items()}
+        problems = [
+            f"{by_field.get(str(detail['loc'][0]) if detail['loc'] else '', 'settings')}: "
+            f"{detail['msg'].removeprefix('Value error, ')}"
+            for detail in error.errors()
+        ]
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None

@@ -35,9 +35,7 @@ def cny(amount: str) -> Money:
     return Money.of(amount, "CNY")
 
 
-def request(
-    kind: NoticeKind = NoticeKind.REMINDER, key: str = "reminder-1-INV-1", **changes: object
-) -> NoticeRequest:
+def request(kind: NoticeKind = NoticeKind.REMINDER, key: str = "reminder-1-INV-1", **changes: object) -> NoticeRequest:
     due_on = date(2026, 11, 24)
     fields: dict[str, object] = {
         "key": key,
@@ -259,9 +257,7 @@ async def test_an_unreachable_mail_server_raises_for_temporal_to_retry(sqlite_le
     assert sqlite_ledger.find_notice("C-42", "reminder-1-INV-1") is None
 
 
-async def test_starttls_off_delivers_to_a_server_without_tls(
-    smtp_sink: SmtpSink, sqlite_ledger: LedgerStore
-) -> None:
+async def test_starttls_off_delivers_to_a_server_without_tls(smtp_sink: SmtpSink, sqlite_ledger: LedgerStore) -> None:
     transport = SmtpTransport(smtp_sink.host, smtp_sink.port, starttls=False)
 
     await mailer(transport, sqlite_ledger).send_notice(request())
@@ -285,9 +281,7 @@ async def test_smtp_login_uses_the_configured_username_and_password(
     smtp_sink: SmtpSink, sqlite_ledger: LedgerStore
 ) -> None:
     username, password = smtp_sink.credentials
-    transport = SmtpTransport(
-        smtp_sink.host, smtp_sink.port, username=username, password=password, starttls=False
-    )
+    transport = SmtpTransport(smtp_sink.host, smtp_sink.port, username=username, password=password, starttls=False)
 
     await mailer(transport, sqlite_ledger).send_notice(request())
 

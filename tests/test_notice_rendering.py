@@ -48,9 +48,7 @@ def invoice(
 
 def notice(kind: NoticeKind, locale: Locale = "zh-CN", **changes: Any) -> NoticeRequest:
     """A plausible request of each kind: what the workflow would send at that point of the lifecycle."""
-    account = CustomerAccount(
-        customer_id="C-1001", name="北京示例科技有限公司", email="ap@example.cn", locale=locale
-    )
+    account = CustomerAccount(customer_id="C-1001", name="北京示例科技有限公司", email="ap@example.cn", locale=locale)
     fields: dict[str, Any] = {
         "key": f"{kind}-1",
         "kind": kind,
@@ -161,9 +159,7 @@ def test_moments_print_in_the_readers_time_zone() -> None:
 
 @pytest.mark.parametrize("locale", LOCALES)
 @pytest.mark.parametrize("kind", list(NoticeKind))
-def test_every_notice_kind_renders_subject_text_and_html_in_both_locales(
-    kind: NoticeKind, locale: Locale
-) -> None:
+def test_every_notice_kind_renders_subject_text_and_html_in_both_locales(kind: NoticeKind, locale: Locale) -> None:
     rendered = render_notice(notice(kind, locale))
 
     assert rendered.locale == locale
@@ -225,7 +221,7 @@ def test_dunning_notices_say_what_happens_next_and_on_which_date(kind: NoticeKin
 def test_reminder_before_the_due_date_is_worded_as_upcoming_not_overdue(locale: Locale) -> None:
     rendered = render_notice(notice(NoticeKind.REMINDER, locale, overdue_amount=cny("0"), next_step=None))
 
-    upcoming, overdue = {"zh-CN": ("即将到期", "逾期"), "en-US": ("fall due soon", "overdue")}[locale]
+    upcoming, overdue = {"zh-CN": ("即将到期", "逾期"), "en-US": ("due soon", "overdue")}[locale]
     assert upcoming in rendered.text
     assert overdue not in rendered.text
     assert overdue not in rendered.subject
@@ -274,9 +270,7 @@ def test_suspension_for_fraud_review_does_not_ask_for_payment() -> None:
 
 @pytest.mark.parametrize("locale", LOCALES)
 def test_data_deletion_warning_names_the_deletion_date(locale: Locale) -> None:
-    rendered = render_notice(
-        notice(NoticeKind.DATA_DELETION_WARNING, locale, data_deletion_on=date(2027, 2, 13))
-    )
+    rendered = render_notice(notice(NoticeKind.DATA_DELETION_WARNING, locale, data_deletion_on=date(2027, 2, 13)))
 
     deletion_day = format_date(date(2027, 2, 13), locale)
     assert deletion_day in rendered.subject
@@ -402,9 +396,7 @@ def test_html_escapes_every_customer_provided_text(kind: NoticeKind, locale: Loc
 
 def test_plain_text_keeps_customer_text_as_written() -> None:
     request = notice(NoticeKind.REMINDER)
-    request = request.model_copy(
-        update={"account": request.account.model_copy(update={"name": HOSTILE_NAME})}
-    )
+    request = request.model_copy(update={"account": request.account.model_copy(update={"name": HOSTILE_NAME})})
 
     rendered = render_notice(request)
 

@@ -1,8 +1,8 @@
-"""Amounts and dates as readers of a notice expect them: `¥1,234.50`, `2026年11月24日`, `24 Nov 2026`."""
+"""Amounts, dates and durations as readers expect them: `¥1,234.50`, `2026年11月24日`, `24 Nov 2026`."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -39,3 +39,21 @@ def format_datetime(value: datetime, locale: Locale, time_zone: str) -> str:
     """A moment in the reader's time zone: `2026年11月24日 18:00 (Asia/Shanghai)`."""
     local = value.astimezone(ZoneInfo(time_zone))
     return f"{format_date(local.date(), locale)} {local:%H:%M} ({time_zone})"
+
+
+def format_duration(value: timedelta, locale: Locale) -> str:
+    """A policy offset in words, sign dropped: `3天` / `3 days`, `1天12小时` / `1 day 12 hours`, `30秒`."""
+    seconds = int(abs(value).total_seconds())
+    days, seconds = divmod(seconds, 86_400)
+    hours, seconds = divmod(seconds, 3_600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [
+        (days, "天", "day"),
+        (hours, "小时", "hour"),
+        (minutes, "分钟", "minute"),
+        (seconds, "秒", "second"),
+    ]
+    present = [(count, zh, en) for count, zh, en in parts if count] or [(0, "天", "day")]
+    if locale == "zh-CN":
+        return "".join(f"{count}{zh}" for count, zh, _ in present)
+    return " ".join(f"{count} {en}{'' if count == 1 else 's'}" for count, _, en in present)

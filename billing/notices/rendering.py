@@ -1,14 +1,15 @@
 """Turns a `NoticeRequest` into the subject, plain-text and HTML parts of the email, from the template files.
 
-Templates live in `templates/<locale>/<kind>.subject.txt|.txt|.html`; a partner overrides any of them with a
-file of the same relative path in a directory passed as `template_dirs`.
+Templates live in `templates/<locale>/<kind>.subject.txt|.txt|.html` (the collections policy document in
+`templates/<locale>/collections_policy.md|.html`); a partner overrides any of them with a file of the same
+relative path in a directory passed as `template_dirs` (BILLING_TEMPLATE_DIR).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
 from jinja2.runtime import Context
 
-from billing.models import Locale, NoticeKind
+from billing.models import CUSTOMER_NOTICE_KINDS, Locale, NoticeKind
 from billing.money import Money, total
-from billing.notices.formatting import format_date, format_datetime, format_money
+from billing.notices.branding import Branding
+from billing.notices.formatting import format_date, format_datetime, format_duration, format_money
 from billing.policy import DATA_DELETION_AFTER_SUSPENSION
 from billing.ports import NoticeRequest
 
@@ -56,25 +58,28 @@ def _moment(context: Context, value: datetime) -> str:
     return format_datetime(value, context["locale"], context["time_zone"])
 
 
+@pass_context
+def _duration(context: Context, value: timedelta) -> str:
+    return format_duration(value, context["locale"])
+
+
 class NoticeRenderer:
     """Renders notices; `template_dirs` are searched before the built-in templates."""
 
     def __init__(self, template_dirs: Sequence[Path | str] = ()) -> None:
-        self._env = Environment(
-            loader=FileSystemLoader([*template_dirs, TEMPLATE_DIR]),
-            # Every value reaching an .html template is escaped unless a template says otherwise, so a
-            # customer name or invoice description can never inject markup.
-            autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-        )
-        self._env.filters.update(money=_money, date=_date, moment=_moment)
+        self._env = template_environment(template_dirs)
 
-    def render(self, request: NoticeRequest, *, sender_name: str = "") -> RenderedNotice:
+    def render(
+        self,
+        request: NoticeRequest,
+        *,
+        sender_name: str = "",
+        branding: Branding | None = None,
+        policy_attachment: str | None = None,
+    ) -> RenderedNotice:
+        """`policy_attachment`: the file name of the collections policy attached to the message, if any."""
         locale = request.account.locale
-        context = _context(request, sender_name)
+        context = _context(request, sender_name, branding or Branding(), policy_attachment)
         _check_complete(request, context)
         base = f"{locale}/{request.kind}"
         # A subject is one line whatever the template's layout: a line break would end the header.
@@ -84,10 +89,31 @@ class NoticeRenderer:
         html = self._env.get_template(f"{base}.html").render(context)
         return RenderedNotice(subject=subject, text=text, html=html, locale=locale)
 
+    def render_document(self, template: str, context: dict[str, Any]) -> str:
+        """Any other template of the same folders (the collections policy), with the same filters."""
+        return self._env.get_template(template).render(context)
+
+
+def template_environment(template_dirs: Sequence[Path | str] = ()) -> Environment:
+    """Templates of `template_dirs` first, then the built-in ones, with the money and date filters."""
+    env = Environment(
+        loader=FileSystemLoader([*template_dirs, TEMPLATE_DIR]),
+        # Every value reaching an .html template is escaped unless a template says otherwise, so a
+        # customer name or invoice description can never inject markup.
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(money=_money, date=_date, moment=_moment, duration=_duration)
+    return env
+
 
 def _check_complete(request: NoticeRequest, context: dict[str, Any]) -> None:
     missing = None
-    if request.kind in KINDS_ABOUT_A_DISPUTE and request.dispute is None:
+    fraud_review_case = request.kind is NoticeKind.ESCALATION_CASE and request.desk_purpose == "fraud_review"
+    if request.kind in KINDS_ABOUT_A_DISPUTE and request.dispute is None and not fraud_review_case:
         missing = "the dispute it is about (dispute)"
     elif request.kind is NoticeKind.DISPUTE_RESOLVED and request.dispute and request.dispute.outcome is None:
         missing = "the decision (dispute.outcome)"
@@ -99,7 +125,9 @@ def _check_complete(request: NoticeRequest, context: dict[str, Any]) -> None:
         raise IncompleteNotice(f"a {request.kind} notice needs {missing}; notice key {request.key!r}")
 
 
-def _context(request: NoticeRequest, sender_name: str) -> dict[str, Any]:
+def _context(
+    request: NoticeRequest, sender_name: str, branding: Branding, policy_attachment: str | None
+) -> dict[str, Any]:
     account = request.account
     overdue = request.overdue_amount
     deletion_on = request.data_deletion_on
@@ -126,10 +154,20 @@ def _context(request: NoticeRequest, sender_name: str) -> dict[str, Any]:
         "subscription_ids": request.subscription_ids,
         "suspension_reason": request.suspension_reason,
         "resolution": request.resolution,
+        # What resolved the issue, one or more of payment, credit, write_off, dispute, 21vianet_review.
+        "resolutions": [part.strip() for part in (request.resolution or "").split(",") if part.strip()],
         "dispute": request.dispute,
+        "desk_purpose": request.desk_purpose,
+        "case": request.escalation_case,
+        "dispute_opened_at": request.escalation_case.dispute_opened_at if request.escalation_case else None,
         "payments": request.payments,
         "notices_sent": request.notices_sent,
         "sender_name": sender_name.strip(),
+        "branding": branding,
+        "customer_notice": request.kind in CUSTOMER_NOTICE_KINDS,
+        # The invoice ids a transfer quotes as its payment reference: those with something left to pay.
+        "payment_references": [invoice.invoice_id for invoice in request.invoices if invoice.outstanding.is_positive],
+        "policy_attachment": policy_attachment,
     }
 
 
@@ -138,6 +176,14 @@ def _builtin_renderer() -> NoticeRenderer:
     return NoticeRenderer()
 
 
-def render_notice(request: NoticeRequest, *, sender_name: str = "") -> RenderedNotice:
+def render_notice(
+    request: NoticeRequest,
+    *,
+    sender_name: str = "",
+    branding: Branding | None = None,
+    policy_attachment: str | None = None,
+) -> RenderedNotice:
     """Render with the built-in templates."""
-    return _builtin_renderer().render(request, sender_name=sender_name)
+    return _builtin_renderer().render(
+        request, sender_name=sender_name, branding=branding, policy_attachment=policy_attachment
+    )
