@@ -26,6 +26,7 @@ from activities.mailer import MailerActivities, OutboxTransport, SmtpTransport
 from activities.partner_center import PartnerCenterActivities, PartnerCenterClient
 from billing.ledger import LedgerStore
 from billing.logging import configure_logging
+from billing.notices import NoticeRenderer
 from billing.settings import Settings, SettingsError, settings_from_environment
 from workflows.customer_billing import CustomerBilling
 
@@ -47,7 +48,7 @@ async def connect(settings: Settings, attempts: int = CONNECT_ATTEMPTS) -> Clien
         except RuntimeError as error:
             if attempt == attempts:
                 raise
-            log.info("temporal not reachable yet", address=settings.temporal_address, error=str(error))
+            log.info("temporal not reachable yet", temporal_address=settings.temporal_address, error=str(error))
             await asyncio.sleep(1)
     raise AssertionError("unreachable")
 
@@ -79,6 +80,9 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
         mail_from=settings.mail_from,
         escalation_email=settings.escalation_email,
         finance_email=settings.finance_email,
+        renderer=NoticeRenderer(settings.template_dirs),
+        branding=settings.branding(),
+        collections_policy=settings.policy(),
     )
     ledger = LedgerActivities(store)
     policy = PolicyActivities(settings.policy(), settings.history_event_limit)
@@ -89,6 +93,11 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
         ledger.get_balance,
         ledger.post_credit_note,
         ledger.write_off_invoice,
+        ledger.record_audit,
+        ledger.reschedule_invoice,
+        ledger.record_dispute,
+        ledger.record_escalation,
+        ledger.build_escalation_case,
         mailer.send_notice,
         PartnerCenterActivities(partner_center).list_active_subscriptions,
         PartnerCenterActivities(partner_center).change_subscription_status,
@@ -120,7 +129,7 @@ async def run(settings: Settings) -> None:
             "worker started",
             task_queue=settings.task_queue,
             namespace=settings.temporal_namespace,
-            address=settings.temporal_address,
+            temporal_address=settings.temporal_address,
             mail="smtp" if settings.smtp_host else "outbox",
         )
         running = asyncio.create_task(worker.run())

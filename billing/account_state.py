@@ -11,13 +11,20 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from billing.models import CustomerAccount, NoticeRecord, RejectedMessage
+from billing.models import (
+    CustomerAccount,
+    DisputeState,
+    NoticeRecord,
+    RejectedMessage,
+    TimelineEntry,
+)
 from billing.money import Money
 from billing.ports import AccountBalance, InvoiceBalance
 
 # Keep the status readable and the state small: older entries are dropped from these lists.
 MAX_REJECTED = 50
 MAX_NOTICES_SHOWN = 100
+MAX_TIMELINE = 100
 
 
 class SuspensionReason(StrEnum):
@@ -44,6 +51,31 @@ class CollectionsIssue(BaseModel):
     opened_at: datetime
     customer_told: bool = False  # a dunning notice went out, so the customer must hear it is resolved
     reinstated_subscription_ids: list[str] = Field(default_factory=list)
+    resolutions: list[str] = Field(default_factory=list)  # how it was resolved: payment, credit, 21vianet_review
+
+
+class DisputeRecord(BaseModel):
+    """A customer's dispute over (part of) an invoice, from opening to the partner's or 21Vianet's answer."""
+
+    dispute_id: str
+    invoice_id: str
+    amount: Money
+    reason: str
+    opened_at: datetime
+    state: DisputeState = DisputeState.OPEN
+    escalated_at: datetime | None = None
+    escalation_note: str | None = None
+    reference: str | None = None
+    reference_recorded_at: datetime | None = None
+    outcome: str | None = None  # "credit" or "uphold"
+    credit: Money | None = None
+    resolution_note: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by_21vianet: bool = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is not DisputeState.RESOLVED
 
 
 class StepFailure(BaseModel):
@@ -74,6 +106,10 @@ class BillingState(BaseModel):
     paused_until: datetime | None = None
     failures: dict[str, StepFailure] = Field(default_factory=dict)
     rejected: list[RejectedMessage] = Field(default_factory=list)
+    disputes: list[DisputeRecord] = Field(default_factory=list)
+    dunning_not_before: datetime | None = None  # grace after an upheld dispute: no dunning step sooner
+    suspension_waived_for: list[str] = Field(default_factory=list)  # anchors an operator reinstated
+    timeline: list[TimelineEntry] = Field(default_factory=list)
     resolved: bool = False  # nothing owed, nothing open: the run may complete
 
     @classmethod
@@ -102,6 +138,36 @@ class BillingState(BaseModel):
             result = result + invoice.outstanding
         return result
 
+    # --- what the ladder may chase: open disputes are out of it ---------------------------------------
+
+    def disputed_amount(self, invoice_id: str) -> Money:
+        result = Money.zero(self.currency)
+        for dispute in self.disputes:
+            if dispute.is_open and dispute.invoice_id == invoice_id:
+                result = result + dispute.amount
+        return result
+
+    def dunnable_outstanding(self, invoice: InvoiceBalance) -> Money:
+        remaining = invoice.outstanding - self.disputed_amount(invoice.invoice_id)
+        return remaining if remaining.is_positive else Money.zero(self.currency)
+
+    def dunnable_invoices(self) -> list[InvoiceBalance]:
+        """Open invoices with money the ladder may chase, oldest due first."""
+        return [invoice for invoice in self.open_invoices() if self.dunnable_outstanding(invoice).is_positive]
+
+    def dunnable_overdue_amount(self, now: datetime) -> Money:
+        result = Money.zero(self.currency)
+        for invoice in self.dunnable_invoices():
+            if invoice.due_at <= now:
+                result = result + self.dunnable_outstanding(invoice)
+        return result
+
+    def open_disputes(self) -> list[DisputeRecord]:
+        return [dispute for dispute in self.disputes if dispute.is_open]
+
+    def dispute(self, dispute_id: str) -> DisputeRecord | None:
+        return next((dispute for dispute in self.disputes if dispute.dispute_id == dispute_id), None)
+
     def invoice(self, invoice_id: str) -> InvoiceBalance | None:
         return next((inv for inv in self.balance.invoices if inv.invoice_id == invoice_id), None)
 
@@ -115,3 +181,6 @@ class BillingState(BaseModel):
 
     def record_notice(self, notice: NoticeRecord) -> None:
         self.notices = [*self.notices, notice][-MAX_NOTICES_SHOWN:]
+
+    def note(self, entry: TimelineEntry) -> None:
+        self.timeline = [*self.timeline, entry][-MAX_TIMELINE:]

@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from billing.account_state import BillingState, CollectionsIssue, Suspension, SuspensionReason
-from billing.models import BillingStage, NextAction, NextActionKind, NoticeKind, NoticeRecord
+from billing.models import BillingStage, NextAction, NextActionKind, NoticeKind, NoticeRecord, TimelineEntry
 from billing.policy import DATA_DELETION_AFTER_SUSPENSION, CollectionsPolicy
 from billing.ports import NoticeNextStep
 from billing.quiet_hours import next_business_moment
@@ -26,6 +26,12 @@ class StepKind(StrEnum):
     SEND_DATA_DELETION_WARNING = "send_data_deletion_warning"
     REINSTATE = "reinstate"
     CLOSE_THE_LOOP = "close_the_loop"
+    SEND_DISPUTE_RECEIVED = "send_dispute_received"
+    SEND_DISPUTE_RESOLVED = "send_dispute_resolved"
+    SEND_ESCALATION_CASE = "send_escalation_case"
+    CHASE_ESCALATION_DESK = "chase_escalation_desk"
+    REMIND_DESK = "remind_desk"
+    SEND_FRAUD_REVIEW_CASE = "send_fraud_review_case"
 
 
 NOTICE_OF_STEP: dict[StepKind, NoticeKind] = {
@@ -35,6 +41,12 @@ NOTICE_OF_STEP: dict[StepKind, NoticeKind] = {
     StepKind.SEND_SUSPENSION_NOTICE: NoticeKind.SUSPENSION,
     StepKind.SEND_DATA_DELETION_WARNING: NoticeKind.DATA_DELETION_WARNING,
     StepKind.CLOSE_THE_LOOP: NoticeKind.CLOSE_THE_LOOP,
+    StepKind.SEND_DISPUTE_RECEIVED: NoticeKind.DISPUTE_RECEIVED,
+    StepKind.SEND_DISPUTE_RESOLVED: NoticeKind.DISPUTE_RESOLVED,
+    StepKind.SEND_ESCALATION_CASE: NoticeKind.ESCALATION_CASE,
+    StepKind.CHASE_ESCALATION_DESK: NoticeKind.ESCALATION_CASE,
+    StepKind.REMIND_DESK: NoticeKind.ESCALATION_CASE,
+    StepKind.SEND_FRAUD_REVIEW_CASE: NoticeKind.ESCALATION_CASE,
 }
 
 NEXT_ACTION_OF_STEP: dict[StepKind, NextActionKind] = {
@@ -46,6 +58,12 @@ NEXT_ACTION_OF_STEP: dict[StepKind, NextActionKind] = {
     StepKind.SEND_DATA_DELETION_WARNING: NextActionKind.DATA_DELETION_WARNING,
     StepKind.REINSTATE: NextActionKind.REINSTATEMENT,
     StepKind.CLOSE_THE_LOOP: NextActionKind.CLOSE_THE_LOOP,
+    StepKind.SEND_DISPUTE_RECEIVED: NextActionKind.DISPUTE_RECEIVED,
+    StepKind.SEND_DISPUTE_RESOLVED: NextActionKind.DISPUTE_RESOLVED,
+    StepKind.SEND_ESCALATION_CASE: NextActionKind.ESCALATION_CASE,
+    StepKind.CHASE_ESCALATION_DESK: NextActionKind.ESCALATION_CHASE,
+    StepKind.REMIND_DESK: NextActionKind.DESK_REMINDER,
+    StepKind.SEND_FRAUD_REVIEW_CASE: NextActionKind.ESCALATION_CASE,
 }
 
 DUNNING_NOTICES = frozenset(
@@ -53,11 +71,22 @@ DUNNING_NOTICES = frozenset(
         StepKind.SEND_REMINDER,
         StepKind.SEND_FINAL_NOTICE,
         StepKind.SUSPEND,
+        StepKind.SEND_SUSPENSION_NOTICE,
         StepKind.SEND_DATA_DELETION_WARNING,
+        StepKind.SEND_DISPUTE_RECEIVED,
+    }
+)
+# Steps for the partner's own escalation desk: they go out at any hour.
+DESK_STEPS = frozenset(
+    {
+        StepKind.SEND_ESCALATION_CASE,
+        StepKind.CHASE_ESCALATION_DESK,
+        StepKind.REMIND_DESK,
+        StepKind.SEND_FRAUD_REVIEW_CASE,
     }
 )
 # Steps the customer sees as they happen: they wait for business hours. Reinstatement never waits.
-CUSTOMER_FACING_STEPS = frozenset(StepKind) - {StepKind.REINSTATE}
+CUSTOMER_FACING_STEPS = frozenset(StepKind) - {StepKind.REINSTATE} - DESK_STEPS
 
 
 @dataclass(frozen=True)
@@ -67,6 +96,7 @@ class Step:
     at: datetime  # when it happens: not before now, and inside business hours where it is customer-facing
     planned: datetime  # the moment the policy names for it (may be past: then the step is overdue)
     invoice_id: str | None = None
+    dispute_id: str | None = None
     rung: int = 0  # 1-based reminder or warning number
     superseded_keys: tuple[str, ...] = ()  # earlier rungs that are due too: sending this one replaces them
     then: NoticeNextStep | None = None  # what happens next, for the notice's wording
@@ -85,9 +115,9 @@ class Decision:
 
 
 def ladder_anchor(state: BillingState) -> str | None:
-    """The invoice the ladder counts from: the oldest one with money outstanding."""
-    open_invoices = state.open_invoices()
-    return open_invoices[0].invoice_id if open_invoices else None
+    """The invoice the ladder counts from: the oldest one with money outstanding that is not disputed."""
+    dunnable = state.dunnable_invoices()
+    return dunnable[0].invoice_id if dunnable else None
 
 
 def _adjust(kind: StepKind, at: datetime, state: BillingState, policy: CollectionsPolicy) -> datetime:
@@ -115,8 +145,8 @@ def _step(
 
 
 def suspendable(state: BillingState, policy: CollectionsPolicy, now: datetime) -> bool:
-    """Enough is overdue to suspend over it: never a paid-up or below-minimum account."""
-    overdue = state.overdue_amount(now)
+    """Enough undisputed money is overdue to suspend over it: never a paid-up or below-minimum account."""
+    overdue = state.dunnable_overdue_amount(now)
     return overdue.is_positive and overdue >= policy.minimum_to_suspend
 
 
@@ -132,10 +162,12 @@ def _ladder(state: BillingState, policy: CollectionsPolicy, now: datetime) -> li
     anchor = state.invoice(anchor_id)
     assert anchor is not None
     due = anchor.due_at
+    # After an upheld dispute the customer gets a grace period: no dunning step sooner than its end.
+    earliest = max(now, state.dunning_not_before) if state.dunning_not_before else now
     recorded_at = state.invoice_recorded_at.get(anchor_id, due)
     # Final notice and suspension only threaten what the policy would really do: not below the minimum.
-    overdue = state.overdue_amount(now)
-    at_stake = overdue if overdue.is_positive else anchor.outstanding
+    overdue = state.dunnable_overdue_amount(now)
+    at_stake = overdue if overdue.is_positive else state.dunnable_outstanding(anchor)
     may_suspend = at_stake >= policy.minimum_to_suspend
     rungs: list[Step] = []
     for number, offset in enumerate(policy.reminders, start=1):
@@ -149,7 +181,7 @@ def _ladder(state: BillingState, policy: CollectionsPolicy, now: datetime) -> li
                 due + offset,
                 state,
                 policy,
-                now,
+                earliest,
                 invoice_id=anchor_id,
                 rung=number,
             )
@@ -163,12 +195,12 @@ def _ladder(state: BillingState, policy: CollectionsPolicy, now: datetime) -> li
                 due + policy.final_notice,
                 state,
                 policy,
-                now,
+                earliest,
                 invoice_id=anchor_id,
             )
         )
-        if state.suspension is None:
-            rungs.append(_suspension_step(state, policy, anchor_id, due, final_key, now))
+        if state.suspension is None and anchor_id not in state.suspension_waived_for:
+            rungs.append(_suspension_step(state, policy, anchor_id, due, final_key, earliest))
     pending = [rung for rung in rungs if not state.is_done(rung.key)]
     if state.suspension is not None:
         pending = [rung for rung in pending if rung.kind is not StepKind.SUSPEND]
@@ -176,9 +208,7 @@ def _ladder(state: BillingState, policy: CollectionsPolicy, now: datetime) -> li
     if len(due_now) > 1:
         latest = due_now[-1]
         superseded = tuple(rung.key for rung in due_now[:-1])
-        pending = [_replace(latest, superseded_keys=superseded)] + [
-            rung for rung in pending if rung not in due_now
-        ]
+        pending = [_replace(latest, superseded_keys=superseded)] + [rung for rung in pending if rung not in due_now]
     then = _suspension_notice_date(pending, state)
     return [_replace(rung, then=then) if rung.kind is not StepKind.SUSPEND else rung for rung in pending]
 
@@ -207,9 +237,7 @@ def _suspension_notice_date(pending: list[Step], state: BillingState) -> NoticeN
     suspension = next((rung for rung in pending if rung.kind is StepKind.SUSPEND), None)
     if suspension is None:
         return None
-    return NoticeNextStep(
-        kind=NextActionKind.SUSPENSION, on=suspension.at.astimezone(state.account.zone).date()
-    )
+    return NoticeNextStep(kind=NextActionKind.SUSPENSION, on=suspension.at.astimezone(state.account.zone).date())
 
 
 def _replace(step: Step, **changes: object) -> Step:
@@ -287,45 +315,120 @@ def _invoice_notices(state: BillingState, policy: CollectionsPolicy, now: dateti
         if not state.is_done(key):
             recorded = state.invoice_recorded_at.get(invoice_id)
             assert recorded is not None
-            steps.append(
-                _step(StepKind.SEND_INVOICE, key, recorded, state, policy, now, invoice_id=invoice_id)
-            )
+            steps.append(_step(StepKind.SEND_INVOICE, key, recorded, state, policy, now, invoice_id=invoice_id))
     return steps
 
 
 def _close_the_loop(state: BillingState, policy: CollectionsPolicy, now: datetime) -> list[Step]:
     issue = state.issue
-    if issue is None or state.suspension is not None or state.overdue_amount(now).is_positive:
-        return []
-    if not issue.customer_told:
+    if issue is None or not issue.customer_told or not _account_clean(state, now):
         return []
     return [_step(StepKind.CLOSE_THE_LOOP, f"close-the-loop-{issue.key}", now, state, policy, now)]
+
+
+def _account_clean(state: BillingState, now: datetime) -> bool:
+    """Nothing overdue (disputed or not), no dispute open, nothing suspended."""
+    return state.suspension is None and not state.overdue_amount(now).is_positive and not state.open_disputes()
+
+
+def _dispute_steps(state: BillingState, policy: CollectionsPolicy, now: datetime) -> list[Step]:
+    steps: list[Step] = []
+    for dispute in state.disputes:
+        ids = {"invoice_id": dispute.invoice_id, "dispute_id": dispute.dispute_id}
+        received = f"dispute-received-{dispute.dispute_id}"
+        if not state.is_done(received):
+            steps.append(_step(StepKind.SEND_DISPUTE_RECEIVED, received, dispute.opened_at, state, policy, now, **ids))
+        if dispute.resolved_at is not None:
+            resolved = f"dispute-resolved-{dispute.dispute_id}"
+            if not state.is_done(resolved):
+                steps.append(
+                    _step(
+                        StepKind.SEND_DISPUTE_RESOLVED,
+                        resolved,
+                        dispute.resolved_at,
+                        state,
+                        policy,
+                        now,
+                        **ids,
+                    )
+                )
+            continue
+        if dispute.escalated_at is None:
+            # Escalation is a person's decision: the desk is prompted once, never escalated for.
+            reminder = f"desk-reminder-{dispute.dispute_id}"
+            if not state.is_done(reminder):
+                at = dispute.opened_at + policy.dispute.remind_desk_after
+                steps.append(_step(StepKind.REMIND_DESK, reminder, at, state, policy, now, **ids))
+            continue
+        case = f"escalation-case-{dispute.dispute_id}"
+        if not state.is_done(case):
+            steps.append(_step(StepKind.SEND_ESCALATION_CASE, case, dispute.escalated_at, state, policy, now, **ids))
+            continue
+        # Chase the desk until 21Vianet's reference is recorded, then again until its answer is.
+        phase, since = ("answer", dispute.reference_recorded_at) if dispute.reference else ("reference", None)
+        since = since or dispute.escalated_at
+        prefix = f"escalation-chase-{dispute.dispute_id}-{phase}-"
+        chased = sum(1 for key in state.done_keys if key.startswith(prefix))
+        at = since + policy.escalation.chase_after * (chased + 1)
+        steps.append(
+            _step(
+                StepKind.CHASE_ESCALATION_DESK,
+                f"{prefix}{chased + 1}",
+                at,
+                state,
+                policy,
+                now,
+                rung=chased + 1,
+                **ids,
+            )
+        )
+    return steps
+
+
+def _fraud_review_case(state: BillingState, policy: CollectionsPolicy, now: datetime) -> list[Step]:
+    suspension = state.suspension
+    if suspension is None or suspension.reason is not SuspensionReason.FRAUD_REVIEW:
+        return []
+    key = f"fraud-review-case-{suspension.key}"
+    if state.is_done(key):
+        return []
+    return [_step(StepKind.SEND_FRAUD_REVIEW_CASE, key, suspension.suspended_at, state, policy, now)]
+
+
+STEP_ORDER = {
+    kind: index
+    for index, kind in enumerate(
+        [
+            StepKind.REINSTATE,
+            StepKind.SUSPEND,
+            StepKind.SEND_FRAUD_REVIEW_CASE,
+            StepKind.SEND_SUSPENSION_NOTICE,
+            StepKind.SEND_INVOICE,
+            StepKind.SEND_DISPUTE_RECEIVED,
+            StepKind.SEND_ESCALATION_CASE,
+            StepKind.SEND_DISPUTE_RESOLVED,
+            StepKind.CLOSE_THE_LOOP,
+            StepKind.SEND_FINAL_NOTICE,
+            StepKind.SEND_REMINDER,
+            StepKind.SEND_DATA_DELETION_WARNING,
+            StepKind.REMIND_DESK,
+            StepKind.CHASE_ESCALATION_DESK,
+        ]
+    )
+}
 
 
 def pending_steps(state: BillingState, policy: CollectionsPolicy, now: datetime) -> list[Step]:
     """Every step the account is waiting for, earliest first (ties: reinstatement before notices)."""
     steps = [
         *_while_suspended(state, policy, now),
+        *_fraud_review_case(state, policy, now),
         *_invoice_notices(state, policy, now),
+        *_dispute_steps(state, policy, now),
         *_ladder(state, policy, now),
         *_close_the_loop(state, policy, now),
     ]
-    order = {
-        kind: index
-        for index, kind in enumerate(
-            [
-                StepKind.REINSTATE,
-                StepKind.SUSPEND,
-                StepKind.SEND_SUSPENSION_NOTICE,
-                StepKind.SEND_INVOICE,
-                StepKind.CLOSE_THE_LOOP,
-                StepKind.SEND_FINAL_NOTICE,
-                StepKind.SEND_REMINDER,
-                StepKind.SEND_DATA_DELETION_WARNING,
-            ]
-        )
-    }
-    return sorted(steps, key=lambda step: (step.at, order[step.kind]))
+    return sorted(steps, key=lambda step: (step.at, STEP_ORDER[step.kind]))
 
 
 def _next_due_moment(state: BillingState, now: datetime) -> datetime | None:
@@ -334,11 +437,18 @@ def _next_due_moment(state: BillingState, now: datetime) -> datetime | None:
     candidates = [*upcoming]
     if state.paused_until is not None and state.paused_until > now:
         candidates.append(state.paused_until)
+    if state.dunning_not_before is not None and state.dunning_not_before > now:
+        candidates.append(state.dunning_not_before)
     return min(candidates, default=None)
 
 
 def is_settled(state: BillingState) -> bool:
-    return not state.balance.amount_due.is_positive and state.suspension is None and state.issue is None
+    return (
+        not state.balance.amount_due.is_positive
+        and state.suspension is None
+        and state.issue is None
+        and not state.open_disputes()
+    )
 
 
 def decide(state: BillingState, policy: CollectionsPolicy, now: datetime) -> Decision:
@@ -352,15 +462,18 @@ def decide(state: BillingState, policy: CollectionsPolicy, now: datetime) -> Dec
 
 
 def observe(state: BillingState, now: datetime) -> None:
-    """Open a collections issue the moment money is overdue; end it silently if the customer never heard."""
-    overdue = state.overdue_amount(now).is_positive
+    """Open a collections issue the moment money is overdue or disputed; end it silently if the customer never
+    heard of it. A pause with an end date ends by itself."""
+    if state.dunning_paused and state.paused_until is not None and now >= state.paused_until:
+        state.dunning_paused = False
+        state.note(TimelineEntry(at=state.paused_until, action="dunning_resumed", detail="the pause ended"))
+        state.paused_until = None
+    overdue = state.overdue_amount(now).is_positive or bool(state.open_disputes())
     if overdue and state.issue is None:
-        key = f"{ladder_anchor(state)}-{state.issue_count + 1}"
+        key = f"{ladder_anchor(state) or 'dispute'}-{state.issue_count + 1}"
         state.issue = CollectionsIssue(key=key, opened_at=now)
         state.issue_count += 1
-    elif (
-        not overdue and state.issue is not None and not state.issue.customer_told and state.suspension is None
-    ):
+    elif not overdue and state.issue is not None and not state.issue.customer_told and state.suspension is None:
         state.issue = None
     state.resolved = is_settled(state)
 
@@ -379,12 +492,15 @@ def stage(state: BillingState, now: datetime) -> BillingStage:
     """The first stage of the contract's precedence that holds."""
     if state.suspension is not None:
         return BillingStage.SUSPENDED
+    open_disputes = state.open_disputes()
+    if any(dispute.escalated_at is not None for dispute in open_disputes):
+        return BillingStage.ESCALATED
+    if open_disputes:
+        return BillingStage.DISPUTED
     if is_paused(state, now) and state.balance.amount_due.is_positive:
         return BillingStage.PAUSED
     if state.overdue_amount(now).is_positive:
-        if any(
-            state.is_done(f"final-notice-{invoice.invoice_id}") for invoice in state.overdue_invoices(now)
-        ):
+        if any(state.is_done(f"final-notice-{invoice.invoice_id}") for invoice in state.overdue_invoices(now)):
             return BillingStage.FINAL_NOTICE
         return BillingStage.OVERDUE
     if state.balance.amount_due.is_positive:
@@ -406,9 +522,7 @@ class ForecastStep:
     key: str
 
 
-def forecast(
-    state: BillingState, policy: CollectionsPolicy, now: datetime, limit: int = 50
-) -> list[ForecastStep]:
+def forecast(state: BillingState, policy: CollectionsPolicy, now: datetime, limit: int = 100) -> list[ForecastStep]:
     """What will happen, and when, if nothing changes: no payment, no dispute, no operator action.
 
     Runs this very decision core forward on a copy of the state, so a notice or the rendered collections
@@ -422,7 +536,11 @@ def forecast(
         step = decision.step
         if step is None:
             break
-        now = max(now, step.at)
+        if step.at > now:
+            # Like the workflow: sleep until the step is due, then decide again (a later rung may now
+            # supersede it).
+            now = step.at
+            continue
         steps.append(ForecastStep(kind=step.kind, at=step.at, key=step.key))
         if step.kind is StepKind.SUSPEND and future.suspension is None:
             future.suspension = Suspension(
@@ -434,8 +552,6 @@ def forecast(
             )
             future.suspension_count += 1
         if step.notice_kind is not None:
-            future.record_notice(
-                NoticeRecord(kind=step.notice_kind, at=now, invoice_id=step.invoice_id, key=step.key)
-            )
+            future.record_notice(NoticeRecord(kind=step.notice_kind, at=now, invoice_id=step.invoice_id, key=step.key))
         mark_done(future, step)
     return steps

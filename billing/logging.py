@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 import structlog
-from temporalio import activity
+from temporalio import activity, workflow
 
 # Fields a log line must never carry: they are personal data of the customer.
 PERSONAL_FIELDS = frozenset({"name", "email", "recipient", "to", "address", "customer_name", "phone"})
@@ -70,3 +70,6 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The ids are separate fields already (_temporal_ids); keep the event text readable.
+    workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False

@@ -24,9 +24,7 @@ def _non_blank(value: str, what: str) -> str:
 
 def _aware(value: datetime, what: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(
-            f"{what} must be an ISO 8601 datetime with an offset, e.g. 2026-11-24T18:00:00+08:00"
-        )
+        raise ValueError(f"{what} must be an ISO 8601 datetime with an offset, e.g. 2026-11-24T18:00:00+08:00")
     return value
 
 
@@ -235,6 +233,10 @@ class DisputeStatus(Message):
     amount: Money
     state: DisputeState
     escalation_reference: str | None = None
+    reason: str | None = None
+    opened_at: datetime | None = None
+    outcome: str | None = None
+    pending: str | None = None  # what the dispute waits for, in words
 
 
 class NextActionKind(StrEnum):
@@ -245,6 +247,11 @@ class NextActionKind(StrEnum):
     DATA_DELETION_WARNING = "data_deletion_warning"
     REINSTATEMENT = "reinstatement"
     CLOSE_THE_LOOP = "close_the_loop"
+    DISPUTE_RECEIVED = "dispute_received"
+    DISPUTE_RESOLVED = "dispute_resolved"
+    ESCALATION_CASE = "escalation_case"
+    ESCALATION_CHASE = "escalation_chase"
+    DESK_REMINDER = "desk_reminder"
 
 
 class NextAction(Message):
@@ -283,3 +290,137 @@ class BillingStatus(Message):
     next_action: NextAction | None = None
     notices_sent: list[NoticeRecord] = Field(default_factory=list)
     rejected: list[RejectedMessage] = Field(default_factory=list)
+    paused_until: datetime | None = None
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    pending: list[str] = Field(default_factory=list)  # what the account waits for, in words
+
+
+# --- operator actions (updates) ---------------------------------------------------------------------------
+
+DisputeOutcome = Literal["credit", "uphold"]
+SuspensionReasonName = Literal["non_payment", "fraud_review"]
+
+
+class OperatorAction(Message):
+    """Base of every update payload: an operator's action, refused with a clear message when impossible."""
+
+
+def _required_text(value: str, what: str) -> str:
+    return _non_blank(value, what)
+
+
+class ResolveDispute(OperatorAction):
+    """`resolve_dispute` and `resolve_escalation`: the partner's (or 21Vianet's) answer to a dispute."""
+
+    dispute_id: str
+    outcome: DisputeOutcome
+    credit: Money | None = None
+    note: str
+
+    @field_validator("dispute_id", "note")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _required_text(value, "dispute_id and note")
+
+    @model_validator(mode="after")
+    def _credit_matches_outcome(self) -> ResolveDispute:
+        if self.outcome == "credit" and (self.credit is None or not self.credit.is_positive):
+            raise ValueError('outcome "credit" needs a positive credit, e.g. {"amount": "100.00", "currency": "CNY"}')
+        if self.outcome == "uphold" and self.credit is not None:
+            raise ValueError('outcome "uphold" takes no credit: the charge stands')
+        return self
+
+
+class EscalateDispute(OperatorAction):
+    dispute_id: str
+    note: str
+
+    @field_validator("dispute_id", "note")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _required_text(value, "dispute_id and note")
+
+
+class RecordEscalation(OperatorAction):
+    dispute_id: str
+    reference: str
+    note: str | None = None
+
+    @field_validator("dispute_id", "reference")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _required_text(value, "dispute_id and reference")
+
+
+class DunningPause(OperatorAction):
+    """`pause_dunning` and `resume_dunning`."""
+
+    reason: str
+    until: datetime | None = None
+
+    @field_validator("reason")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _required_text(value, "reason")
+
+    @field_validator("until")
+    @classmethod
+    def _until_aware(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _aware(value, "until")
+
+
+class ExtendDueDate(OperatorAction):
+    invoice_id: str
+    due_on: date
+    reason: str
+
+    @field_validator("invoice_id", "reason")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _required_text(value, "invoice_id and reason")
+
+
+class WriteOff(OperatorAction):
+    invoice_id: str
+    amount: Money | None = None
+    reason: str
+
+    @field_validator("invoice_id", "reason")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _required_text(value, "invoice_id and reason")
+
+    @field_validator("amount")
+    @classmethod
+    def _positive(cls, value: Money | None) -> Money | None:
+        if value is not None and not value.is_positive:
+            raise ValueError("a write-off amount must be greater than zero")
+        return value
+
+
+class SuspendNow(OperatorAction):
+    reason: SuspensionReasonName
+    note: str
+
+    @field_validator("note")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _required_text(value, "note")
+
+
+class Reinstate(OperatorAction):
+    note: str
+
+    @field_validator("note")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _required_text(value, "note")
+
+
+class TimelineEntry(Message):
+    """One accepted operator action or lifecycle event, as the status's timeline shows it."""
+
+    at: datetime
+    action: str
+    detail: str
+    reference: str | None = None

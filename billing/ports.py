@@ -85,6 +85,7 @@ class CreditNoteRequest(PortModel):
     amount: Money
     reason: str
     known_invoice_ids: list[str] = Field(default_factory=list)
+    dispute_id: str | None = None  # the dispute it settles: all its credits together stay within the dispute
 
 
 class WriteOffRequest(PortModel):
@@ -94,6 +95,117 @@ class WriteOffRequest(PortModel):
     amount: Money | None = None  # absent: everything still outstanding on the invoice
     reason: str
     known_invoice_ids: list[str] = Field(default_factory=list)
+
+
+class AuditEntry(PortModel):
+    """An accepted operator action, written to the ledger's audit trail (idempotent by `action_id`)."""
+
+    action_id: str  # natural key: workflow id + the update's id
+    customer_id: str
+    action: str  # the update's name, e.g. "write_off"
+    reason: str  # the operator's reason or note
+    details: dict[str, str] = Field(default_factory=dict)
+    at: datetime
+
+
+class RescheduleInvoiceRequest(PortModel):
+    """`extend_due_date`: the invoice falls due later. Idempotent by `change_id`."""
+
+    change_id: str
+    customer_id: str
+    invoice_id: str
+    due_on: date
+    due_at: datetime
+    reason: str
+    known_invoice_ids: list[str] = Field(default_factory=list)
+
+
+class DisputeRecordRequest(PortModel):
+    """A dispute as the books keep it (idempotent by `dispute_id`)."""
+
+    dispute_id: str
+    customer_id: str
+    invoice_id: str
+    amount: Money
+    reason: str
+    opened_at: datetime
+
+
+EscalationStatus = Literal["case_sent", "filed", "resolved"]
+
+
+class EscalationChange(PortModel):
+    """A step in an escalation's life: the case sent to the desk, 21Vianet's reference, the answer.
+
+    Idempotent by `change_id`; every change is kept as history."""
+
+    change_id: str
+    customer_id: str
+    dispute_id: str
+    status: EscalationStatus
+    reference: str | None = None
+    note: str | None = None
+    at: datetime
+    case: EscalationCase | None = None  # with "case_sent": the case as sent
+
+
+class EscalationCaseRequest(PortModel):
+    customer_id: str
+    dispute_id: str
+    invoice_id: str
+
+
+class PaymentView(PortModel):
+    payment_id: str
+    amount: Money
+    received_at: datetime
+    allocations: list[Allocation] = Field(default_factory=list)
+
+
+class CreditView(PortModel):
+    credit_id: str
+    invoice_id: str
+    amount: Money
+    reason: str
+    posted_at: datetime
+    dispute_id: str | None = None  # credit notes: the dispute the credit settled, if any
+
+
+class EscalationCase(PortModel):
+    """Everything 21Vianet's support needs to review a billing dispute, from the books."""
+
+    customer: CustomerAccount
+    invoice: InvoiceBalance
+    invoice_lines: list[str] = Field(default_factory=list)  # the invoice's description lines, as issued
+    payments: list[PaymentView] = Field(default_factory=list)
+    credits: list[CreditView] = Field(default_factory=list)
+    write_offs: list[CreditView] = Field(default_factory=list)
+    dispute_id: str
+    dispute_reason: str
+    disputed_amount: Money
+    dispute_opened_at: datetime
+    notices: list[NoticeLogEntry] = Field(default_factory=list)  # every notice sent to the customer
+
+
+class EscalationHistoryEntry(PortModel):
+    change_id: str
+    status: EscalationStatus
+    reference: str | None = None
+    note: str | None = None
+    at: datetime
+
+
+class EscalationRecord(PortModel):
+    """An escalation as the books keep it: where it stands, the case as sent, and every change, oldest first."""
+
+    dispute_id: str
+    customer_id: str
+    status: EscalationStatus
+    reference: str | None = None  # 21Vianet's reference, once recorded
+    case: EscalationCase
+    opened_at: datetime  # when the case was sent
+    updated_at: datetime  # the latest change
+    history: list[EscalationHistoryEntry] = Field(default_factory=list)
 
 
 # --- mailer ---------------------------------------------------------------------------------------------
@@ -138,6 +250,9 @@ class NoticeRequest(PortModel):
     dispute: NoticeDispute | None = None  # dispute_received, dispute_resolved, escalation_case
     payments: list[Payment] = Field(default_factory=list)  # escalation_case: what the customer paid
     notices_sent: list[NoticeRecord] = Field(default_factory=list)  # escalation_case: notices so far
+    # escalation_case only: why the desk hears from us, and the case from the books to file with 21Vianet
+    desk_purpose: Literal["case", "chase", "desk_reminder", "fraud_review"] | None = None
+    escalation_case: EscalationCase | None = None
 
 
 class NoticeReceipt(PortModel):

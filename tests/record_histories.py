@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -26,8 +29,81 @@ from workflows.customer_billing import CustomerBilling
 HISTORIES = Path(__file__).parent / "histories"
 
 
-async def record_full_ladder(name: str) -> Path:
+Scenario = Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHandle[Any, Any]]]
+
+
+async def full_ladder(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle[Any, Any]:
     """Invoice → reminders → final notice → suspension → payment → reinstatement → close the loop."""
+    now = await env.get_current_time()
+    handle = await _issue(env, task_queue, "history-1", "INV-H-1", "5600.00", now + timedelta(days=1))
+    await env.sleep(timedelta(days=23))
+    await handle.signal("payment_received", _payment("history-1", "PAY-H-1", "5600.00", now + timedelta(days=23)))
+    return handle
+
+
+async def dispute_and_escalation(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle[Any, Any]:
+    """Invoice → dispute → desk reminder → escalation case → chases → 21Vianet's reference → credit → payment."""
+    now = await env.get_current_time()
+    handle = await _issue(env, task_queue, "history-2", "INV-H-2", "3000.00", now + timedelta(days=10))
+    dispute = {
+        "dispute_id": "D-H-2",
+        "customer_id": "history-2",
+        "invoice_id": "INV-H-2",
+        "reason": "seats cancelled in October still billed",
+        "amount": {"amount": "1200.00", "currency": "CNY"},
+    }
+    await handle.signal("dispute_opened", dispute)
+    await env.sleep(timedelta(days=6))
+    await handle.execute_update("escalate_dispute", {"dispute_id": "D-H-2", "note": "customer insists"})
+    await env.sleep(timedelta(days=2))
+    await handle.execute_update("record_escalation", {"dispute_id": "D-H-2", "reference": "21V-H-0001"})
+    await env.sleep(timedelta(days=2))
+    await handle.execute_update(
+        "resolve_escalation",
+        {
+            "dispute_id": "D-H-2",
+            "outcome": "credit",
+            "credit": {"amount": "1200.00", "currency": "CNY"},
+            "note": "21Vianet confirmed the cancellation",
+        },
+    )
+    await handle.signal("payment_received", _payment("history-2", "PAY-H-2", "1800.00", now + timedelta(days=10)))
+    return handle
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "customer_billing_full_ladder": full_ladder,
+    "customer_billing_dispute_escalation": dispute_and_escalation,
+}
+
+
+async def _issue(
+    env: WorkflowEnvironment, task_queue: str, customer_id: str, invoice_id: str, amount: str, due_at: datetime
+) -> WorkflowHandle[Any, Any]:
+    account = CustomerAccount(customer_id=customer_id, name="Lotus Trading", email="ap@lotus.example.cn")
+    invoice = Invoice(
+        invoice_id=invoice_id,
+        customer_id=customer_id,
+        amount=Money.of(amount, "CNY"),
+        issued_on=due_at.date() - timedelta(days=30),
+        due_on=due_at.date(),
+        due_at=due_at,
+    )
+    return await env.client.start_workflow(
+        CustomerBilling.run,
+        account,
+        id=f"customer-billing-{customer_id}",
+        task_queue=task_queue,
+        start_signal="invoice_issued",
+        start_signal_args=[invoice],
+    )
+
+
+def _payment(customer_id: str, payment_id: str, amount: str, at: datetime) -> Payment:
+    return Payment(payment_id=payment_id, customer_id=customer_id, amount=Money.of(amount, "CNY"), received_at=at)
+
+
+async def record(scenario: str, name: str) -> Path:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
     )
@@ -39,39 +115,16 @@ async def record_full_ladder(name: str) -> Path:
             task_queue="billing-history",
             ledger_url=f"sqlite:///{tmp}/ledger.db",
             outbox_dir=Path(tmp) / "outbox",
+            mail_from="billing@partner.example.cn",
+            escalation_email="escalations@partner.example.cn",
             partner_center_url=emulator.base_url,
             partner_center_token_url=emulator.token_url,
             partner_center_client_id=emulator.client_id,
             partner_center_client_secret=emulator.client_secret,
             policy_file=policy,
         )
-        now = await env.get_current_time()
-        account = CustomerAccount(customer_id="history-1", name="Lotus Trading", email="ap@lotus.example.cn")
-        invoice = Invoice(
-            invoice_id="INV-H-1",
-            customer_id="history-1",
-            amount=Money.of("5600.00", "CNY"),
-            issued_on=now.date(),
-            due_on=(now + timedelta(days=1)).date(),
-            due_at=now + timedelta(days=1),
-        )
         async with billing_worker(env.client, settings) as worker, worker:
-            handle = await env.client.start_workflow(
-                CustomerBilling.run,
-                account,
-                id="customer-billing-history-1",
-                task_queue=settings.task_queue,
-                start_signal="invoice_issued",
-                start_signal_args=[invoice],
-            )
-            await env.sleep(timedelta(days=23))
-            payment = Payment(
-                payment_id="PAY-H-1",
-                customer_id="history-1",
-                amount=Money.of("5600.00", "CNY"),
-                received_at=now + timedelta(days=23),
-            )
-            await handle.signal("payment_received", payment)
+            handle = await SCENARIOS[scenario](env, settings.task_queue)
             await handle.result()
             history = await handle.fetch_history()
     await env.shutdown()
@@ -81,8 +134,11 @@ async def record_full_ladder(name: str) -> Path:
 
 
 def main() -> int:
-    name = sys.argv[1] if len(sys.argv) > 1 else "customer_billing_full_ladder_v1"
-    print(asyncio.run(record_full_ladder(name)))
+    """python -m tests.record_histories SCENARIO NAME, e.g. customer_billing_dispute_escalation ..._v1"""
+    if len(sys.argv) != 3 or sys.argv[1] not in SCENARIOS:
+        print(f"usage: python -m tests.record_histories {{{','.join(SCENARIOS)}}} HISTORY_NAME", file=sys.stderr)
+        return 2
+    print(asyncio.run(record(sys.argv[1], sys.argv[2])))
     return 0
 
 

@@ -175,9 +175,7 @@ def test_data_deletion_warnings_carry_the_deletion_date_sixty_days_after_suspens
 
 
 def test_customer_time_zone_decides_business_hours():
-    berlin = CustomerAccount(
-        customer_id="C-2", name="Kunde", email="ap@kunde.example.de", time_zone="Europe/Berlin"
-    )
+    berlin = CustomerAccount(customer_id="C-2", name="Kunde", email="ap@kunde.example.de", time_zone="Europe/Berlin")
     d = driver(account=berlin)
     d.issue("INV-1", cny(500), DUE)
     d.run_until(DUE + days(30))
@@ -192,9 +190,7 @@ def test_quiet_hours_move_a_night_moment_to_the_next_business_morning():
     friday_night = datetime(2026, 12, 18, 20, 0, tzinfo=SHANGHAI)
     assert next_business_moment(friday_night, SHANGHAI, quiet) == datetime(2026, 12, 21, 9, tzinfo=SHANGHAI)
     weekend_allowed = QuietHours(business_days_only=False)
-    assert next_business_moment(friday_night, SHANGHAI, weekend_allowed) == datetime(
-        2026, 12, 19, 9, tzinfo=SHANGHAI
-    )
+    assert next_business_moment(friday_night, SHANGHAI, weekend_allowed) == datetime(2026, 12, 19, 9, tzinfo=SHANGHAI)
     inside = datetime(2026, 12, 18, 10, 30, tzinfo=SHANGHAI)
     assert next_business_moment(inside, SHANGHAI, quiet) == inside
     assert next_business_moment(friday_night, SHANGHAI, QuietHours(enabled=False)) == friday_night
@@ -204,9 +200,7 @@ def test_quiet_hours_move_a_night_moment_to_the_next_business_morning():
 
 zones = st.sampled_from(["Asia/Shanghai", "Asia/Hong_Kong", "Europe/Berlin", "America/New_York", "UTC"])
 amounts = st.decimals(min_value="0.01", max_value="50000", places=2).map(cny)
-moments = st.datetimes(
-    min_value=datetime(2026, 1, 1), max_value=datetime(2028, 12, 31), timezones=st.just(UTC)
-)
+moments = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2028, 12, 31), timezones=st.just(UTC))
 payment_plans = st.lists(st.tuples(st.integers(min_value=-5, max_value=90), amounts), max_size=4)
 
 

@@ -25,9 +25,7 @@ def cny(amount: str) -> Money:
 
 
 def account(customer_id: str, **extra: Any) -> CustomerAccount:
-    return CustomerAccount(
-        customer_id=customer_id, name="Lotus Trading", email="ap@lotus.example.cn", **extra
-    )
+    return CustomerAccount(customer_id=customer_id, name="Lotus Trading", email="ap@lotus.example.cn", **extra)
 
 
 def invoice(customer_id: str, invoice_id: str, amount: str, due_at: datetime) -> Invoice:
@@ -41,9 +39,7 @@ def invoice(customer_id: str, invoice_id: str, amount: str, due_at: datetime) ->
     )
 
 
-def payment(
-    customer_id: str, payment_id: str, amount: str, at: datetime, invoice_id: str | None = None
-) -> Payment:
+def payment(customer_id: str, payment_id: str, amount: str, at: datetime, invoice_id: str | None = None) -> Payment:
     return Payment(
         payment_id=payment_id,
         customer_id=customer_id,
@@ -79,9 +75,7 @@ async def test_invoice_paid_on_time_completes_without_close_the_loop(
     env = time_skipping_env
     now = await env.get_current_time()
     async with engine_factory(env.client) as engine:
-        handle = await engine.issue(
-            account("ontime"), invoice("ontime", "INV-T-1", "880.00", now + timedelta(days=10))
-        )
+        handle = await engine.issue(account("ontime"), invoice("ontime", "INV-T-1", "880.00", now + timedelta(days=10)))
         await handle.signal("payment_received", payment("ontime", "PAY-T-1", "880.00", now))
         result = await handle.result()
     assert result.stage is BillingStage.RESOLVED
@@ -98,13 +92,9 @@ async def test_full_ladder_to_suspension_then_payment_reinstates_and_closes_the_
 ):
     env = time_skipping_env
     now = await env.get_current_time()
-    partner_center_emulator.seed_tenant(
-        "ladder", {"sub-a": "active", "sub-b": "active", "sub-old": "suspended"}
-    )
+    partner_center_emulator.seed_tenant("ladder", {"sub-a": "active", "sub-b": "active", "sub-old": "suspended"})
     async with engine_factory(env.client) as engine:
-        handle = await engine.issue(
-            account("ladder"), invoice("ladder", "INV-L-1", "5600.00", now + timedelta(days=1))
-        )
+        handle = await engine.issue(account("ladder"), invoice("ladder", "INV-L-1", "5600.00", now + timedelta(days=1)))
         await env.sleep(timedelta(days=23))
         status = await engine.status("ladder")
         assert status.stage is BillingStage.SUSPENDED
@@ -117,9 +107,7 @@ async def test_full_ladder_to_suspension_then_payment_reinstates_and_closes_the_
             NoticeKind.FINAL_NOTICE,
             NoticeKind.SUSPENSION,
         ]
-        await handle.signal(
-            "payment_received", payment("ladder", "PAY-L-1", "5600.00", now + timedelta(days=23))
-        )
+        await handle.signal("payment_received", payment("ladder", "PAY-L-1", "5600.00", now + timedelta(days=23)))
         result = await handle.result()
     assert result.stage is BillingStage.RESOLVED
     assert notice_kinds(result)[-1] is NoticeKind.CLOSE_THE_LOOP
@@ -148,18 +136,14 @@ async def test_partial_payment_lowers_amount_due_without_resetting_the_ladder(
             account("partial"), invoice("partial", "INV-P-1", "1000.00", now + timedelta(days=1))
         )
         await env.sleep(timedelta(days=3))
-        await handle.signal(
-            "payment_received", payment("partial", "PAY-P-1", "400.00", now + timedelta(days=3))
-        )
+        await handle.signal("payment_received", payment("partial", "PAY-P-1", "400.00", now + timedelta(days=3)))
         await env.sleep(timedelta(days=13))
         status = await engine.status("partial")
         assert status.amount_due == cny("600.00")
         assert status.stage is BillingStage.FINAL_NOTICE
         reminders = [n for n in status.notices_sent if n.kind is NoticeKind.REMINDER]
         assert len(reminders) == 2  # +1D and +7D, each once: the payment did not restart the ladder
-        await handle.signal(
-            "payment_received", payment("partial", "PAY-P-2", "600.00", now + timedelta(days=16))
-        )
+        await handle.signal("payment_received", payment("partial", "PAY-P-2", "600.00", now + timedelta(days=16)))
         result = await handle.result()
     assert result.amount_due == cny("0.00")
     assert notice_kinds(result)[-1] is NoticeKind.CLOSE_THE_LOOP
@@ -171,12 +155,8 @@ async def test_second_invoice_joins_the_running_lifecycle(
     env = time_skipping_env
     now = await env.get_current_time()
     async with engine_factory(env.client) as engine:
-        first = await engine.issue(
-            account("joins"), invoice("joins", "INV-J-1", "300.00", now + timedelta(days=5))
-        )
-        second = await engine.issue(
-            account("joins"), invoice("joins", "INV-J-2", "700.00", now + timedelta(days=35))
-        )
+        first = await engine.issue(account("joins"), invoice("joins", "INV-J-1", "300.00", now + timedelta(days=5)))
+        second = await engine.issue(account("joins"), invoice("joins", "INV-J-2", "700.00", now + timedelta(days=35)))
         assert second.result_run_id == first.result_run_id
         status = await status_when(engine, "joins", lambda s: len(s.invoices) == 2)
         assert status.amount_due == cny("1000.00")
@@ -194,9 +174,7 @@ async def test_below_minimum_is_never_suspended(
     env = time_skipping_env
     now = await env.get_current_time()
     async with engine_factory(env.client) as engine:
-        handle = await engine.issue(
-            account("small"), invoice("small", "INV-S-1", "60.00", now + timedelta(days=1))
-        )
+        handle = await engine.issue(account("small"), invoice("small", "INV-S-1", "60.00", now + timedelta(days=1)))
         await env.sleep(timedelta(days=40))
         status = await engine.status("small")
         assert status.stage is BillingStage.OVERDUE
@@ -204,21 +182,15 @@ async def test_below_minimum_is_never_suspended(
         assert NoticeKind.SUSPENSION not in notice_kinds(status)
         assert NoticeKind.FINAL_NOTICE not in notice_kinds(status)
         assert partner_center_emulator.api_requests("PATCH") == []
-        await handle.signal(
-            "payment_received", payment("small", "PAY-S-1", "60.00", now + timedelta(days=40))
-        )
+        await handle.signal("payment_received", payment("small", "PAY-S-1", "60.00", now + timedelta(days=40)))
         await handle.result()
 
 
-async def test_repeated_payment_counts_once(
-    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
-):
+async def test_repeated_payment_counts_once(time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory):
     env = time_skipping_env
     now = await env.get_current_time()
     async with engine_factory(env.client) as engine:
-        handle = await engine.issue(
-            account("repeat"), invoice("repeat", "INV-R-1", "1000.00", now + timedelta(days=9))
-        )
+        handle = await engine.issue(account("repeat"), invoice("repeat", "INV-R-1", "1000.00", now + timedelta(days=9)))
         twice = payment("repeat", "PAY-R-1", "400.00", now)
         await handle.signal("payment_received", twice)
         await handle.signal("payment_received", twice)
@@ -241,9 +213,7 @@ async def test_invalid_signals_are_rejected_and_change_nothing(
             account("invalid"), invoice("invalid", "INV-I-1", "500.00", now + timedelta(days=9))
         )
         good = payment("invalid", "PAY-I-0", "1.00", now).model_dump(mode="json")
-        await handle.signal(
-            "payment_received", {**good, "payment_id": "PAY-I-1", "customer_id": "someone-else"}
-        )
+        await handle.signal("payment_received", {**good, "payment_id": "PAY-I-1", "customer_id": "someone-else"})
         await handle.signal(
             "payment_received",
             {**good, "payment_id": "PAY-I-2", "amount": {"amount": "-5", "currency": "CNY"}},
@@ -304,15 +274,11 @@ async def test_quiet_hours_and_weekends_hold_customer_notices(
         assert 9 <= local.hour < 18, notice
 
 
-async def test_continue_as_new_keeps_the_state(
-    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
-):
+async def test_continue_as_new_keeps_the_state(time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory):
     env = time_skipping_env
     now = await env.get_current_time()
     async with engine_factory(env.client, history_event_limit=20) as engine:
-        handle = await engine.issue(
-            account("long"), invoice("long", "INV-C-1", "2500.00", now + timedelta(days=1))
-        )
+        handle = await engine.issue(account("long"), invoice("long", "INV-C-1", "2500.00", now + timedelta(days=1)))
         first_run = handle.result_run_id
         await env.sleep(timedelta(days=16))
         status = await engine.status("long")
