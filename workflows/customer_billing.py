@@ -885,7 +885,7 @@ class CustomerBilling:
             desk_purpose=DESK_PURPOSE.get(step.kind),
             escalation_case=case,
             payments=_case_payments(case, state.account.customer_id),
-            notices_sent=list(state.notices) if kind is NoticeKind.ESCALATION_CASE else [],
+            notices_sent=_desk_notices(case, state) if kind is NoticeKind.ESCALATION_CASE else [],
         )
         receipt: NoticeReceipt = await workflow.execute_activity(
             "send_notice",
@@ -1074,6 +1074,17 @@ def _check(check: Callable[[], None], reference: str | None = None) -> None:
         check()
     except Refused as refusal:
         raise Refused(str(refusal), reference) from None
+
+
+def _desk_notices(case: EscalationCase | None, state: BillingState) -> list[NoticeRecord]:
+    """Every notice the customer got: from the ledger's notice log when there is a case (all runs), else
+    what this run sent."""
+    if case is None:
+        return list(state.notices)
+    return [
+        NoticeRecord(kind=entry.kind, at=entry.sent_at, invoice_id=entry.invoice_id, key=entry.key)
+        for entry in case.notices
+    ]
 
 
 def _case_payments(case: EscalationCase | None, customer_id: str) -> list[Payment]:
