@@ -1,5 +1,5 @@
 """The command line for finance staff and scripts: issue an invoice, report a payment, show a customer's
-billing status, or drive demo customers through the whole collections ladder.
+billing status, take an operator action (the contract's updates), or drive demo customers through the ladder.
 
 Run `python starter.py --help` (or `python starter.py COMMAND --help`) for examples.
 """
@@ -10,18 +10,20 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
-from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
+from billing.models import BillingStatus, CustomerAccount, Invoice, NoticeKind, Payment
 from billing.money import Money
+from billing.notices.preview import preview_command
+from billing.policy_document import policy_command
 from workflows.customer_billing import CustomerBilling
 
 EXAMPLES = """\
@@ -39,6 +41,15 @@ examples:
   # demo customers through the whole ladder in about a minute (worker on the demo policy: ./dev run --demo)
   python starter.py demo
 
+  # operator actions: each prints the new status, or the engine's refusal (exit status 1, nothing changed)
+  python starter.py record-payment --customer-id C-1001 --payment-id PAY-78 --amount 1234.50
+  python starter.py pause-dunning --customer-id C-1001 --reason "payment plan talks" \\
+      --until 2026-12-01T09:00:00+08:00
+  python starter.py write-off --customer-id C-1001 --invoice-id INV-2026-0001 --amount 100.00 \\
+      --reason "service credit"
+  python starter.py suspend-now --customer-id C-1001 --reason fraud_review --note "card chargeback"
+  (`python starter.py ACTION --help` shows each action's options and an example)
+
 Connection: TEMPORAL_ADDRESS (default localhost:7233), TEMPORAL_NAMESPACE (default),
 BILLING_TASK_QUEUE (billing); or the --address, --namespace and --task-queue options.
 """
@@ -54,9 +65,7 @@ def workflow_id(customer_id: str) -> str:
 
 async def connect(args: argparse.Namespace) -> Client:
     try:
-        return await Client.connect(
-            args.address, namespace=args.namespace, data_converter=pydantic_data_converter
-        )
+        return await Client.connect(args.address, namespace=args.namespace, data_converter=pydantic_data_converter)
     except RuntimeError as error:
         raise CommandError(
             f"cannot reach Temporal at {args.address} (namespace {args.namespace}): {error}\n"
@@ -73,6 +82,8 @@ async def issue_invoice(client: Client, task_queue: str, account: CustomerAccoun
         task_queue=task_queue,
         start_signal="invoice_issued",
         start_signal_args=[invoice],
+        # The UI's list shows it; ids only, no personal data.
+        static_summary=f"Billing lifecycle of customer {account.customer_id}",
     )
     return handle.result_run_id or handle.run_id or ""
 
@@ -102,6 +113,43 @@ async def fetch_status(client: Client, customer_id: str) -> BillingStatus:
         raise
 
 
+# An update waits for a worker to take it; without one it would wait for ever.
+OPERATOR_ACTION_TIMEOUT_SECONDS = 60
+
+
+async def send_operator_action(
+    client: Client, customer_id: str, update: str, payload: dict[str, object]
+) -> BillingStatus:
+    """Send one of the contract's updates; the engine's validator decides, and a refusal becomes the error."""
+    handle = client.get_workflow_handle(workflow_id(customer_id))
+    try:
+        return await asyncio.wait_for(
+            handle.execute_update(update, payload, result_type=BillingStatus), OPERATOR_ACTION_TIMEOUT_SECONDS
+        )
+    except WorkflowUpdateFailedError as error:
+        reason = getattr(error.cause, "message", None) or str(error.cause)
+        raise CommandError(f"{update} refused: {reason}\nnothing was changed") from None
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            raise CommandError(
+                f"customer {customer_id} has no open billing lifecycle ({error.message}); {update} was not applied"
+            ) from None
+        raise
+    except TimeoutError:
+        raise CommandError(
+            f"the engine did not answer {update} within {OPERATOR_ACTION_TIMEOUT_SECONDS}s: is worker.py running? "
+            f"The action may still be applied once a worker takes it; check with `starter.py status`"
+        ) from None
+
+
+def _paused(status: BillingStatus) -> str:
+    if not status.paused:
+        return "-"
+    if status.paused_until is None:
+        return "until resume-dunning"
+    return f"until {status.paused_until.isoformat(timespec='minutes')}"
+
+
 def status_table(status: BillingStatus) -> str:
     lines = [
         f"customer      {status.customer_id}",
@@ -109,10 +157,11 @@ def status_table(status: BillingStatus) -> str:
         f"amount due    {status.amount_due}",
         f"overdue       {status.overdue_amount or '-'}",
         f"oldest due on {status.oldest_due_on or '-'}",
-        f"next action   {status.next_action.kind.value} at {status.next_action.at.isoformat()}"
+        f"next action   {status.next_action.kind.value} at {status.next_action.at.isoformat(timespec='seconds')}"
         if status.next_action
         else "next action   -",
         f"suspended     {', '.join(status.suspended_subscription_ids) or '-'}",
+        f"paused        {_paused(status)}",
         "",
         f"{'invoice':<22} {'amount':>14} {'paid':>14} {'due on':<10}  state",
     ]
@@ -120,6 +169,15 @@ def status_table(status: BillingStatus) -> str:
         lines.append(
             f"{invoice.invoice_id:<22} {invoice.amount.amount!s:>14} {invoice.paid.amount!s:>14} "
             f"{invoice.due_on!s:<10}  {invoice.state.value}"
+        )
+    if status.disputes:
+        lines.append("")
+        lines.append(f"{'dispute':<22} {'invoice':<22} {'amount':>14}  state")
+        lines.extend(
+            f"{d.dispute_id:<22} {d.invoice_id:<22} {d.amount.amount!s:>14}  {d.state.value}"
+            + (f" (21Vianet ref {d.escalation_reference})" if d.escalation_reference else "")
+            + (f", {d.outcome}" if d.outcome else "")
+            for d in status.disputes
         )
     if status.notices_sent:
         lines.append("")
@@ -132,10 +190,225 @@ def status_table(status: BillingStatus) -> str:
         lines.append("")
         lines.append("rejected messages")
         lines.extend(
-            f"  {item.at.isoformat(timespec='seconds')}  {item.name}: {item.reason}"
-            for item in status.rejected
+            f"  {item.at.isoformat(timespec='seconds')}  {item.name}: {item.reason}" for item in status.rejected
+        )
+    if status.timeline:
+        lines.append("")
+        lines.append("timeline")
+        lines.extend(
+            f"  {entry.at.isoformat(timespec='seconds')}  {entry.action:<22} {entry.reference or ''}"
+            + (f"  {entry.detail}" if entry.detail else "")
+            for entry in status.timeline
         )
     return "\n".join(lines)
+
+
+# --- operator actions: one subcommand per update of the contract ----------------------------------------
+
+
+def _money(amount: str, currency: str) -> dict[str, str]:
+    return {"amount": amount, "currency": currency}
+
+
+def _optional(**fields: object) -> dict[str, object]:
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class OperatorCommand:
+    """A subcommand that sends one update: its options, and how they become the update's JSON payload."""
+
+    update: str
+    help: str
+    example: str
+    options: Callable[[argparse.ArgumentParser], None]
+    payload: Callable[[argparse.Namespace], dict[str, object]]
+
+    @property
+    def command(self) -> str:
+        return self.update.replace("_", "-")
+
+
+def _payment_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--payment-id", required=True, help="the bank's reference: a repeat counts once")
+    parser.add_argument("--amount", required=True, help="decimal amount, e.g. 1234.50")
+    parser.add_argument("--currency", default="CNY")
+    parser.add_argument("--received-at", type=_datetime, default=None, help="default: now")
+    parser.add_argument("--invoice-id", default=None, help="the invoice it pays (default: oldest first)")
+
+
+def _payment_payload(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "payment_id": args.payment_id,
+        "customer_id": args.customer_id,
+        "amount": _money(args.amount, args.currency),
+        "received_at": (args.received_at or datetime.now(UTC)).isoformat(),
+    } | _optional(invoice_id=args.invoice_id)
+
+
+def _pause_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", required=True, help="why, for the audit trail")
+    parser.add_argument(
+        "--until", type=_datetime, default=None, help="dunning resumes by itself then (default: at resume-dunning)"
+    )
+
+
+def _reason_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", required=True, help="why, for the audit trail")
+
+
+def _note_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--note", required=True, help="what was decided and why, for the audit trail")
+
+
+def _extend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--invoice-id", required=True)
+    parser.add_argument("--due-on", type=_date, required=True, help="the new due date YYYY-MM-DD")
+    _reason_option(parser)
+
+
+def _write_off_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--invoice-id", required=True)
+    parser.add_argument("--amount", default=None, help="decimal amount (default: all that is outstanding)")
+    parser.add_argument("--currency", default="CNY")
+    _reason_option(parser)
+
+
+def _write_off_payload(args: argparse.Namespace) -> dict[str, object]:
+    amount = _money(args.amount, args.currency) if args.amount is not None else None
+    return {"invoice_id": args.invoice_id, "reason": args.reason} | _optional(amount=amount)
+
+
+def _suspend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reason",
+        required=True,
+        choices=["non_payment", "fraud_review"],
+        help="fraud_review also sends the escalation desk a case and holds the account until reinstate",
+    )
+    _note_option(parser)
+
+
+def _resolution_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dispute-id", required=True)
+    parser.add_argument("--outcome", required=True, choices=["credit", "uphold"])
+    parser.add_argument("--credit", default=None, help="decimal amount credited (with --outcome credit)")
+    parser.add_argument("--currency", default="CNY")
+    _note_option(parser)
+
+
+def _resolution_payload(args: argparse.Namespace) -> dict[str, object]:
+    credit = _money(args.credit, args.currency) if args.credit is not None else None
+    return {"dispute_id": args.dispute_id, "outcome": args.outcome, "note": args.note} | _optional(credit=credit)
+
+
+def _escalate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dispute-id", required=True)
+    _note_option(parser)
+
+
+def _record_escalation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dispute-id", required=True)
+    parser.add_argument("--reference", required=True, help="the reference 21Vianet gave for the filed case")
+    parser.add_argument("--note", default=None)
+
+
+OPERATOR_COMMANDS = (
+    OperatorCommand(
+        "record_payment",
+        "record a payment and see the outcome (refused if it does not fit the account)",
+        "--customer-id C-1001 --payment-id PAY-78 --amount 1234.50 --invoice-id INV-2026-0001",
+        _payment_options,
+        _payment_payload,
+    ),
+    OperatorCommand(
+        "pause_dunning",
+        "pause reminders, final notice and suspension (until a moment, or until resume-dunning)",
+        '--customer-id C-1001 --reason "payment plan talks" --until 2026-12-01T09:00:00+08:00',
+        _pause_options,
+        lambda args: {"reason": args.reason} | _optional(until=args.until and args.until.isoformat()),
+    ),
+    OperatorCommand(
+        "resume_dunning",
+        "resume dunning that pause-dunning paused",
+        '--customer-id C-1001 --reason "talks failed"',
+        _reason_option,
+        lambda args: {"reason": args.reason},
+    ),
+    OperatorCommand(
+        "extend_due_date",
+        "give more time on one invoice; its ladder moves with the new date",
+        '--customer-id C-1001 --invoice-id INV-2026-0001 --due-on 2026-12-31 --reason "budget approval"',
+        _extend_options,
+        lambda args: {"invoice_id": args.invoice_id, "due_on": args.due_on.isoformat(), "reason": args.reason},
+    ),
+    OperatorCommand(
+        "write_off",
+        "write off (part of) an invoice in the ledger",
+        '--customer-id C-1001 --invoice-id INV-2026-0001 --amount 100.00 --reason "service credit"',
+        _write_off_options,
+        _write_off_payload,
+    ),
+    OperatorCommand(
+        "suspend_now",
+        "suspend the customer's active subscriptions in Partner Center at once",
+        '--customer-id C-1001 --reason non_payment --note "third broken promise"',
+        _suspend_options,
+        lambda args: {"reason": args.reason, "note": args.note},
+    ),
+    OperatorCommand(
+        "reinstate",
+        "reactivate the subscriptions this engine suspended (only those)",
+        '--customer-id C-1001 --note "payment plan agreed"',
+        _note_option,
+        lambda args: {"note": args.note},
+    ),
+    OperatorCommand(
+        "resolve_dispute",
+        "settle an open dispute without 21Vianet: credit (a credit note) or uphold",
+        '--customer-id C-1001 --dispute-id D-7 --outcome credit --credit 200.00 --note "duplicate seat"',
+        _resolution_options,
+        _resolution_payload,
+    ),
+    OperatorCommand(
+        "escalate_dispute",
+        "escalate a dispute to 21Vianet: the escalation desk gets the case for the Partner Center portal",
+        '--customer-id C-1001 --dispute-id D-7 --note "usage meter disagrees with the portal"',
+        _escalate_options,
+        lambda args: {"dispute_id": args.dispute_id, "note": args.note},
+    ),
+    OperatorCommand(
+        "record_escalation",
+        "record the reference 21Vianet gave for the filed case",
+        "--customer-id C-1001 --dispute-id D-7 --reference 2611240010001234",
+        _record_escalation_options,
+        lambda args: {"dispute_id": args.dispute_id, "reference": args.reference} | _optional(note=args.note),
+    ),
+    OperatorCommand(
+        "resolve_escalation",
+        "record 21Vianet's answer to an escalated dispute: credit or uphold",
+        '--customer-id C-1001 --dispute-id D-7 --outcome uphold --note "21Vianet confirmed the usage"',
+        _resolution_options,
+        _resolution_payload,
+    ),
+)
+OPERATOR_COMMANDS_BY_NAME = {operator.command: operator for operator in OPERATOR_COMMANDS}
+
+
+def add_operator_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for operator in OPERATOR_COMMANDS:
+        parser = commands.add_parser(
+            operator.command,
+            help=operator.help,
+            description=f"{operator.help[0].upper()}{operator.help[1:]}.\n"
+            f"Sends the update `{operator.update}`; prints the new status, or the engine's refusal "
+            "(exit status 1, nothing changed).",
+            epilog=f"example:\n  python starter.py {operator.command} {operator.example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.add_argument("--customer-id", required=True)
+        operator.options(parser)
+        parser.add_argument("--json", action="store_true", help="print the BillingStatus JSON")
 
 
 # --- the demo ------------------------------------------------------------------------------------------
@@ -176,9 +449,7 @@ DEMO_CUSTOMERS = (
         ((48, "5600.00"),),
         "reminders, FinalNotice, Suspended, pays: reinstated and close-the-loop",
     ),
-    DemoCustomer(
-        "never-pays", "Demo: never pays", "3200.00", 5, (), "stays Suspended; data deletion warnings follow"
-    ),
+    DemoCustomer("never-pays", "Demo: never pays", "3200.00", 5, (), "stays Suspended; data deletion warnings follow"),
     DemoCustomer(
         "partial-payer",
         "Demo: pays part",
@@ -203,9 +474,7 @@ async def run_demo(client: Client, task_queue: str, tag: str) -> None:
     print(f"demo run {tag}: {len(DEMO_CUSTOMERS)} customers; watch them at http://localhost:8233")
     for customer in DEMO_CUSTOMERS:
         customer_id = f"demo-{tag}-{customer.slug}"
-        account = CustomerAccount(
-            customer_id=customer_id, name=customer.name, email=f"{customer.slug}@demo.example.cn"
-        )
+        account = CustomerAccount(customer_id=customer_id, name=customer.name, email=f"{customer.slug}@demo.example.cn")
         due_at = start + timedelta(seconds=customer.due_in_seconds)
         invoice = Invoice(
             invoice_id=f"INV-{tag}-{customer.slug}",
@@ -269,17 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task-queue", default=os.environ.get("BILLING_TASK_QUEUE", "billing"))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    invoice = commands.add_parser(
-        "invoice", help="issue an invoice (starts or joins the customer's lifecycle)"
-    )
+    invoice = commands.add_parser("invoice", help="issue an invoice (starts or joins the customer's lifecycle)")
     invoice.add_argument("--customer-id", required=True)
     invoice.add_argument("--name", required=True, help="the customer's name as on the invoice")
     invoice.add_argument("--email", required=True, help="where billing notices go")
     invoice.add_argument("--locale", choices=["zh-CN", "en-US"], default="zh-CN")
     invoice.add_argument("--time-zone", default="Asia/Shanghai", help="IANA zone for business hours")
-    invoice.add_argument(
-        "--tenant-id", default="", help="Partner Center tenant id (default: the customer id)"
-    )
+    invoice.add_argument("--tenant-id", default="", help="Partner Center tenant id (default: the customer id)")
     invoice.add_argument("--invoice-id", required=True)
     invoice.add_argument("--amount", required=True, help="decimal amount, e.g. 1234.50")
     invoice.add_argument("--currency", default="CNY")
@@ -300,8 +565,36 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--customer-id", required=True)
     status.add_argument("--json", action="store_true", help="print the BillingStatus JSON")
 
+    add_operator_commands(commands)
+
     demo = commands.add_parser("demo", help="drive demo customers through the ladder (needs the demo policy)")
     demo.add_argument("--tag", default=None, help="suffix for the demo ids (default: the current time)")
+
+    # What customers read, rendered here from the policy and the BILLING_* branding settings: no Temporal needed.
+    policy = commands.add_parser("policy", help="the collections policy as customers read it")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    render = policy_commands.add_parser(
+        "render", help="render the policy document (zh-CN or en-US, Markdown or HTML) from the policy file"
+    )
+    render.add_argument("--locale", choices=["zh-CN", "en-US"], default="zh-CN")
+    render.add_argument("--format", choices=["md", "html"], default="md")
+    render.add_argument("--invoice-due", type=_date, default=None, help="YYYY-MM-DD: add that invoice's dates")
+    render.add_argument("--issued-on", type=_date, default=None, help="YYYY-MM-DD (default: 30 days before due)")
+    render.add_argument("--time-zone", default="Asia/Shanghai", help="IANA zone of the dates")
+    render.add_argument("--policy", default=None, help="policy TOML (default: BILLING_POLICY_FILE or built-in)")
+    render.add_argument("--out", default=None, help="file to write (default: standard output)")
+
+    notices = commands.add_parser("notices", help="preview the notices customers and staff receive")
+    notice_commands = notices.add_subparsers(dest="notices_command", required=True, metavar="ACTION")
+    preview = notice_commands.add_parser(
+        "preview", help="write a sample notice as the .eml the mailer sends and as an HTML file"
+    )
+    preview.add_argument(
+        "kind", choices=[*NoticeKind, "all"], metavar="KIND", help=f"{', '.join(NoticeKind)}, or all of them"
+    )
+    preview.add_argument("--locale", choices=["zh-CN", "en-US"], default="zh-CN")
+    preview.add_argument("--out", default="var/preview", help="folder for the files (default: var/preview)")
+    preview.add_argument("--policy", default=None, help="policy TOML (default: BILLING_POLICY_FILE or built-in)")
     return parser
 
 
@@ -340,12 +633,24 @@ async def execute(args: argparse.Namespace) -> None:
     elif args.command == "status":
         result = await fetch_status(client, args.customer_id)
         print(result.model_dump_json(indent=2) if args.json else status_table(result))
+    elif args.command in OPERATOR_COMMANDS_BY_NAME:
+        operator = OPERATOR_COMMANDS_BY_NAME[args.command]
+        result = await send_operator_action(client, args.customer_id, operator.update, operator.payload(args))
+        if args.json:
+            print(result.model_dump_json(indent=2))
+        else:
+            print(f"{operator.update} accepted for {workflow_id(args.customer_id)}\n")
+            print(status_table(result))
     elif args.command == "demo":
         await run_demo(client, args.task_queue, args.tag or datetime.now(UTC).strftime("%H%M%S"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "policy":
+        return policy_command(args)
+    if args.command == "notices":
+        return preview_command(args)
     try:
         asyncio.run(execute(args))
     except ValidationError as error:
@@ -365,4 +670,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # Skip interpreter finalization: the Temporal client's Rust threads can abort it with SIGABRT after the
+    # command succeeded ("PyGILState_Release ... finalizing", temporalio/sdk-python#300), and scripts act on
+    # the exit status.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
