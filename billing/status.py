@@ -132,11 +132,10 @@ def current_details(status: BillingStatus, time_zone: str) -> str:
     open_invoices = [invoice for invoice in status.invoices if invoice.outstanding.is_positive]
     if open_invoices:
         lines.append("")
-        lines.append("| Invoice | Amount | Outstanding | Due | State |")
-        lines.append("| --- | --- | --- | --- | --- |")
+        lines.append("**Open invoices:**")
         lines.extend(
-            f"| {invoice.invoice_id} | {invoice.amount} | {invoice.outstanding} | {invoice.due_on} "
-            f"| {invoice.state.value} |"
+            f"- {invoice.invoice_id}: {invoice.outstanding} outstanding of {invoice.amount}, due {invoice.due_on} "
+            f"({invoice.state.value})"
             for invoice in open_invoices
         )
     if status.rejected:

@@ -171,13 +171,23 @@ class CustomerBilling:
 
     # --- messages from other services ----------------------------------------------------------------
 
-    @workflow.signal(name="invoice_issued")
+    @workflow.signal(
+        name="invoice_issued",
+        description="An invoice issued to the customer (starts the lifecycle by signal-with-start). JSON: "
+        '{"invoice_id", "customer_id", "amount": {"amount": "1234.50", "currency": "CNY"}, "issued_on": '
+        '"2026-11-24", "due_on": "2026-12-24", "due_at"?, "description"?}. Invalid ones land in status.rejected.',
+    )
     def invoice_issued(self, invoice: Any) -> None:
         # Taken as raw JSON and validated here, so an invalid invoice is recorded in `rejected`
         # instead of being dropped by the SDK's decoder.
         self._inbox.append(InboxMessage(name="invoice_issued", payload=invoice, received_at=workflow.now()))
 
-    @workflow.signal(name="payment_received")
+    @workflow.signal(
+        name="payment_received",
+        description='A payment the bank reported. JSON: {"payment_id", "customer_id", "amount": {"amount", '
+        '"currency"}, "received_at": "2026-11-24T10:00:00+08:00", "invoice_id"?}; without invoice_id the oldest '
+        "invoice is paid first. A repeated payment_id counts once.",
+    )
     def payment_received(self, payment: Any) -> None:
         self._inbox.append(InboxMessage(name="payment_received", payload=payment, received_at=workflow.now()))
 
@@ -350,7 +360,11 @@ class CustomerBilling:
     def _validate_resolve_escalation(self, resolution: Any) -> None:
         self._refuse_unless(ResolveDispute, resolution, rules.check_resolve_escalation)
 
-    @workflow.query(name="status")
+    @workflow.query(
+        name="status",
+        description="The customer's billing status: stage, amounts, invoices, disputes, suspended subscriptions, "
+        "next action, notices sent, rejected messages, the timeline of operator actions and what it waits for.",
+    )
     def status(self) -> BillingStatus:
         state = self._require_state()
         return build_status(state, self._decide(), workflow.now())
@@ -395,8 +409,9 @@ class CustomerBilling:
         timeout = None if decision.wake_at is None else max(decision.wake_at - now, timedelta(seconds=1))
         summary = None
         if decision.step is not None:
-            what = decision.step.kind.value.replace("_", " ")
-            summary = f"Wait for the {what} at {decision.step.at:%Y-%m-%d %H:%M} UTC"
+            what = collections.NEXT_ACTION_OF_STEP[decision.step.kind].value.replace("_", " ")
+            target = f" for {decision.step.invoice_id}" if decision.step.invoice_id else ""
+            summary = f"Wait until the {what}{target} on {decision.step.at:%Y-%m-%d %H:%M} UTC"
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: bool(self._inbox), timeout=timeout, timeout_summary=summary)
 
