@@ -275,3 +275,32 @@ def test_forecast_is_what_the_core_then_does():
     d.run_until(DUE + days(90))
     assert predicted == [(step.key, at) for at, step in d.performed]
     assert predicted[-1][0].startswith("data-deletion-warning-2-")
+
+
+def test_desk_steps_go_out_at_night_while_customer_notices_wait_for_business_hours():
+    from billing.account_state import DisputeRecord
+
+    d = driver()
+    d.issue("INV-1", cny(500), DUE)
+    d.run_until(DUE - days(2))
+    friday_night = datetime(2026, 12, 18, 22, 0, tzinfo=SHANGHAI)
+    d.now = friday_night
+    d.state.disputes = [
+        DisputeRecord(
+            dispute_id="D-1",
+            invoice_id="INV-1",
+            amount=cny(500),
+            reason="r",
+            opened_at=friday_night,
+            state="escalated",
+            escalated_at=friday_night,
+        )
+    ]
+    d.run_until(friday_night + days(3))
+    moments: dict[StepKind, datetime] = {}
+    for at, step in d.performed:
+        moments.setdefault(step.kind, at.astimezone(SHANGHAI))  # the first of each kind
+    assert moments[StepKind.SEND_ESCALATION_CASE] == friday_night  # the desk: at once, Friday night
+    assert moments[StepKind.CHASE_ESCALATION_DESK] == friday_night + days(1)  # Saturday night too
+    # The customer hears of the dispute on Monday morning.
+    assert moments[StepKind.SEND_DISPUTE_RECEIVED] == datetime(2026, 12, 21, 9, 0, tzinfo=SHANGHAI)

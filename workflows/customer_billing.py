@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         EscalationChange,
         LifecycleSettings,
         NoticeDispute,
+        NoticeNextStep,
         NoticeReceipt,
         NoticeRequest,
         PaymentRecorded,
@@ -884,7 +885,7 @@ class CustomerBilling:
             invoices=invoices,
             amount_due=state.balance.amount_due,
             overdue_amount=state.overdue_amount(now),
-            next_step=step.then,
+            next_step=step.then or (self._ladder_outlook() if kind is NoticeKind.INVOICE else None),
             suspended_on=suspension.suspended_at.astimezone(state.account.zone).date() if suspension else None,
             data_deletion_on=collections.data_deletion_date(state),
             subscription_ids=(
@@ -916,6 +917,10 @@ class CustomerBilling:
         sent_at = workflow.now() if workflow.patched(PATCH_NOTICE_TIME) else receipt.sent_at
         state.record_notice(NoticeRecord(kind=kind, at=sent_at, invoice_id=step.invoice_id, key=step.key))
         workflow.logger.info("notice sent", extra={"key": receipt.key, "already_sent": receipt.already_sent})
+
+    def _ladder_outlook(self) -> NoticeNextStep | None:
+        """For the invoice notice: the date the ladder would suspend if nothing were paid."""
+        return next((step.then for step in self._decide().pending if step.then is not None), None)
 
     def _resolution(self) -> str:
         """How the issue was resolved, for the close-the-loop notice, e.g. "credit,21vianet_review"."""
