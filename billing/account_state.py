@@ -110,7 +110,6 @@ class BillingState(BaseModel):
     dunning_not_before: datetime | None = None  # grace after an upheld dispute: no dunning step sooner
     suspension_waived_for: list[str] = Field(default_factory=list)  # anchors an operator reinstated
     timeline: list[TimelineEntry] = Field(default_factory=list)
-    resolved: bool = False  # nothing owed, nothing open: the run may complete
 
     @classmethod
     def new(cls, account: CustomerAccount, currency: str) -> BillingState:

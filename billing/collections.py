@@ -11,7 +11,15 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from billing.account_state import BillingState, CollectionsIssue, Suspension, SuspensionReason
-from billing.models import BillingStage, NextAction, NextActionKind, NoticeKind, NoticeRecord, TimelineEntry
+from billing.models import (
+    STAGE_PRECEDENCE,
+    BillingStage,
+    NextAction,
+    NextActionKind,
+    NoticeKind,
+    NoticeRecord,
+    TimelineEntry,
+)
 from billing.policy import DATA_DELETION_AFTER_SUSPENSION, CollectionsPolicy
 from billing.ports import NoticeNextStep
 from billing.quiet_hours import next_business_moment
@@ -142,12 +150,6 @@ def _step(
 ) -> Step:
     at = _retry_floor(state, key, _adjust(kind, max(planned, now), state, policy))
     return Step(kind=kind, key=key, at=at, planned=planned, **extra)  # type: ignore[arg-type]
-
-
-def suspendable(state: BillingState, policy: CollectionsPolicy, now: datetime) -> bool:
-    """Enough undisputed money is overdue to suspend over it: never a paid-up or below-minimum account."""
-    overdue = state.dunnable_overdue_amount(now)
-    return overdue.is_positive and overdue >= policy.minimum_to_suspend
 
 
 def is_paused(state: BillingState, now: datetime) -> bool:
@@ -475,7 +477,6 @@ def observe(state: BillingState, now: datetime) -> None:
         state.issue_count += 1
     elif not overdue and state.issue is not None and not state.issue.customer_told and state.suspension is None:
         state.issue = None
-    state.resolved = is_settled(state)
 
 
 def mark_done(state: BillingState, step: Step) -> None:
@@ -489,23 +490,22 @@ def mark_done(state: BillingState, step: Step) -> None:
 
 
 def stage(state: BillingState, now: datetime) -> BillingStage:
-    """The first stage of the contract's precedence that holds."""
-    if state.suspension is not None:
-        return BillingStage.SUSPENDED
+    """The first stage of the contract's precedence (`STAGE_PRECEDENCE`) that holds."""
     open_disputes = state.open_disputes()
-    if any(dispute.escalated_at is not None for dispute in open_disputes):
-        return BillingStage.ESCALATED
-    if open_disputes:
-        return BillingStage.DISPUTED
-    if is_paused(state, now) and state.balance.amount_due.is_positive:
-        return BillingStage.PAUSED
-    if state.overdue_amount(now).is_positive:
-        if any(state.is_done(f"final-notice-{invoice.invoice_id}") for invoice in state.overdue_invoices(now)):
-            return BillingStage.FINAL_NOTICE
-        return BillingStage.OVERDUE
-    if state.balance.amount_due.is_positive:
-        return BillingStage.CURRENT
-    return BillingStage.RESOLVED
+    overdue = state.overdue_amount(now).is_positive
+    owed = state.balance.amount_due.is_positive
+    holds = {
+        BillingStage.SUSPENDED: state.suspension is not None,
+        BillingStage.ESCALATED: any(dispute.escalated_at is not None for dispute in open_disputes),
+        BillingStage.DISPUTED: bool(open_disputes),
+        BillingStage.PAUSED: is_paused(state, now) and owed,
+        BillingStage.FINAL_NOTICE: overdue
+        and any(state.is_done(f"final-notice-{invoice.invoice_id}") for invoice in state.overdue_invoices(now)),
+        BillingStage.OVERDUE: overdue,
+        BillingStage.CURRENT: owed,
+        BillingStage.RESOLVED: True,
+    }
+    return next(candidate for candidate in STAGE_PRECEDENCE if holds[candidate])
 
 
 def next_action(decision: Decision) -> NextAction | None:
