@@ -15,12 +15,14 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     Numeric,
     String,
     Table,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.types import TypeEngine
 
@@ -139,6 +141,14 @@ invoices = Table(
     CheckConstraint("paid >= 0 AND credited >= 0 AND written_off >= 0", name="settled_not_negative"),
     CheckConstraint("outstanding >= 0", name="outstanding_not_negative"),
     CheckConstraint("outstanding = amount - paid - credited - written_off", name="outstanding_adds_up"),
+    # The daily sweep's page of customers who owe something (revision 0004).
+    Index(
+        "ix_invoices_owed_by_customer",
+        "customer_id",
+        "due_at",
+        postgresql_where=text("outstanding > 0"),
+        sqlite_where=text("outstanding > 0"),
+    ),
 )
 
 payments = Table(
