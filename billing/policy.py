@@ -48,6 +48,34 @@ class EscalationRules(PolicyModel):
     chase_after: timedelta = timedelta(days=1)
 
 
+class PartnerPayableRules(PolicyModel):
+    """When the partner's finance team hears about a bill 21Vianet issued to the partner (`PartnerPayable`).
+
+    `reminders` count from `remind_at` on the due date in the partner's time zone (negative or zero: on or
+    before it); once overdue, a reminder follows every `overdue_every` until the bill is paid.
+    """
+
+    reminders: tuple[timedelta, ...] = (timedelta(days=-7), timedelta(days=-1))
+    overdue_every: timedelta = timedelta(days=7)
+    remind_at: time = time(9, 0)
+
+    @field_validator("reminders")
+    @classmethod
+    def _reminders_before_due(cls, value: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
+        if list(value) != sorted(set(value)):
+            raise ValueError("reminders must be distinct and in ascending order")
+        if any(offset > timedelta(0) for offset in value):
+            raise ValueError("reminders come on or before the due date (e.g. -P7D); overdue_every covers the rest")
+        return value
+
+    @field_validator("overdue_every")
+    @classmethod
+    def _overdue_every_positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration such as P7D")
+        return value
+
+
 class CollectionsPolicy(PolicyModel):
     """Offsets count from the moment the oldest unpaid invoice fell due (negative: before it)."""
 
@@ -60,6 +88,7 @@ class CollectionsPolicy(PolicyModel):
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
     dispute: DisputeRules = Field(default_factory=DisputeRules)
     escalation: EscalationRules = Field(default_factory=EscalationRules)
+    partner_payable: PartnerPayableRules = Field(default_factory=PartnerPayableRules)
 
     @field_validator("currency")
     @classmethod

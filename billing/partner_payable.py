@@ -1,0 +1,423 @@
+"""The partner's own bill from 21Vianet: when it falls due, what lateness costs, and when finance is reminded.
+
+Pure functions of a `PayableState`, like the collections core: the `PartnerPayable` workflow asks `decide()`,
+sleeps until the step is due (or a payment is recorded), sends the reminder and records it with `mark_done()`.
+
+21Vianet's terms, as the seed states them: monthly invoices, net 30 days from the invoice date, late payment
+charged at 1.5% a month, and a delinquent partner account blocked from new orders until it pays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from billing.models import DEFAULT_TIME_ZONE, BillingStage, Locale, Message, NoticeRecord
+from billing.money import Money, minor_units
+from billing.policy import PartnerPayableRules
+
+PAYMENT_TERM = timedelta(days=30)
+LATE_CHARGE_PER_MONTH = Decimal("0.015")
+# The late charge is pro-rated per day over 30-day months: one day late costs 0.05% of what is outstanding.
+DAYS_PER_MONTH = 30
+
+
+def workflow_id(invoice_id: str) -> str:
+    """The contract's id of the payable for 21Vianet's invoice `invoice_id`."""
+    return f"partner-payable-{invoice_id}"
+
+
+class PartnerInvoice(Message):
+    """An invoice 21Vianet issued to the partner, as Partner Center's `GET /v1/invoices` lists it.
+
+    `amount` is its `totalCharges` and `paid` what Partner Center already shows as paid, both in the invoice's
+    own `currencyCode`: the currency is read from the invoice, never assumed.
+    """
+
+    invoice_id: str
+    invoice_date: date
+    amount: Money
+    paid: Money
+    billing_period_start: date | None = None
+    billing_period_end: date | None = None
+    invoice_type: str | None = None  # "Recurring" or "OneTime" in Partner Center's words
+    description: str | None = None
+
+    @field_validator("invoice_id")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _required_text(value, "invoice_id")
+
+    @model_validator(mode="after")
+    def _amounts_agree(self) -> PartnerInvoice:
+        if not self.amount.is_positive:
+            raise ValueError(f"invoice {self.invoice_id}: a payable amount must be greater than zero")
+        if self.paid.currency != self.amount.currency:
+            raise ValueError(
+                f"invoice {self.invoice_id}: paid is in {self.paid.currency}, the invoice in {self.amount.currency}"
+            )
+        if self.paid.amount < 0 or self.paid > self.amount:
+            raise ValueError(f"invoice {self.invoice_id}: paid {self.paid} is not between zero and {self.amount}")
+        return self
+
+    @property
+    def currency(self) -> str:
+        return self.amount.currency
+
+    @property
+    def due_on(self) -> date:
+        """Net 30: the last day to pay is 30 days after the invoice date."""
+        return self.invoice_date + PAYMENT_TERM
+
+
+class PartnerPayment(Message):
+    """Update `record_partner_payment`: money the partner paid 21Vianet against this invoice."""
+
+    payment_id: str
+    amount: Money
+    paid_on: date
+    reference: str | None = None  # the bank's or 21Vianet's reference of the transfer
+
+    @field_validator("payment_id")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _required_text(value, "payment_id")
+
+    @field_validator("amount")
+    @classmethod
+    def _positive(cls, value: Money) -> Money:
+        if not value.is_positive:
+            raise ValueError("a payment amount must be greater than zero")
+        return value
+
+    @field_validator("reference")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return (value or "").strip() or None
+
+
+class PayableRefused(ValueError):
+    """The payment cannot be recorded against this payable as it stands; nothing was changed."""
+
+
+class ReminderKind(StrEnum):
+    BEFORE_DUE = "before_due"
+    OVERDUE = "overdue"
+    PAID = "paid"  # the closing notice: paid in full, the reminders stop
+
+
+@dataclass(frozen=True)
+class Reminder:
+    """One notice to finance: `key` is unique within the payable and never sent twice."""
+
+    key: str
+    kind: ReminderKind
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Decision:
+    step: Reminder | None  # the next notice; `step.at` is its moment on the ladder
+    wake_at: datetime | None  # when to send it (later than `step.at` after a failed attempt)
+    finished: bool  # paid in full and the closing notice sent (or given up on)
+
+
+class StepFailure(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    attempts: int
+    retry_at: datetime
+    error: str
+
+
+class PayableState(BaseModel):
+    """Everything the workflow knows about one payable; carried whole across continue-as-new."""
+
+    invoice: PartnerInvoice
+    time_zone: str = DEFAULT_TIME_ZONE
+    locale: Locale = "zh-CN"
+    payments: list[PartnerPayment] = Field(default_factory=list)
+    notices: list[NoticeRecord] = Field(default_factory=list)
+    # The ladder moment of the last reminder sent: it and every earlier one are done (or passed over).
+    reminded_through: datetime | None = None
+    closing_sent: bool = False
+    failures: dict[str, StepFailure] = Field(default_factory=dict)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+    @property
+    def paid(self) -> Money:
+        paid = self.invoice.paid
+        for payment in self.payments:
+            paid = paid + payment.amount
+        return paid
+
+    @property
+    def outstanding(self) -> Money:
+        return self.invoice.amount - self.paid
+
+    @property
+    def due_at(self) -> datetime:
+        """The moment the bill is late: the end of the due date in the partner's time zone."""
+        return datetime.combine(self.invoice.due_on + timedelta(days=1), time(0), tzinfo=self.zone)
+
+    def today(self, now: datetime) -> date:
+        return now.astimezone(self.zone).date()
+
+    def payment(self, payment_id: str) -> PartnerPayment | None:
+        return next((p for p in self.payments if p.payment_id == payment_id), None)
+
+
+# --- money ----------------------------------------------------------------------------------------------
+
+
+def late_charge(state: PayableState, on: date) -> Money:
+    """The late charge accrued by the end of `on`, at 1.5% a month, pro-rated per day over 30-day months.
+
+    Each day after the due date, up to and including `on`, accrues 0.05% (1.5% / 30) of what was still
+    outstanding that day; a payment stops the accrual on its part from the day it was paid (`paid_on`). What
+    Partner Center already showed as paid when the invoice was found counts as paid from the invoice date.
+    Simple interest, never compounded; the sum is rounded once, half up, to the currency's minor unit.
+
+    This is the engine's estimate for planning: 21Vianet's own statement of the late charge is what is owed.
+    """
+    invoice = state.invoice
+    outstanding = invoice.amount.amount - invoice.paid.amount
+    payments = sorted(state.payments, key=lambda p: p.paid_on)
+    day_amounts = Decimal(0)  # the sum over the late days of what was outstanding that day
+    day = invoice.due_on + timedelta(days=1)
+    end = on + timedelta(days=1)
+    index = 0
+    while day < end and outstanding > 0:
+        while index < len(payments) and payments[index].paid_on <= day:
+            outstanding -= payments[index].amount.amount
+            index += 1
+        # Nothing changes until the next payment (or the end): count those days at once.
+        until = min(payments[index].paid_on, end) if index < len(payments) else end
+        day_amounts += max(outstanding, Decimal(0)) * (until - day).days
+        day = until
+    charge = day_amounts * LATE_CHARGE_PER_MONTH / DAYS_PER_MONTH
+    exponent = Decimal(1).scaleb(-minor_units(invoice.currency))
+    return Money(amount=charge.quantize(exponent, rounding=ROUND_HALF_UP), currency=invoice.currency)
+
+
+def days_overdue(state: PayableState, on: date) -> int:
+    return max((on - state.invoice.due_on).days, 0)
+
+
+# --- the ladder -----------------------------------------------------------------------------------------
+
+
+def stage(state: PayableState, now: datetime) -> BillingStage:
+    """The contract's stage names: `Current` before the due moment, `Overdue` after it, `Resolved` once paid."""
+    if not state.outstanding.is_positive:
+        return BillingStage.RESOLVED
+    return BillingStage.OVERDUE if now >= state.due_at else BillingStage.CURRENT
+
+
+def _anchor(state: PayableState, rules: PartnerPayableRules) -> datetime:
+    return datetime.combine(state.invoice.due_on, rules.remind_at, tzinfo=state.zone)
+
+
+def _before_due(state: PayableState, rules: PartnerPayableRules) -> list[Reminder]:
+    anchor = _anchor(state, rules)
+    prefix = workflow_id(state.invoice.invoice_id)
+    return [
+        Reminder(f"{prefix}/before/{_offset_label(offset)}", ReminderKind.BEFORE_DUE, anchor + offset)
+        for offset in rules.reminders
+    ]
+
+
+def _overdue(state: PayableState, rules: PartnerPayableRules, rung: int) -> Reminder:
+    """The overdue reminders fall every `overdue_every` after `remind_at` on the due date, once it is late."""
+    at = _anchor(state, rules) + rules.overdue_every * rung
+    return Reminder(f"{workflow_id(state.invoice.invoice_id)}/overdue/{rung}", ReminderKind.OVERDUE, at)
+
+
+def _first_overdue_rung(state: PayableState, rules: PartnerPayableRules) -> int:
+    late_after = state.due_at - _anchor(state, rules)
+    return max(1, -(-late_after // rules.overdue_every))  # the first rung at or after the due moment
+
+
+def latest_due(state: PayableState, rules: PartnerPayableRules, now: datetime) -> Reminder | None:
+    """The latest reminder of the ladder whose moment is `now` or earlier."""
+    first = _first_overdue_rung(state, rules)
+    if _overdue(state, rules, first).at <= now:
+        rung = (now - _anchor(state, rules)) // rules.overdue_every
+        return _overdue(state, rules, max(rung, first))
+    due = [reminder for reminder in _before_due(state, rules) if reminder.at <= now]
+    return due[-1] if due else None
+
+
+def next_after(state: PayableState, rules: PartnerPayableRules, moment: datetime) -> Reminder:
+    """The first reminder of the ladder strictly after `moment` (the overdue ones never run out)."""
+    later = [reminder for reminder in _before_due(state, rules) if reminder.at > moment]
+    if later:
+        return later[0]
+    rung = (moment - _anchor(state, rules)) // rules.overdue_every + 1
+    return _overdue(state, rules, max(rung, _first_overdue_rung(state, rules)))
+
+
+def decide(state: PayableState, rules: PartnerPayableRules, now: datetime) -> Decision:
+    """The next notice to send, and when to look again.
+
+    Unpaid: the latest reminder already due and not yet sent goes now, and those it passed over are never sent
+    (an invoice found late gets one reminder, not a burst); otherwise the next one on the ladder. Paid in
+    full: the closing notice once, then the payable is finished.
+    """
+    if not state.outstanding.is_positive:
+        if state.closing_sent:
+            return Decision(step=None, wake_at=None, finished=True)
+        closing = Reminder(f"{workflow_id(state.invoice.invoice_id)}/paid", ReminderKind.PAID, now)
+        return _with_retry(state, closing)
+    through = state.reminded_through
+    due = latest_due(state, rules, now)
+    if due is not None and (through is None or due.at > through):
+        return _with_retry(state, due)
+    return _with_retry(state, next_after(state, rules, max(now, through or now)))
+
+
+def _with_retry(state: PayableState, step: Reminder) -> Decision:
+    failure = state.failures.get(step.key)
+    return Decision(step=step, wake_at=max(step.at, failure.retry_at) if failure else step.at, finished=False)
+
+
+def mark_done(state: PayableState, step: Reminder) -> None:
+    """Record `step` as sent: it and every reminder of the ladder before it are done."""
+    if step.kind is ReminderKind.PAID:
+        state.closing_sent = True
+    else:
+        state.reminded_through = max(step.at, state.reminded_through or step.at)
+    state.failures = {key: failure for key, failure in state.failures.items() if key != step.key}
+
+
+# --- what finance and operators see ------------------------------------------------------------------
+
+
+class PartnerPayableStatus(Message):
+    """Query `status` and the result of `record_partner_payment`."""
+
+    invoice_id: str
+    stage: BillingStage
+    invoice_date: date
+    due_on: date
+    amount: Money
+    paid: Money
+    amount_due: Money  # what is still outstanding on the invoice
+    days_overdue: int = 0
+    late_charge: Money  # accrued by today at 1.5% a month (the engine's estimate; 21Vianet bills it)
+    late_charge_as_of: date
+    late_charge_rate_per_month: Decimal = LATE_CHARGE_PER_MONTH
+    next_reminder_at: datetime | None = None
+    payments: list[PartnerPayment] = Field(default_factory=list)
+    notices_sent: list[NoticeRecord] = Field(default_factory=list)
+    description: str | None = None
+
+
+def build_status(state: PayableState, rules: PartnerPayableRules, now: datetime) -> PartnerPayableStatus:
+    today = state.today(now)
+    decision = decide(state, rules, now)
+    reminding = decision.step is not None and decision.step.kind is not ReminderKind.PAID
+    return PartnerPayableStatus(
+        invoice_id=state.invoice.invoice_id,
+        stage=stage(state, now),
+        invoice_date=state.invoice.invoice_date,
+        due_on=state.invoice.due_on,
+        amount=state.invoice.amount,
+        paid=state.paid,
+        amount_due=state.outstanding,
+        days_overdue=days_overdue(state, today) if state.outstanding.is_positive else 0,
+        late_charge=late_charge(state, today),
+        late_charge_as_of=today,
+        next_reminder_at=decision.wake_at if reminding else None,
+        payments=list(state.payments),
+        notices_sent=list(state.notices),
+        description=state.invoice.description,
+    )
+
+
+def current_details(status: PartnerPayableStatus) -> str:
+    """Markdown for the Temporal UI: the bill at a glance. Ids and amounts only."""
+    lines = [
+        f"**Stage:** {status.stage.value}",
+        f"**21Vianet invoice:** {status.invoice_id} of {status.invoice_date} ({status.amount})",
+        f"**Outstanding:** {status.amount_due} of {status.amount}, due {status.due_on}",
+    ]
+    if status.late_charge.is_positive:
+        lines.append(
+            f"**Late charge accrued:** {status.late_charge} by {status.late_charge_as_of} "
+            f"({status.days_overdue} days overdue, 1.5% a month)"
+        )
+    if status.next_reminder_at is not None:
+        lines.append(f"**Next reminder to finance:** {status.next_reminder_at.isoformat(timespec='minutes')} (UTC)")
+    if status.payments:
+        lines.append("")
+        lines.append("**Payments recorded:**")
+        lines.extend(
+            f"- {p.payment_id}: {p.amount} on {p.paid_on}" + (f" (ref {p.reference})" if p.reference else "")
+            for p in status.payments
+        )
+    return "\n".join(lines)
+
+
+# --- recording a payment --------------------------------------------------------------------------------
+
+
+def check_payment(state: PayableState, payment: PartnerPayment, today: date) -> bool:
+    """Raise `PayableRefused` with a sentence finance understands, or say whether the payment is new.
+
+    A repeated `payment_id` with the same amount and date counts once (False: nothing to record again).
+    """
+    invoice = state.invoice
+    known = state.payment(payment.payment_id)
+    if known is not None:
+        if known.amount != payment.amount or known.paid_on != payment.paid_on:
+            raise PayableRefused(
+                f"payment {payment.payment_id} is already recorded as {known.amount} paid on {known.paid_on}; "
+                "a different payment needs its own payment_id"
+            )
+        return False
+    if payment.amount.currency != invoice.currency:
+        raise PayableRefused(
+            f"the payment is in {payment.amount.currency}, but 21Vianet's invoice {invoice.invoice_id} is in "
+            f"{invoice.currency}: record the amount in {invoice.currency}, as it was credited against the invoice"
+        )
+    outstanding = state.outstanding
+    if not outstanding.is_positive:
+        raise PayableRefused(f"invoice {invoice.invoice_id} is already paid in full; there is nothing left to pay")
+    if payment.amount > outstanding:
+        raise PayableRefused(
+            f"cannot record {payment.amount}: only {outstanding} is outstanding on 21Vianet's invoice "
+            f"{invoice.invoice_id} (a late charge is billed by 21Vianet separately, not against this invoice)"
+        )
+    if payment.paid_on > today:
+        raise PayableRefused(f"paid_on {payment.paid_on} is in the future (today is {today}); record it once paid")
+    if payment.paid_on < invoice.invoice_date:
+        raise PayableRefused(
+            f"paid_on {payment.paid_on} is before the invoice date {invoice.invoice_date}; check the date"
+        )
+    return True
+
+
+def _required_text(value: str, what: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    return value
+
+
+def _offset_label(offset: timedelta) -> str:
+    """A stable key part for an offset, e.g. -P7D or -PT3600S."""
+    sign = "-" if offset < timedelta(0) else ""
+    offset = abs(offset)
+    if not offset.seconds and not offset.microseconds:
+        return f"{sign}P{offset.days}D"
+    return f"{sign}P{offset.days}DT{offset.seconds}S" if offset.days else f"{sign}PT{offset.seconds}S"

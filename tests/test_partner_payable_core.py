@@ -1,0 +1,318 @@
+"""The partner's bill from 21Vianet: due date, late charge, reminder ladder and payment checks (pure, fast)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from billing.models import BillingStage
+from billing.money import Money
+from billing.partner_payable import (
+    PartnerInvoice,
+    PartnerPayment,
+    PayableRefused,
+    PayableState,
+    ReminderKind,
+    build_status,
+    check_payment,
+    current_details,
+    decide,
+    late_charge,
+    mark_done,
+    stage,
+)
+from billing.policy import PartnerPayableRules, PolicyError, parse_policy
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+RULES = PartnerPayableRules()
+
+
+def invoice(amount: str = "30000.00", currency: str = "CNY", paid: str = "0", on: date = date(2026, 11, 1)):
+    return PartnerInvoice(
+        invoice_id="G000123456",
+        invoice_date=on,
+        amount=Money.of(amount, currency),
+        paid=Money.of(paid, currency),
+    )
+
+
+def state(**fields: object) -> PayableState:
+    return PayableState(invoice=fields.pop("invoice", invoice()), **fields)  # type: ignore[arg-type]
+
+
+def payment(payment_id: str, amount: str, paid_on: date, currency: str = "CNY") -> PartnerPayment:
+    return PartnerPayment(payment_id=payment_id, amount=Money.of(amount, currency), paid_on=paid_on)
+
+
+def local(day: date, hour: int = 9) -> datetime:
+    return datetime.combine(day, time(hour), tzinfo=SHANGHAI)
+
+
+# --- due date and stage -------------------------------------------------------------------------------------
+
+
+def test_a_21vianet_invoice_falls_due_30_days_after_its_date_at_the_end_of_that_day_in_shanghai() -> None:
+    payable = state()
+
+    assert payable.invoice.due_on == date(2026, 12, 1)
+    assert payable.due_at == datetime(2026, 12, 2, 0, 0, tzinfo=SHANGHAI)
+
+
+def test_stage_is_current_before_the_due_moment_overdue_after_and_resolved_once_paid() -> None:
+    payable = state()
+
+    assert stage(payable, local(date(2026, 12, 1), 23)) is BillingStage.CURRENT
+    assert stage(payable, local(date(2026, 12, 2), 0)) is BillingStage.OVERDUE
+    payable.payments = [payment("P-1", "30000.00", date(2026, 12, 3))]
+    assert stage(payable, local(date(2026, 12, 3))) is BillingStage.RESOLVED
+
+
+# --- the late charge ----------------------------------------------------------------------------------------
+
+
+def test_no_late_charge_up_to_and_on_the_due_date() -> None:
+    assert late_charge(state(), date(2026, 12, 1)) == Money.of("0", "CNY")
+
+
+def test_late_charge_is_one_and_a_half_percent_for_a_30_day_month_late() -> None:
+    # 30 days after the due date: exactly one month at 1.5% of 30,000.00.
+    assert late_charge(state(), date(2026, 12, 31)) == Money.of("450.00", "CNY")
+
+
+def test_late_charge_is_pro_rated_per_day_and_rounded_half_up_to_the_fen() -> None:
+    payable = state(invoice=invoice("12345.67"))
+
+    # 7 days × 12,345.67 × 0.015 / 30 = 43.209845 → 43.21
+    assert late_charge(payable, date(2026, 12, 8)) == Money.of("43.21", "CNY")
+
+
+def test_a_part_payment_stops_the_charge_on_its_part_from_the_day_it_was_paid() -> None:
+    payable = state(payments=[payment("P-1", "20000.00", date(2026, 12, 11))])
+
+    # 9 days on 30,000 (2–10 Dec), then 20 days on 10,000 (11–30 Dec): (270,000 + 200,000) × 0.0005
+    assert late_charge(payable, date(2026, 12, 30)) == Money.of("235.00", "CNY")
+
+
+def test_the_charge_stops_growing_once_paid_in_full_but_what_accrued_stays() -> None:
+    payable = state(payments=[payment("P-1", "30000.00", date(2026, 12, 5))])
+
+    accrued = late_charge(payable, date(2026, 12, 5))
+    assert accrued == Money.of("45.00", "CNY")  # 3 days (2–4 Dec) × 30,000 × 0.0005
+    assert late_charge(payable, date(2027, 3, 1)) == accrued
+
+
+def test_the_late_charge_is_in_the_invoice_currency_with_its_minor_units() -> None:
+    payable = state(invoice=invoice("1000001", "JPY"))
+
+    charge = late_charge(payable, date(2026, 12, 2))
+    assert charge == Money.of("500", "JPY")  # 1,000,001 × 0.0005 = 500.0005 → 500 yen, no decimals
+    assert late_charge(state(invoice=invoice("1000.00", "USD")), date(2026, 12, 2)).currency == "USD"
+
+
+amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("10000000"), places=2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    amount=amounts,
+    parts=st.lists(st.tuples(st.integers(1, 100), st.integers(0, 120)), max_size=5),
+    days_late=st.integers(0, 400),
+)
+def test_late_charge_never_negative_never_more_than_the_full_rate_and_never_falls_with_time(
+    amount: Decimal, parts: list[tuple[int, int]], days_late: int
+) -> None:
+    total = Money.of(amount, "CNY")
+    payments = []
+    left = total.amount
+    for n, (share, day) in enumerate(parts):
+        part = (left * share / 100).quantize(Decimal("0.01"))
+        if part <= 0:
+            continue
+        left -= part
+        payments.append(payment(f"P-{n}", str(part), date(2026, 11, 1) + timedelta(days=day)))
+    payable = state(invoice=invoice(str(amount)), payments=payments)
+    on = date(2026, 12, 1) + timedelta(days=days_late)
+
+    charge = late_charge(payable, on)
+    later = late_charge(payable, on + timedelta(days=1))
+
+    assert charge.currency == "CNY"
+    assert Decimal(0) <= charge.amount
+    # Never more than 1.5% a month on the whole invoice, give or take the final rounding.
+    assert charge.amount <= amount * Decimal("0.015") * days_late / 30 + Decimal("0.005")
+    assert later >= charge
+
+
+@settings(max_examples=200, deadline=None)
+@given(amount=amounts, first=st.integers(1, 99), paid_day=st.integers(0, 60))
+def test_recorded_payments_and_outstanding_always_add_up_to_the_invoice(
+    amount: Decimal, first: int, paid_day: int
+) -> None:
+    payable = state(invoice=invoice(str(amount)))
+    part = (amount * first / 100).quantize(Decimal("0.01"))
+    today = date(2027, 6, 1)
+    for n, value in enumerate([part, amount - part]):
+        if value <= 0:
+            continue
+        candidate = payment(f"P-{n}", str(value), date(2026, 11, 1) + timedelta(days=paid_day))
+        assert check_payment(payable, candidate, today)
+        payable.payments = [*payable.payments, candidate]
+        assert payable.paid + payable.outstanding == payable.invoice.amount
+
+    assert payable.outstanding.is_zero
+    with pytest.raises(PayableRefused):
+        check_payment(payable, payment("P-late", "0.01", today), today)
+
+
+# --- the reminder ladder ------------------------------------------------------------------------------------
+
+
+def test_reminders_go_7_days_and_1_day_before_the_due_date_then_weekly_while_overdue() -> None:
+    payable = state()
+    sent = []
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    while len(sent) < 5:
+        decision = decide(payable, RULES, now)
+        assert decision.step is not None and decision.wake_at is not None
+        now = max(now, decision.wake_at)
+        mark_done(payable, decision.step)
+        sent.append((decision.step.kind, decision.step.at))
+
+    assert sent == [
+        (ReminderKind.BEFORE_DUE, local(date(2026, 11, 24))),
+        (ReminderKind.BEFORE_DUE, local(date(2026, 11, 30))),
+        (ReminderKind.OVERDUE, local(date(2026, 12, 8))),
+        (ReminderKind.OVERDUE, local(date(2026, 12, 15))),
+        (ReminderKind.OVERDUE, local(date(2026, 12, 22))),
+    ]
+
+
+def test_an_invoice_found_late_gets_one_reminder_now_not_a_burst_of_stale_ones() -> None:
+    payable = state()
+    now = local(date(2026, 12, 20), 14)
+
+    decision = decide(payable, RULES, now)
+
+    assert decision.step is not None
+    assert decision.step.kind is ReminderKind.OVERDUE
+    assert decision.step.at == local(date(2026, 12, 15))
+    mark_done(payable, decision.step)
+    following = decide(payable, RULES, now)
+    assert following.step is not None and following.step.at == local(date(2026, 12, 22))
+
+
+def test_paid_in_full_sends_the_closing_notice_once_and_then_finishes() -> None:
+    payable = state(payments=[payment("P-1", "30000.00", date(2026, 11, 20))])
+    now = local(date(2026, 11, 20))
+
+    decision = decide(payable, RULES, now)
+    assert decision.step is not None and decision.step.kind is ReminderKind.PAID
+    mark_done(payable, decision.step)
+
+    assert decide(payable, RULES, now).finished
+
+
+def test_a_failed_reminder_waits_for_its_retry_time() -> None:
+    from billing.partner_payable import StepFailure
+
+    payable = state()
+    first = decide(payable, RULES, local(date(2026, 11, 24)))
+    assert first.step is not None
+    retry_at = local(date(2026, 11, 24), 11)
+    payable.failures = {first.step.key: StepFailure(key=first.step.key, attempts=1, retry_at=retry_at, error="x")}
+
+    again = decide(payable, RULES, local(date(2026, 11, 24), 10))
+
+    assert again.step == first.step
+    assert again.wake_at == retry_at
+
+
+def test_the_ladder_is_read_from_the_policy_files_partner_payable_table() -> None:
+    policy = parse_policy({"partner_payable": {"reminders": ["-P3D"], "overdue_every": "P1D", "remind_at": "10:00"}})
+    rules = policy.partner_payable
+    payable = state()
+
+    first = decide(payable, rules, datetime(2026, 11, 1, tzinfo=UTC))
+    assert first.step is not None and first.step.at == local(date(2026, 11, 28), 10)
+    mark_done(payable, first.step)
+    second = decide(payable, rules, first.step.at)
+    assert second.step is not None and second.step.at == local(date(2026, 12, 2), 10)
+
+
+def test_a_policy_reminding_after_the_due_date_is_refused_with_the_key_named() -> None:
+    with pytest.raises(PolicyError, match=r"partner_payable\.reminders"):
+        parse_policy({"partner_payable": {"reminders": ["P1D"]}})
+    with pytest.raises(PolicyError, match=r"partner_payable\.overdue_every"):
+        parse_policy({"partner_payable": {"overdue_every": "PT0S"}})
+
+
+# --- recording payments -------------------------------------------------------------------------------------
+
+TODAY = date(2026, 12, 10)
+
+
+def test_a_payment_in_another_currency_is_refused_naming_the_invoice_currency() -> None:
+    with pytest.raises(PayableRefused, match="in USD, but 21Vianet's invoice G000123456 is in CNY"):
+        check_payment(state(), payment("P-1", "100.00", TODAY, "USD"), TODAY)
+
+
+def test_a_payment_above_what_is_outstanding_is_refused() -> None:
+    payable = state(invoice=invoice(paid="29000.00"))
+
+    with pytest.raises(PayableRefused, match=r"only 1000\.00 CNY is outstanding"):
+        check_payment(payable, payment("P-1", "1000.01", TODAY), TODAY)
+
+
+def test_a_repeated_payment_id_counts_once_and_with_another_amount_is_refused() -> None:
+    payable = state(payments=[payment("P-1", "100.00", TODAY)])
+
+    assert check_payment(payable, payment("P-1", "100.00", TODAY), TODAY) is False
+    with pytest.raises(PayableRefused, match=r"already recorded as 100\.00 CNY"):
+        check_payment(payable, payment("P-1", "200.00", TODAY), TODAY)
+
+
+def test_a_payment_dated_in_the_future_or_before_the_invoice_is_refused() -> None:
+    with pytest.raises(PayableRefused, match="in the future"):
+        check_payment(state(), payment("P-1", "1.00", TODAY + timedelta(days=1)), TODAY)
+    with pytest.raises(PayableRefused, match="before the invoice date"):
+        check_payment(state(), payment("P-1", "1.00", date(2026, 10, 31)), TODAY)
+
+
+def test_non_positive_payments_and_blank_ids_never_make_a_payment() -> None:
+    with pytest.raises(ValueError, match="greater than zero"):
+        payment("P-1", "0", TODAY)
+    with pytest.raises(ValueError, match="payment_id must not be empty"):
+        payment(" ", "1.00", TODAY)
+
+
+def test_an_invoice_whose_paid_amount_is_in_another_currency_is_refused() -> None:
+    with pytest.raises(ValueError, match="paid is in USD"):
+        PartnerInvoice(
+            invoice_id="G1",
+            invoice_date=TODAY,
+            amount=Money.of("1.00", "CNY"),
+            paid=Money.of("0", "USD"),
+        )
+
+
+# --- status -------------------------------------------------------------------------------------------------
+
+
+def test_status_states_the_outstanding_amount_days_overdue_and_the_accrued_late_charge() -> None:
+    payable = state(payments=[payment("P-1", "10000.00", date(2026, 11, 28))])
+
+    status = build_status(payable, RULES, local(date(2026, 12, 31), 12))
+
+    assert status.stage is BillingStage.OVERDUE
+    assert status.amount_due == Money.of("20000.00", "CNY")
+    assert status.days_overdue == 30
+    assert status.late_charge == Money.of("300.00", "CNY")
+    assert status.next_reminder_at == local(date(2026, 12, 29))  # the latest one due, not yet sent
+    details = current_details(status)
+    assert "**Late charge accrued:** 300.00 CNY" in details
+    assert "P-1: 10000.00 CNY on 2026-11-28" in details
