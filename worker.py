@@ -24,15 +24,17 @@ from activities.collections_policy import PolicyActivities
 from activities.ledger import LedgerActivities
 from activities.mailer import MailerActivities, OutboxTransport, SmtpTransport
 from activities.partner_center import PartnerCenterActivities, PartnerCenterClient
+from activities.sweep import SweepActivities
 from billing.ledger import LedgerStore
 from billing.logging import configure_logging
 from billing.notices import NoticeRenderer
 from billing.settings import Settings, SettingsError, settings_from_environment
 from workflows.customer_billing import CustomerBilling
+from workflows.daily_sweep import DailySweep
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS: list[type] = [CustomerBilling]
+WORKFLOWS: list[type] = [CustomerBilling, DailySweep]
 CONNECT_ATTEMPTS = 30
 
 
@@ -86,6 +88,7 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
     )
     ledger = LedgerActivities(store)
     policy = PolicyActivities(settings.policy(), settings.history_event_limit)
+    sweep = SweepActivities(store, client, settings.task_queue)
     activities: list[Callable[..., Any]] = [
         policy.load_lifecycle_settings,
         ledger.record_invoice,
@@ -101,6 +104,8 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
         mailer.send_notice,
         PartnerCenterActivities(partner_center).list_active_subscriptions,
         PartnerCenterActivities(partner_center).change_subscription_status,
+        sweep.reconcile_owed_customers,
+        sweep.reconcile_running_lifecycles,
     ]
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="ledger") as ledger_threads:
         worker = Worker(

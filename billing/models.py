@@ -162,6 +162,27 @@ class Dispute(Message):
         return value
 
 
+class LedgerChanged(Message):
+    """Signal `ledger_changed`: the daily sweep found the books differ from what the lifecycle last saw (a
+    payment, credit or invoice booked while a signal was lost, or by another tool). The lifecycle re-reads
+    its balance from the ledger, which is the truth, and carries on from there."""
+
+    customer_id: str
+    amount_due: Money  # what the books say is owed
+    open_invoice_ids: list[str] = Field(default_factory=list)  # the invoices with money owed on the books
+    checked_at: datetime
+
+    @field_validator("customer_id")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        return _non_blank(value, "customer_id")
+
+    @field_validator("checked_at")
+    @classmethod
+    def _checked_at_aware(cls, value: datetime) -> datetime:
+        return _aware(value, "checked_at")
+
+
 class BillingStage(StrEnum):
     """The `BillingStage` search attribute. `STAGE_PRECEDENCE` says which wins when several hold."""
 

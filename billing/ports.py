@@ -210,6 +210,18 @@ class EscalationRecord(PortModel):
 
 # --- mailer ---------------------------------------------------------------------------------------------
 
+class OwedAccount(PortModel):
+    """A customer who owes something, as the books see them: one unit of the daily sweep's work.
+
+    `account` is None when the details stored for the customer do not make a valid `CustomerAccount`
+    (`account_problem` says why): the sweep reports such a customer instead of starting a lifecycle."""
+
+    customer_id: str
+    account: CustomerAccount | None
+    account_problem: str | None = None
+    balance: AccountBalance  # the open invoices, oldest due first
+
+
 
 class NoticeNextStep(PortModel):
     """What happens next if nothing changes, and on which date (from the decision core)."""

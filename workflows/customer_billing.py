@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         EscalateDispute,
         ExtendDueDate,
         Invoice,
+        LedgerChanged,
         NoticeKind,
         NoticeRecord,
         Payment,
@@ -53,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         AccountBalance,
         ActiveSubscriptions,
         AuditEntry,
+        BalanceRequest,
         CreditNoteRequest,
         DisputeRecordRequest,
         EscalationCase,
@@ -200,6 +202,15 @@ class CustomerBilling:
     )
     def dispute_opened(self, dispute: Any) -> None:
         self._inbox.append(InboxMessage(name="dispute_opened", payload=dispute, received_at=workflow.now()))
+
+    @workflow.signal(
+        name="ledger_changed",
+        description="Sent by the daily sweep when the books differ from what this lifecycle last saw. JSON: "
+        '{"customer_id", "amount_due": {"amount", "currency"}, "open_invoice_ids": ["INV-1"], "checked_at": '
+        '"2026-11-24T06:00:00+08:00"}. The lifecycle re-reads its balance from the ledger and carries on from it.',
+    )
+    def ledger_changed(self, change: Any) -> None:
+        self._inbox.append(InboxMessage(name="ledger_changed", payload=change, received_at=workflow.now()))
 
     # --- operator actions: validated updates, applied by the main loop in order -----------------------
 
@@ -565,6 +576,44 @@ class CustomerBilling:
                 reference=dispute.dispute_id,
             )
         )
+
+    async def _take_ledger_change(self, message: InboxMessage) -> None:
+        """Adopt the books' view: invoices booked without reaching us join the run (and get their invoice
+        notice), and what was settled meanwhile counts towards resolving the open issue."""
+        state = self._require_state()
+        change = _parse(LedgerChanged, message.payload, "ledger")
+        self._check_owner(change.customer_id, change.amount_due.currency, "ledger")
+        known = [*state.invoice_ids, *(i for i in change.open_invoice_ids if i not in state.invoice_ids)]
+        before = {invoice.invoice_id: invoice for invoice in state.balance.invoices}
+        balance = await self._ledger(
+            "get_balance",
+            BalanceRequest(customer_id=state.account.customer_id, currency=state.currency, known_invoice_ids=known),
+            AccountBalance,
+            "ledger",
+            "Re-read the balance from the ledger",
+        )
+        for invoice in balance.invoices:
+            if invoice.invoice_id not in state.invoice_ids:
+                state.invoice_ids = [*state.invoice_ids, invoice.invoice_id]
+                state.invoice_recorded_at = {**state.invoice_recorded_at, invoice.invoice_id: message.received_at}
+            earlier = before.get(invoice.invoice_id)
+            if earlier is not None:
+                for how, now_settled, was_settled in (
+                    ("payment", invoice.paid, earlier.paid),
+                    ("credit", invoice.credited, earlier.credited),
+                    ("write_off", invoice.written_off, earlier.written_off),
+                ):
+                    if now_settled > was_settled:
+                        self._resolved_by(how)
+        if balance != state.balance:
+            state.note(
+                TimelineEntry(
+                    at=message.received_at,
+                    action="ledger_changed",
+                    detail=f"amount due {state.balance.amount_due} -> {balance.amount_due} (from the ledger)",
+                )
+            )
+        state.balance = balance
 
     async def _ledger(
         self, activity: str, request: BaseModel, result_type: type[Any], reference: str, summary: str
@@ -1065,6 +1114,7 @@ CustomerBilling._takers = {
     "invoice_issued": CustomerBilling._take_invoice,
     "payment_received": CustomerBilling._take_payment,
     "dispute_opened": CustomerBilling._take_dispute,
+    "ledger_changed": CustomerBilling._take_ledger_change,
     "record_payment": CustomerBilling._apply_record_payment,
     "pause_dunning": CustomerBilling._apply_pause_dunning,
     "resume_dunning": CustomerBilling._apply_resume_dunning,

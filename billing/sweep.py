@@ -1,0 +1,170 @@
+"""The daily sweep's vocabulary: what it is asked to do, what one page of work found, what a whole sweep did,
+and the rule that says whether a running lifecycle still agrees with the ledger."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from billing.ports import AccountBalance
+
+SWEEP_WORKFLOW_TYPE = "DailySweep"
+SWEEP_SCHEDULE_ID = "billing-daily-sweep"
+SWEEP_WORKFLOW_ID = "billing-daily-sweep"
+DEFAULT_PAGE_SIZE = 500
+# The report names at most this many customers per outcome; the counts are always complete.
+MAX_NAMED = 20
+
+SweepPhase = Literal["partner_invoices", "owed_customers", "running_lifecycles", "done"]
+LifecycleOutcome = Literal["started", "in_step", "told", "failed"]
+
+
+class SweepModel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class CustomerProblem(SweepModel):
+    customer_id: str
+    reason: str
+
+
+class OwedCustomersPage(SweepModel):
+    """Activity input: reconcile the next page of customers who owe something, after `after_customer_id`."""
+
+    sweep_id: str  # the sweep's workflow id, sent to Temporal as the reason of what it does
+    after_customer_id: str | None = None
+    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=5000)
+    checked_at: datetime
+
+
+class RunningLifecyclesPage(SweepModel):
+    """Activity input: check the next page of running lifecycles that believe money is owed."""
+
+    sweep_id: str
+    page_token: str | None = None  # the list's continuation, base64; None for the first page
+    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=5000)
+    checked_at: datetime
+
+
+class PageOutcome(SweepModel):
+    """What one page of work did: counts, the customers concerned (up to `MAX_NAMED` each) and problems."""
+
+    examined: int = 0
+    started: int = 0
+    in_step: int = 0
+    told: int = 0
+    failed: int = 0
+    started_ids: list[str] = Field(default_factory=list)
+    told_ids: list[str] = Field(default_factory=list)
+    problems: list[CustomerProblem] = Field(default_factory=list)
+    next_after_customer_id: str | None = None  # owed customers: where the next page starts
+    next_page_token: str | None = None  # running lifecycles: the list's continuation
+    last_page: bool = False
+    # Running lifecycles: False when the server cannot list workflows (Temporal's time-skipping test server).
+    listing_supported: bool = True
+
+
+class PartnerInvoicesOutcome(SweepModel):
+    """What tracking 21Vianet's invoices to the partner did (filled in from `track_partner_invoices`)."""
+
+    seen: int = 0
+    started: int = 0
+    already_tracked: int = 0
+    settled: int = 0
+    problem: str | None = None
+
+
+class SweepReport(SweepModel):
+    """The result of a sweep, and what its current details show while it runs."""
+
+    started_at: datetime
+    finished_at: datetime | None = None
+    phase: SweepPhase = "partner_invoices"
+    runs: int = 1  # continued-as-new runs so far, this one included
+    pages: int = 0
+    customers_owing: int = 0  # customers the ledger says owe something
+    lifecycles_started: int = 0  # no open lifecycle: started by signal-with-start
+    lifecycles_in_step: int = 0  # running and agreeing with the ledger
+    lifecycles_told: int = 0  # running but out of step: sent `ledger_changed`
+    failures: int = 0
+    running_lifecycles_checked: int = 0  # running lifecycles believing money is owed, checked against the ledger
+    running_lifecycles_listed: bool = True
+    started_ids: list[str] = Field(default_factory=list)
+    told_ids: list[str] = Field(default_factory=list)
+    problems: list[CustomerProblem] = Field(default_factory=list)
+    partner_invoices: PartnerInvoicesOutcome | None = None
+
+    def add(self, page: PageOutcome, *, owed: bool) -> SweepReport:
+        return self.model_copy(
+            update={
+                "pages": self.pages + 1,
+                "customers_owing": self.customers_owing + (page.examined if owed else 0),
+                "running_lifecycles_checked": self.running_lifecycles_checked + (0 if owed else page.examined),
+                "lifecycles_started": self.lifecycles_started + page.started,
+                "lifecycles_in_step": self.lifecycles_in_step + (page.in_step if owed else 0),
+                "lifecycles_told": self.lifecycles_told + page.told,
+                "failures": self.failures + page.failed,
+                "started_ids": [*self.started_ids, *page.started_ids][:MAX_NAMED],
+                "told_ids": [*self.told_ids, *page.told_ids][:MAX_NAMED],
+                "problems": [*self.problems, *page.problems][:MAX_NAMED],
+                "running_lifecycles_listed": self.running_lifecycles_listed and page.listing_supported,
+            }
+        )
+
+    def details(self) -> str:
+        """Markdown for the Temporal UI's current details."""
+        lines = [
+            f"**Phase:** {self.phase.replace('_', ' ')} (page {self.pages}, run {self.runs})",
+            f"**Customers owing:** {self.customers_owing}",
+            f"**Lifecycles started:** {self.lifecycles_started}",
+            f"**In step with the ledger:** {self.lifecycles_in_step}",
+            f"**Told the ledger changed:** {self.lifecycles_told}",
+            f"**Running lifecycles checked:** {self.running_lifecycles_checked}"
+            + ("" if self.running_lifecycles_listed else " (this server cannot list workflows)"),
+            f"**Failures:** {self.failures}",
+        ]
+        if self.partner_invoices is not None:
+            partner = self.partner_invoices
+            lines.append(
+                f"**21Vianet invoices:** {partner.seen} seen, {partner.started} newly tracked, "
+                f"{partner.already_tracked} already tracked, {partner.settled} settled"
+                + (f" — {partner.problem}" if partner.problem else "")
+            )
+        if self.problems:
+            lines.append("**Problems:**")
+            lines.extend(f"- {problem.customer_id}: {problem.reason}" for problem in self.problems)
+        return "\n\n".join(lines)
+
+
+class SweepInput(SweepModel):
+    """The sweep workflow's input: empty when the schedule starts it; a continued run carries its place."""
+
+    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=5000)
+    pages_per_run: int = Field(default=100, ge=1)  # continue-as-new after this many pages
+    phase: SweepPhase = "partner_invoices"
+    after_customer_id: str | None = None
+    page_token: str | None = None
+    report: SweepReport | None = None
+
+
+def out_of_step(owed: AccountBalance, amount_due: float | None, oldest_due: datetime | None) -> str | None:
+    """Why a running lifecycle that published `amount_due` and `oldest_due` disagrees with the books, or None.
+
+    The published amount is a float (search attributes have no decimals), so amounts agree when they are equal
+    to the cent; the oldest due moment must be the very same instant."""
+    books_amount = owed.amount_due.amount
+    if amount_due is None or not math.isfinite(amount_due):
+        return f"it shows no amount due; the ledger says {owed.amount_due}"
+    if abs(Decimal(repr(amount_due)) - books_amount) >= Decimal("0.005"):
+        return f"it shows {Decimal(repr(amount_due)):.2f} due; the ledger says {owed.amount_due}"
+    open_invoices = [invoice for invoice in owed.invoices if invoice.outstanding.is_positive]
+    books_oldest = open_invoices[0].due_at if open_invoices else None
+    if books_oldest != oldest_due:
+        shown = oldest_due.isoformat() if oldest_due else "none"
+        books = books_oldest.isoformat() if books_oldest else "none"
+        return f"it shows the oldest invoice due {shown}; the ledger says {books}"
+    return None

@@ -1,0 +1,327 @@
+"""The daily sweep: the ledger's paging, and a sweep over a few thousand customers on the time-skipping server
+that starts exactly the lifecycles the books call for, tells the out-of-step ones, and changes nothing when it
+runs again."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import insert
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
+
+from activities.sweep import AMOUNT_DUE
+from billing.ledger import LedgerStore
+from billing.ledger.schema import allocations, customers, invoices, payments
+from billing.models import CustomerAccount, Invoice, Payment
+from billing.money import Money
+from billing.ports import RecordInvoiceRequest, RecordPaymentRequest
+from billing.sweep import SweepInput, SweepReport, out_of_step
+from tests.devserver_fixtures import eventually
+from workflows.daily_sweep import DailySweep
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+HUNDRED = Money(amount=Decimal("100.00"), currency="CNY")
+
+
+def cny(amount: str) -> Money:
+    return Money(amount=Decimal(amount), currency="CNY")
+
+
+def account(customer_id: str) -> CustomerAccount:
+    return CustomerAccount(customer_id=customer_id, name=f"客户 {customer_id}", email=f"ap-{customer_id}@example.cn")
+
+
+def due_moment(due_on: date) -> datetime:
+    return datetime.combine(due_on + timedelta(days=1), time(0), tzinfo=SHANGHAI)
+
+
+def book(
+    store: LedgerStore, owed: Iterable[str], paid: Iterable[str], issued_on: date, *, email: str | None = None
+) -> None:
+    """Books in one transaction, as the ledger keeps them: an invoice of 100.00 per customer, owed in full or
+    paid by a payment allocated to it. (One at a time through the store would take most of a minute.)"""
+    now = datetime.now(UTC)
+    due_on = issued_on + timedelta(days=30)
+    rows: dict[str, list[dict[str, Any]]] = {"customers": [], "invoices": [], "payments": [], "allocations": []}
+    for customer_id, settled in [*((c, False) for c in owed), *((c, True) for c in paid)]:
+        rows["customers"].append(
+            {
+                "customer_id": customer_id,
+                "name": f"客户 {customer_id}",
+                "email": email or f"ap-{customer_id}@example.cn",
+                "locale": "zh-CN",
+                "time_zone": "Asia/Shanghai",
+                "tenant_id": customer_id,
+                "currency": "CNY",
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        rows["invoices"].append(
+            {
+                "invoice_id": f"INV-{customer_id}",
+                "customer_id": customer_id,
+                "currency": "CNY",
+                "amount": Decimal("100.00"),
+                "paid": Decimal("100.00") if settled else Decimal(0),
+                "credited": Decimal(0),
+                "written_off": Decimal(0),
+                "outstanding": Decimal(0) if settled else Decimal("100.00"),
+                "issued_on": issued_on,
+                "due_on": due_on,
+                "due_at": due_moment(due_on),
+                "description": "Microsoft 365 E3",
+                "recorded_at": now,
+            }
+        )
+        if settled:
+            payment = {"payment_id": f"PAY-{customer_id}", "customer_id": customer_id, "currency": "CNY"}
+            rows["payments"].append(
+                payment | {"amount": Decimal("100.00"), "received_at": now, "invoice_id": None, "recorded_at": now}
+            )
+            rows["allocations"].append(
+                payment
+                | {
+                    "invoice_id": f"INV-{customer_id}",
+                    "source": "payment",
+                    "amount": Decimal("100.00"),
+                    "allocated_at": now,
+                }
+            )
+    with store.engine.begin() as connection:
+        for table in (customers, invoices, payments, allocations):
+            if rows[table.name]:
+                connection.execute(insert(table), rows[table.name])
+
+
+def invoice_of(customer_id: str, issued_on: date, suffix: str = "", amount: Money = HUNDRED) -> Invoice:
+    due_on = issued_on + timedelta(days=30)
+    return Invoice(
+        invoice_id=f"INV-{customer_id}{suffix}",
+        customer_id=customer_id,
+        amount=amount,
+        issued_on=issued_on,
+        due_on=due_on,
+        due_at=due_moment(due_on),
+        description="Microsoft 365 E3",
+    )
+
+
+# --- the ledger's paging ------------------------------------------------------------------------------------
+
+
+def test_owed_accounts_pages_through_customers_who_owe_in_id_order(sqlite_ledger: LedgerStore) -> None:
+    issued = date(2026, 11, 1)
+    book(
+        sqlite_ledger,
+        owed=[f"C-{n:03}" for n in range(0, 10, 2)],
+        paid=[f"C-{n:03}" for n in range(1, 10, 2)],
+        issued_on=issued,
+    )
+    sqlite_ledger.record_invoice(
+        RecordInvoiceRequest(
+            account=account("C-004"),
+            invoice=invoice_of("C-004", issued + timedelta(days=1), "-B", cny("50.00")),
+            due_at=due_moment(issued + timedelta(days=31)),
+        )
+    )
+    first = sqlite_ledger.owed_accounts(None, 2)
+    second = sqlite_ledger.owed_accounts(first[-1].customer_id, 2)
+    third = sqlite_ledger.owed_accounts(second[-1].customer_id, 2)
+
+    assert [owed.customer_id for owed in [*first, *second, *third]] == ["C-000", "C-002", "C-004", "C-006", "C-008"]
+    assert sqlite_ledger.owed_accounts("C-008", 2) == []
+    c004 = second[0]
+    assert c004.account is not None and c004.account.name == "客户 C-004"
+    assert [invoice.invoice_id for invoice in c004.balance.invoices] == ["INV-C-004", "INV-C-004-B"]
+    assert c004.balance.amount_due == cny("150.00")
+
+
+def test_owed_accounts_reports_unusable_customer_details_instead_of_failing(sqlite_ledger: LedgerStore) -> None:
+    book(sqlite_ledger, owed=["C-BAD"], paid=[], issued_on=date(2026, 11, 1), email="not an address")
+
+    [owed] = sqlite_ledger.owed_accounts(None, 10)
+
+    assert owed.account is None
+    assert owed.account_problem is not None and "email" in owed.account_problem
+    assert owed.balance.amount_due == HUNDRED
+
+
+def test_customers_owing_nothing_are_told_apart_with_their_currency(sqlite_ledger: LedgerStore) -> None:
+    book(sqlite_ledger, owed=["C-1"], paid=["C-2"], issued_on=date(2026, 11, 1))
+
+    assert sqlite_ledger.currencies_of_customers_owing_nothing(["C-1", "C-2", "C-unknown"]) == {"C-2": "CNY"}
+
+
+def test_out_of_step_compares_to_the_cent_and_the_oldest_due_moment(sqlite_ledger: LedgerStore) -> None:
+    book(sqlite_ledger, owed=["C-1"], paid=[], issued_on=date(2026, 11, 1))
+    [owed] = sqlite_ledger.owed_accounts(None, 1)
+    due = owed.balance.invoices[0].due_at
+
+    assert out_of_step(owed.balance, 100.0, due) is None
+    assert out_of_step(owed.balance, 100.001, due) is None
+    assert out_of_step(owed.balance, 60.0, due) == "it shows 60.00 due; the ledger says 100.00 CNY"
+    assert out_of_step(owed.balance, None, None) is not None
+    assert out_of_step(owed.balance, 100.0, due - timedelta(days=1)) is not None
+
+
+# --- the sweep on the time-skipping server ------------------------------------------------------------------
+
+PAID, MISSING, RUNNING, OUT_OF_STEP = 2400, 300, 100, 30
+
+
+async def published_amount(client: Client, customer_id: str) -> float | None:
+    description = await client.get_workflow_handle(f"customer-billing-{customer_id}").describe()
+    return description.typed_search_attributes.get(AMOUNT_DUE)
+
+
+async def lifecycle_status(client: Client, customer_id: str) -> WorkflowExecutionStatus | None:
+    try:
+        return (await client.get_workflow_handle(f"customer-billing-{customer_id}").describe()).status
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+async def gather_bounded(jobs: Iterable[Any], limit: int = 32) -> list[Any]:
+    gate = asyncio.Semaphore(limit)
+
+    async def bounded(job: Any) -> Any:
+        async with gate:
+            return await job
+
+    return list(await asyncio.gather(*(bounded(job) for job in jobs)))
+
+
+async def sweep(env: WorkflowEnvironment, task_queue: str) -> SweepReport:
+    return await env.client.execute_workflow(
+        DailySweep.run,
+        SweepInput(page_size=100, pages_per_run=2),
+        id=f"billing-daily-sweep-test-{uuid.uuid4().hex[:6]}",
+        task_queue=task_queue,
+    )
+
+
+@pytest.mark.timeout(300)
+async def test_sweep_starts_exactly_the_lifecycles_the_ledger_calls_for(
+    time_skipping_env: WorkflowEnvironment, engine_factory: Any
+) -> None:
+    env = time_skipping_env
+    async with engine_factory(env.client) as engine:
+        store = LedgerStore.from_url(engine.settings.ledger_url)
+        issued = (await asyncio.to_thread(lambda: datetime.now(UTC))).date()
+        run = uuid.uuid4().hex[:4]
+        paid = [f"P{run}-{n:05}" for n in range(PAID)]
+        missing = [f"M{run}-{n:05}" for n in range(MISSING)]
+        running = [f"R{run}-{n:05}" for n in range(RUNNING)]
+        out_of_step_ids = running[:OUT_OF_STEP]
+        broken = f"X{run}-bad-details"
+        book(store, owed=missing, paid=paid, issued_on=issued)
+        book(store, owed=[broken], paid=[], issued_on=issued, email="no address")
+        # One missing customer owes on two invoices, one of them half paid: both must reach the lifecycle.
+        two_invoices = missing[0]
+        store.record_invoice(
+            RecordInvoiceRequest(
+                account=account(two_invoices),
+                invoice=invoice_of(two_invoices, issued, "-B", cny("80.00")),
+                due_at=due_moment(issued + timedelta(days=30)),
+            )
+        )
+        store.record_payment(
+            RecordPaymentRequest(
+                payment=Payment(
+                    payment_id=f"PAY-{two_invoices}-B",
+                    customer_id=two_invoices,
+                    amount=cny("40.00"),
+                    received_at=datetime.now(UTC),
+                    invoice_id=f"INV-{two_invoices}-B",
+                )
+            )
+        )
+
+        with env.auto_time_skipping_disabled():
+            await gather_bounded(engine.issue(account(c), invoice_of(c, issued)) for c in running)
+            engine.started.update(f"customer-billing-{c}" for c in [*missing, *running])
+
+            async def all_published() -> bool:
+                amounts = await gather_bounded(published_amount(env.client, c) for c in running)
+                return all(amount == 100.0 for amount in amounts)
+
+            await eventually("the running lifecycles publishing their amount due", all_published, 120)
+            # Money booked while the lifecycle never heard of it: a payment from a bank import, or an invoice.
+            for number, customer_id in enumerate(out_of_step_ids):
+                if number % 2:
+                    store.record_payment(
+                        RecordPaymentRequest(
+                            payment=Payment(
+                                payment_id=f"PAY-{customer_id}",
+                                customer_id=customer_id,
+                                amount=cny("30.00"),
+                                received_at=datetime.now(UTC),
+                            )
+                        )
+                    )
+                else:
+                    store.record_invoice(
+                        RecordInvoiceRequest(
+                            account=account(customer_id),
+                            invoice=invoice_of(customer_id, issued, "-B", cny("25.00")),
+                            due_at=due_moment(issued + timedelta(days=30)),
+                        )
+                    )
+
+            report = await sweep(env, engine.settings.task_queue)
+
+            assert report.phase == "done" and report.finished_at is not None
+            assert report.customers_owing == MISSING + RUNNING + 1
+            assert report.lifecycles_started == MISSING
+            assert report.lifecycles_told == OUT_OF_STEP
+            assert report.lifecycles_in_step == RUNNING - OUT_OF_STEP
+            assert report.failures == 1
+            assert [problem.customer_id for problem in report.problems] == [broken]
+            assert "email" in report.problems[0].reason
+            assert report.runs > 2  # 431 owing customers in pages of 100, two pages per run
+            assert not report.running_lifecycles_listed  # the time-skipping server cannot list workflows
+
+            statuses = await gather_bounded(lifecycle_status(env.client, c) for c in [*missing, *paid, broken])
+            assert statuses[:MISSING] == [WorkflowExecutionStatus.RUNNING] * MISSING
+            assert statuses[MISSING:] == [None] * (PAID + 1)
+
+            async def agrees_with_ledger(customer_id: str) -> bool:
+                status = await engine.status(customer_id)
+                books = store.balance(customer_id, "CNY", [i.invoice_id for i in status.invoices])
+                return status.amount_due == books.amount_due and {i.invoice_id for i in status.invoices} >= {
+                    i.invoice_id for i in books.invoices
+                }
+
+            for customer_id in [*out_of_step_ids, two_invoices]:
+                await eventually(
+                    f"{customer_id} agreeing with the ledger", lambda c=customer_id: agrees_with_ledger(c), 60
+                )
+            two = await engine.status(two_invoices)
+            assert two.amount_due == cny("140.00")
+            told = await engine.status(out_of_step_ids[0])
+            assert any(entry.action == "ledger_changed" for entry in told.timeline)
+
+            async def everyone_published() -> bool:
+                amounts = await gather_bounded(published_amount(env.client, c) for c in [*missing, *running])
+                return all(amount is not None for amount in amounts)
+
+            await eventually("every lifecycle publishing its amount due", everyone_published, 120)
+            again = await sweep(env, engine.settings.task_queue)
+
+            assert again.lifecycles_started == 0
+            assert again.lifecycles_told == 0
+            assert again.lifecycles_in_step == MISSING + RUNNING
+            assert again.failures == 1
+        store.close()

@@ -1,0 +1,121 @@
+"""`DailySweep`: once a day, make the running lifecycles agree with the ledger, which is the truth.
+
+It pages through the customers who owe something (starting a lifecycle where none is open and telling the
+out-of-step ones), then through the running lifecycles that believe money is owed (telling those the books
+call settled). It continues-as-new every `pages_per_run` pages, so a hundred thousand customers never come
+near Temporal's history limits, and its result says what it did.
+"""
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from billing.sweep import (
+        OwedCustomersPage,
+        PageOutcome,
+        RunningLifecyclesPage,
+        SweepInput,
+        SweepReport,
+    )
+
+# Ledger or Temporal unreachable: keep trying; the schedule's run timeout ends a sweep stuck for a day.
+PAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=2))
+PAGE_TIMEOUT = timedelta(minutes=10)
+PAGE_HEARTBEAT = timedelta(minutes=2)
+
+
+@workflow.defn(name="DailySweep")
+class DailySweep:
+    @workflow.init
+    def __init__(self, start: SweepInput) -> None:
+        self._report = start.report or SweepReport(started_at=workflow.now())
+
+    @workflow.query(
+        name="status",
+        description="What the sweep has done so far: customers owing, lifecycles started, in step and told the "
+        "ledger changed, running lifecycles checked, 21Vianet invoices tracked, problems.",
+    )
+    def status(self) -> SweepReport:
+        return self._report
+
+    @workflow.run
+    async def run(self, start: SweepInput) -> SweepReport:
+        phase, after, token = start.phase, start.after_customer_id, start.page_token
+        pages = 0
+        while phase != "done":
+            if pages >= start.pages_per_run or workflow.info().is_continue_as_new_suggested():
+                workflow.continue_as_new(
+                    start.model_copy(
+                        update={
+                            "phase": phase,
+                            "after_customer_id": after,
+                            "page_token": token,
+                            "report": self._report.model_copy(update={"runs": self._report.runs + 1}),
+                        }
+                    )
+                )
+            self._show(phase)
+            if phase == "partner_invoices":
+                phase = "owed_customers"
+                continue
+            if phase == "owed_customers":
+                outcome = await self._page(
+                    "reconcile_owed_customers",
+                    OwedCustomersPage(
+                        sweep_id=workflow.info().workflow_id,
+                        after_customer_id=after,
+                        page_size=start.page_size,
+                        checked_at=workflow.now(),
+                    ),
+                    f"Reconcile owed customers after {after or 'the first'}",
+                )
+                self._report = self._report.add(outcome, owed=True)
+                after = outcome.next_after_customer_id
+                phase = "running_lifecycles" if outcome.last_page else phase
+            else:
+                outcome = await self._page(
+                    "reconcile_running_lifecycles",
+                    RunningLifecyclesPage(
+                        sweep_id=workflow.info().workflow_id,
+                        page_token=token,
+                        page_size=start.page_size,
+                        checked_at=workflow.now(),
+                    ),
+                    "Check running lifecycles the ledger calls settled",
+                )
+                self._report = self._report.add(outcome, owed=False)
+                token = outcome.next_page_token
+                phase = "done" if outcome.last_page else phase
+            pages += 1
+        self._report = self._report.model_copy(update={"phase": "done", "finished_at": workflow.now()})
+        self._show("done")
+        workflow.logger.info(
+            "daily sweep complete",
+            extra={
+                "customers_owing": self._report.customers_owing,
+                "lifecycles_started": self._report.lifecycles_started,
+                "lifecycles_told": self._report.lifecycles_told,
+                "failures": self._report.failures,
+            },
+        )
+        return self._report
+
+    async def _page(
+        self, activity: str, request: OwedCustomersPage | RunningLifecyclesPage, summary: str
+    ) -> PageOutcome:
+        return await workflow.execute_activity(
+            activity,
+            request,
+            start_to_close_timeout=PAGE_TIMEOUT,
+            heartbeat_timeout=PAGE_HEARTBEAT,
+            retry_policy=PAGE_RETRY,
+            result_type=PageOutcome,
+            summary=summary,
+        )
+
+    def _show(self, phase: str) -> None:
+        if self._report.phase != phase:
+            self._report = self._report.model_copy(update={"phase": phase})
+        workflow.set_current_details(self._report.details())
