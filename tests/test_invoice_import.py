@@ -1,0 +1,555 @@
+"""`starter.py import-invoices`: reading CSV and JSON-lines files row by row, checking rows within the file and
+against a real SQLite ledger, and the import end to end with the real worker (time-skipping server) and as the
+CLI on the dev server."""
+
+from __future__ import annotations
+
+import functools
+import io
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
+
+from billing.invoice_import import (
+    ImportFileError,
+    ImportReport,
+    InvoiceRow,
+    Outcome,
+    ParsedFile,
+    Progress,
+    check_against_ledger,
+    check_within_file,
+    file_format,
+    import_invoices,
+    parse_invoices,
+    read_invoice_file,
+)
+from billing.ledger import LedgerStore
+from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
+from billing.money import Money
+from billing.ports import RecordInvoiceRequest, RecordPaymentRequest, RescheduleInvoiceRequest
+from starter import issue_invoice
+from tests.conftest import SmtpSink
+from tests.devserver_fixtures import DevServer, RunningWorker, eventually, run_starter
+from tests.temporal_fixtures import Engine, EngineFactory
+from workflows.customer_billing import end_of_day
+
+FILES = Path(__file__).parent / "invoice_files"
+CSV_FILE = FILES / "invoices.csv"
+JSONL_FILE = FILES / "invoices.jsonl"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+# What tests/invoice_files/invoices.csv holds: four good invoices of three customers, an exact repeat of line 2,
+# and eight bad rows (line 13 is blank).
+CSV_GOOD = {"INV-IMP-0001": 2, "INV-IMP-0002": 3, "INV-IMP-0003": 4, "INV-IMP-0009": 10}
+CSV_REJECTED = [5, 6, 7, 8, 9, 12, 14, 15]
+CSV_CUSTOMERS = ("C-IMP-LOTUS", "C-IMP-HARBOUR", "C-IMP-PEONY")
+LOTUS_NAME = "莲花贸易有限公司"
+
+
+def cny(amount: str) -> Money:
+    return Money(amount=Decimal(amount), currency="CNY")
+
+
+def parse(text: str, fmt: str = "csv", currency: str = "CNY") -> ParsedFile:
+    return parse_invoices(text.encode("utf-8"), fmt, currency)  # type: ignore[arg-type]
+
+
+def reasons(parsed: ParsedFile | ImportReport) -> dict[int, str]:
+    return {rejected.line: rejected.reason for rejected in parsed.rejected}
+
+
+CSV_HEADER = "invoice_id,customer_id,amount,currency,issued_on,due_on,name,email\n"
+
+
+# --- reading files ----------------------------------------------------------------------------------------
+
+
+def test_csv_good_rows_become_contract_models_and_bad_rows_are_reported_by_physical_line() -> None:
+    parsed = read_invoice_file(CSV_FILE, "csv", "CNY")
+
+    assert parsed.rows_read == 13
+    # Rows that contradict each other are valid one by one: check_within_file finds them.
+    assert [row.line for row in parsed.rows] == [2, 3, 4, 10, 11, 12, 14]
+    first = parsed.rows[0]
+    # Excel's byte order mark does not end up in the first column's name, and Chinese survives.
+    assert first.invoice.invoice_id == "INV-IMP-0001"
+    assert first.account.name == LOTUS_NAME
+    assert first.invoice.amount == cny("1234.50")
+    assert first.invoice.description == "Azure operated by 21Vianet, January"
+    assert first.account.locale == "zh-CN" and first.account.time_zone == "Asia/Shanghai"
+    assert first.account.tenant_id == "C-IMP-LOTUS"
+    harbour = next(row for row in parsed.rows if row.account.customer_id == "C-IMP-HARBOUR")
+    assert harbour.invoice.amount == cny("5600.00")  # "cny" is read as CNY
+    assert (harbour.account.locale, harbour.account.time_zone, harbour.account.tenant_id) == (
+        "en-US",
+        "Europe/Berlin",
+        "T-HARBOUR",
+    )
+
+    problems = reasons(parsed)
+    assert problems == {
+        5: "amount: 12.345 has more than 2 decimals for CNY",
+        6: "currency: 'RMB1' is not an ISO 4217 code such as CNY",
+        7: "due_on: missing",
+        8: "issued_on: Input should be a valid date or datetime, day value is outside expected range",
+        9: "due_on 2030-01-01 is before issued_on 2030-02-01",
+        15: "email: must be an address such as billing@example.cn",
+    }
+    # The bad address is named as a field, never echoed.
+    assert not any("not-an-address" in reason for reason in problems.values())
+
+
+def test_jsonl_takes_the_contracts_money_object_json_numbers_and_unknown_fields() -> None:
+    parsed = read_invoice_file(JSONL_FILE, file_format(JSONL_FILE), "CNY")
+
+    assert parsed.rows_read == 10  # line 6 is blank
+    rows, repeats, rejected = check_within_file(parsed.rows)
+    assert [(row.line, row.invoice.invoice_id, row.invoice.amount) for row in rows] == [
+        (1, "INV-JL-0001", cny("1234.50")),
+        (2, "INV-JL-0002", cny("880.10")),  # the JSON number 880.1, without a float's artefacts
+    ]
+    assert rows[0].account.name == LOTUS_NAME
+    assert repeats == []
+    assert reasons(parsed) | {r.line: r.reason for r in rejected} == {
+        3: "not JSON: Expecting ',' delimiter at column 99",
+        4: "not a JSON object",
+        5: "amount: 'abc' is not a decimal number",
+        7: "currency: 'US' is not an ISO 4217 code such as CNY",
+        8: "name: missing",
+        9: "customer C-JL-LOTUS's details differ from line 1 (email); give each customer one set of details in a file",
+        10: "amount is in USD; the engine bills in CNY",
+        11: "due_at: must be an ISO 8601 datetime with an offset, e.g. 2026-11-24T18:00:00+08:00",
+    }
+
+
+def test_a_quoted_line_break_counts_as_physical_lines_and_wrong_value_counts_are_reported() -> None:
+    parsed = parse(
+        CSV_HEADER
+        + 'INV-1,C-1,100.00,CNY,2030-01-05,2030-02-04,"Lotus\nTrading",ap@lotus.example.cn\n'
+        + "INV-2,C-2,100.00,CNY,2030-01-05,2030-02-04,Peony\n"
+        + "\n"
+        + "INV-3,C-3,1.00.0,CNY,2030-01-05,2030-02-04,Peony,ap@peony.example.cn\n"
+    )
+    assert [row.line for row in parsed.rows] == [2]
+    assert parsed.rows[0].account.name == "Lotus\nTrading"
+    assert reasons(parsed) == {
+        4: "7 values for the 8 columns of the header",
+        6: "amount: '1.00.0' is not a decimal number",
+    }
+
+
+def test_a_file_that_cannot_be_read_as_a_whole_is_refused_with_a_reason() -> None:
+    with pytest.raises(ImportFileError, match=r"line 1: the header lacks the column\(s\) due_on, email"):
+        parse("invoice_id,customer_id,amount,currency,issued_on,name\n")
+    with pytest.raises(ImportFileError, match="the file is empty"):
+        parse("")
+    with pytest.raises(ImportFileError, match="column amount appears more than once"):
+        parse(CSV_HEADER.replace("currency", "amount"))
+    gbk = (CSV_HEADER + "INV-1,C-1,100.00,CNY,2030-01-05,2030-02-04,莲花贸易,ap@lotus.example.cn\n").encode("gbk")
+    with pytest.raises(ImportFileError, match=r'line 2 is not UTF-8: save the file as UTF-8 \(in Excel: "CSV UTF-8"\)'):
+        parse_invoices(gbk, "csv", "CNY")
+    with pytest.raises(ImportFileError, match=r"name it \.csv, \.jsonl or \.ndjson, or give --format"):
+        file_format(Path("invoices.txt"))
+    assert file_format(Path("INVOICES.NDJSON")) == "jsonl"
+    assert file_format(Path("invoices.txt"), "csv") == "csv"
+
+
+def test_unknown_csv_columns_are_named_and_ignored() -> None:
+    parsed = parse(
+        CSV_HEADER.replace("\n", ",sales_rep\n")
+        + "INV-1,C-1,100.00,CNY,2030-01-05,2030-02-04,Lotus,ap@x.example.cn,Li\n"
+    )
+    assert parsed.ignored_columns == ["sales_rep"]
+    assert [row.invoice.invoice_id for row in parsed.rows] == ["INV-1"]
+
+
+def test_the_due_moment_is_the_one_the_workflow_books() -> None:
+    """The ledger refuses an invoice booked again with another due moment, so the import and the lifecycle
+    must compute the same one (a time zone's end of day when no due_at is given)."""
+    parsed = read_invoice_file(CSV_FILE, "csv", "CNY")
+    for row in parsed.rows:
+        assert row.due_at == end_of_day(row.invoice, row.account)
+    harbour = next(row for row in parsed.rows if row.account.customer_id == "C-IMP-HARBOUR")
+    assert harbour.due_at == datetime(2030, 2, 6, tzinfo=ZoneInfo("Europe/Berlin"))
+
+
+def test_one_invoice_id_with_different_content_rejects_every_line_of_it_and_exact_repeats_are_left_alone() -> None:
+    rows, repeats, rejected = check_within_file(read_invoice_file(CSV_FILE, "csv", "CNY").rows)
+    assert {row.invoice.invoice_id: row.line for row in rows} == CSV_GOOD
+    assert [row.line for row in repeats] == [11]
+    assert {r.line: r.reason for r in rejected} == {
+        12: "invoice INV-IMP-0010 is also on line(s) 14 with different content; none of them is imported",
+        14: "invoice INV-IMP-0010 is also on line(s) 12 with different content; none of them is imported",
+    }
+
+
+# --- against the ledger -----------------------------------------------------------------------------------
+
+
+def _row(line: int, invoice_id: str, amount: str = "500.00", customer_id: str = "C-L", **changes: Any) -> InvoiceRow:
+    account = CustomerAccount(customer_id=customer_id, name=LOTUS_NAME, email="ap@lotus.example.cn")
+    fields: dict[str, Any] = {"issued_on": date(2030, 1, 5), "due_on": date(2030, 2, 4)} | changes
+    invoice = Invoice(invoice_id=invoice_id, customer_id=customer_id, amount=cny(amount), **fields)
+    return InvoiceRow(line, account, invoice)
+
+
+def _book(ledger: LedgerStore, row: InvoiceRow) -> None:
+    ledger.record_invoice(RecordInvoiceRequest(account=row.account, invoice=row.invoice, due_at=row.due_at))
+
+
+def test_the_ledger_decides_new_already_recorded_settled_or_conflicting(sqlite_ledger: LedgerStore) -> None:
+    owed, settled, extended, changed = (_row(2, "INV-OWED"), _row(3, "INV-PAID"), _row(4, "INV-EXT"), _row(5, "INV-X"))
+    for row in (owed, settled, extended, changed):
+        _book(sqlite_ledger, row)
+    sqlite_ledger.record_payment(
+        RecordPaymentRequest(
+            payment=Payment(
+                payment_id="PAY-1",
+                customer_id="C-L",
+                amount=cny("500.00"),
+                received_at=datetime(2030, 1, 10, tzinfo=SHANGHAI),
+                invoice_id="INV-PAID",
+            )
+        )
+    )
+    # An extended due date is still the same invoice: the file keeps the date it was issued with.
+    sqlite_ledger.reschedule_invoice(
+        RescheduleInvoiceRequest(
+            change_id="EXT-1",
+            customer_id="C-L",
+            invoice_id="INV-EXT",
+            due_on=date(2030, 3, 4),
+            due_at=datetime(2030, 3, 5, tzinfo=SHANGHAI),
+            reason="budget approval",
+        )
+    )
+    rows = [
+        owed,
+        settled,
+        extended,
+        _row(5, "INV-X", amount="600.00"),
+        _row(6, "INV-X2", due_on=date(2030, 2, 10)),
+        _row(7, "INV-NEW"),
+    ]
+    _book(sqlite_ledger, _row(0, "INV-X2"))
+    usd = CustomerAccount(customer_id="C-USD", name="Harbour", email="ap@harbour.example.com")
+    sqlite_ledger.record_invoice(
+        RecordInvoiceRequest(
+            account=usd,
+            invoice=Invoice(
+                invoice_id="INV-USD",
+                customer_id="C-USD",
+                amount=Money(amount=Decimal("10.00"), currency="USD"),
+                issued_on=date(2030, 1, 5),
+                due_on=date(2030, 2, 4),
+            ),
+            due_at=datetime(2030, 2, 5, tzinfo=SHANGHAI),
+        )
+    )
+    rows.append(_row(8, "INV-C-USD", customer_id="C-USD"))
+
+    planned, rejected = check_against_ledger(rows, sqlite_ledger, "CNY")
+
+    assert [(item.row.line, item.outcome) for item in planned] == [
+        (2, Outcome.ALREADY_RECORDED),
+        (3, Outcome.SETTLED),
+        (4, Outcome.ALREADY_RECORDED),
+        (7, Outcome.RECORDED),
+    ]
+    assert {r.line: r.reason for r in rejected} == {
+        5: "invoice INV-X is already on the books with a different amount 500.00 CNY (file: 600.00 CNY); "
+        "a corrected invoice needs a new invoice id",
+        6: "invoice INV-X2 is already on the books with a different due_on 2030-02-04 (file: 2030-02-10), "
+        "due_at 2030-02-05T00:00:00+08:00 (file: 2030-02-11T00:00:00+08:00); a corrected invoice needs a new "
+        "invoice id",
+        8: "customer C-USD's account is kept in USD; an amount in CNY cannot be booked on it",
+    }
+
+
+# --- progress ---------------------------------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_at_most_ten_lines_in_a_log() -> None:
+    log = io.StringIO()
+    progress = Progress(log, 2000)
+    for _ in range(2000):
+        progress.advance()
+    progress.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 11  # 0% (the first row) and every tenth after it
+    assert lines[-1] == "2000/2000 rows (100%)"
+
+    short = io.StringIO()
+    progress = Progress(short, 40)
+    for _ in range(40):
+        progress.advance()
+    assert short.getvalue() == ""
+
+    terminal = _Terminal()
+    progress = Progress(terminal, 40)
+    for _ in range(40):
+        progress.advance()
+    progress.close()
+    assert terminal.getvalue().endswith(f"\r[{'#' * 30}] 40/40 rows\n")
+
+
+# --- end to end: the real worker on the time-skipping server ----------------------------------------------
+
+
+async def _run_import(engine: Engine | None, ledger: LedgerStore, path: Path = CSV_FILE) -> ImportReport:
+    starter = None
+    if engine is not None:
+        engine.started.update(f"customer-billing-{customer_id}" for customer_id in CSV_CUSTOMERS)
+        starter = functools.partial(issue_invoice, engine.client, engine.settings.task_queue)
+    return await import_invoices(
+        read_invoice_file(path, file_format(path), "CNY"),
+        source=path.name,
+        ledger=ledger,
+        currency="CNY",
+        start_lifecycle=starter,
+    )
+
+
+def _booked(ledger: LedgerStore, customer_id: str) -> dict[str, Money]:
+    return {i.invoice_id: i.amount for i in ledger.balance(customer_id, "CNY", list(CSV_GOOD)).invoices}
+
+
+async def _status_after_signals(engine: Engine, customer_id: str) -> BillingStatus:
+    """The status once the lifecycle has taken every signal sent before this call: an update is applied after
+    the messages that arrived before it (a pause and its resume change nothing else)."""
+    handle = engine.handle(customer_id)
+    await handle.execute_update("pause_dunning", {"reason": "import test"}, result_type=BillingStatus)
+    return await handle.execute_update("resume_dunning", {"reason": "import test"}, result_type=BillingStatus)
+
+
+async def _latest_run(engine: Engine, customer_id: str) -> tuple[str, WorkflowExecutionStatus]:
+    """The latest run of the customer's lifecycle, read raw: the SDK's describe() cannot decode the search
+    attributes of a completed lifecycle on the time-skipping server."""
+    response = await engine.client.workflow_service.describe_workflow_execution(
+        DescribeWorkflowExecutionRequest(
+            namespace=engine.client.namespace,
+            execution=WorkflowExecution(workflow_id=f"customer-billing-{customer_id}"),
+        )
+    )
+    info = response.workflow_execution_info
+    return info.execution.run_id, WorkflowExecutionStatus(info.status)
+
+
+def _invoice_notices(sink: SmtpSink) -> list[tuple[str, str]]:
+    return sorted(
+        (str(m["X-Billing-Customer"]), str(m["Subject"]))
+        for m in sink.messages
+        if m["X-Billing-Notice"] == "invoice" and str(m["X-Billing-Customer"]).startswith("C-IMP-")
+    )
+
+
+async def test_import_books_invoices_starts_lifecycles_and_a_second_run_changes_nothing(
+    time_skipping_env: WorkflowEnvironment,
+    engine_factory: EngineFactory,
+    sqlite_ledger: LedgerStore,
+    smtp_sink: SmtpSink,
+) -> None:
+    async with engine_factory(time_skipping_env.client) as engine:
+        first = await _run_import(engine, sqlite_ledger)
+
+        assert first.rows_read == 13
+        assert first.count(Outcome.RECORDED) == 4
+        assert [r.line for r in first.rejected] == CSV_REJECTED
+        assert len(first.repeats) == 1
+        assert sorted(first.signalled) == sorted(CSV_GOOD)
+        assert first.exit_status == 2
+        assert _booked(sqlite_ledger, "C-IMP-LOTUS") == {"INV-IMP-0001": cny("1234.50"), "INV-IMP-0002": cny("880.00")}
+        assert _booked(sqlite_ledger, "C-IMP-HARBOUR") == {"INV-IMP-0003": cny("5600.00")}
+        assert _booked(sqlite_ledger, "C-IMP-PEONY") == {"INV-IMP-0009": cny("450.00")}
+
+        lotus = await _status_after_signals(engine, "C-IMP-LOTUS")
+        # Oldest due first: INV-IMP-0002 is due at 18:00, INV-IMP-0001 at the end of the same day.
+        assert [i.invoice_id for i in lotus.invoices] == ["INV-IMP-0002", "INV-IMP-0001"]
+        assert lotus.amount_due == cny("2114.50")
+        harbour = await _status_after_signals(engine, "C-IMP-HARBOUR")
+        assert harbour.invoices[0].due_at == datetime(2030, 2, 6, tzinfo=ZoneInfo("Europe/Berlin"))
+        assert len((await _status_after_signals(engine, "C-IMP-PEONY")).invoices) == 1
+        runs = {c: await _latest_run(engine, c) for c in CSV_CUSTOMERS}
+
+        second = await _run_import(engine, sqlite_ledger)
+
+        assert second.count(Outcome.RECORDED) == 0
+        assert second.count(Outcome.ALREADY_RECORDED) == 4
+        assert sorted(second.signalled) == sorted(CSV_GOOD)
+        assert [r.line for r in second.rejected] == CSV_REJECTED
+        for customer_id, count in (("C-IMP-LOTUS", 2), ("C-IMP-HARBOUR", 1), ("C-IMP-PEONY", 1)):
+            status = await _status_after_signals(engine, customer_id)
+            assert len(status.invoices) == count  # a known invoice is taken once
+            assert status.rejected == []
+            assert await _latest_run(engine, customer_id) == runs[customer_id]  # joined, not a new run
+        assert _booked(sqlite_ledger, "C-IMP-LOTUS") == {"INV-IMP-0001": cny("1234.50"), "INV-IMP-0002": cny("880.00")}
+
+        async def four_invoice_notices() -> list[tuple[str, str]]:
+            return _invoice_notices(smtp_sink) if len(_invoice_notices(smtp_sink)) >= 4 else []
+
+        await eventually("the invoice notices", four_invoice_notices, 15)
+        assert [customer for customer, _ in _invoice_notices(smtp_sink)] == [
+            "C-IMP-HARBOUR",
+            "C-IMP-LOTUS",
+            "C-IMP-LOTUS",
+            "C-IMP-PEONY",
+        ]
+        to_lotus = next(m for m in smtp_sink.messages if m["X-Billing-Customer"] == "C-IMP-LOTUS")
+        assert to_lotus["To"].addresses[0].display_name == LOTUS_NAME
+
+
+async def test_a_settled_invoice_starts_no_lifecycle_when_the_file_is_imported_again(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, sqlite_ledger: LedgerStore
+) -> None:
+    async with engine_factory(time_skipping_env.client) as engine:
+        await _run_import(engine, sqlite_ledger)
+        handle = engine.handle("C-IMP-HARBOUR")
+        now = await time_skipping_env.get_current_time()
+        payment = Payment(
+            payment_id=f"PAY-{uuid.uuid4().hex[:6]}",
+            customer_id="C-IMP-HARBOUR",
+            amount=cny("5600.00"),
+            received_at=now,
+        )
+        await handle.signal("payment_received", payment)
+        paid = await handle.result()
+        assert paid.amount_due == cny("0.00")
+        completed = await _latest_run(engine, "C-IMP-HARBOUR")
+        assert completed[1] == WorkflowExecutionStatus.COMPLETED
+
+        again = await _run_import(engine, sqlite_ledger)
+
+        assert again.count(Outcome.SETTLED) == 1
+        assert again.count(Outcome.ALREADY_RECORDED) == 3
+        assert sorted(again.signalled) == ["INV-IMP-0001", "INV-IMP-0002", "INV-IMP-0009"]
+        assert await _latest_run(engine, "C-IMP-HARBOUR") == completed  # no new run for a settled invoice
+
+
+async def test_a_run_that_stopped_after_booking_is_completed_by_running_the_file_again(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, sqlite_ledger: LedgerStore
+) -> None:
+    """Booking comes before the start: a crash between the two leaves invoices on the books without a
+    lifecycle, the state this test sets up; the rerun starts them."""
+    parsed = read_invoice_file(CSV_FILE, "csv", "CNY")
+    for row in parsed.rows[:2]:  # LOTUS's two invoices were booked, then the import died
+        _book(sqlite_ledger, row)
+    async with engine_factory(time_skipping_env.client) as engine:
+        rerun = await _run_import(engine, sqlite_ledger)
+
+        assert rerun.count(Outcome.ALREADY_RECORDED) == 2
+        assert rerun.count(Outcome.RECORDED) == 2
+        assert sorted(rerun.signalled) == sorted(CSV_GOOD)
+        lotus = await _status_after_signals(engine, "C-IMP-LOTUS")
+        assert lotus.amount_due == cny("2114.50")
+
+
+async def test_a_dry_run_checks_against_the_ledger_and_writes_nothing(sqlite_ledger: LedgerStore) -> None:
+    """Nothing is signalled either: a dry run has no lifecycle starter (the CLI test checks the server)."""
+    _book(sqlite_ledger, read_invoice_file(CSV_FILE, "csv", "CNY").rows[0])
+
+    report = await _run_import(None, sqlite_ledger)
+
+    assert report.dry_run
+    assert report.count(Outcome.ALREADY_RECORDED) == 1
+    assert report.count(Outcome.RECORDED) == 3
+    assert report.signalled == []
+    assert "would be recorded                    3" in report.render()
+    assert "line 5, 6, 7, 8, 9, 12, 14, 15" in report.render()
+    assert _booked(sqlite_ledger, "C-IMP-LOTUS") == {"INV-IMP-0001": cny("1234.50")}
+    assert _booked(sqlite_ledger, "C-IMP-PEONY") == _booked(sqlite_ledger, "C-IMP-HARBOUR") == {}
+
+
+async def test_an_invoice_id_booked_for_another_customer_is_rejected_with_its_line(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, sqlite_ledger: LedgerStore, tmp_path: Path
+) -> None:
+    customer_id = f"C-IMP-{uuid.uuid4().hex[:6]}"
+    _book(sqlite_ledger, _row(0, "INV-TAKEN", customer_id="C-IMP-FIRST"))
+    path = tmp_path / "taken.csv"
+    path.write_text(
+        CSV_HEADER + f"\nINV-TAKEN,{customer_id},500.00,CNY,2030-01-05,2030-02-04,{LOTUS_NAME},ap@lotus.example.cn\n",
+        encoding="utf-8",
+    )
+    async with engine_factory(time_skipping_env.client) as engine:
+        report = await _run_import(engine, sqlite_ledger, path)
+
+    assert reasons(report) == {
+        3: f"invoice INV-TAKEN is already on the books with a different customer C-IMP-FIRST (now {customer_id}); "
+        "a corrected invoice needs a new invoice id"
+    }
+    assert report.signalled == []
+    assert report.exit_status == 2
+    with pytest.raises(RPCError) as missing:
+        await time_skipping_env.client.get_workflow_handle(f"customer-billing-{customer_id}").describe()
+    assert missing.value.status == RPCStatusCode.NOT_FOUND
+
+
+# --- end to end: the command line on the dev server -------------------------------------------------------
+
+
+@pytest.mark.devserver
+async def test_the_command_line_imports_a_file_reports_bad_lines_and_is_idempotent(
+    dev_server: DevServer, billing_worker_process: RunningWorker, tmp_path: Path
+) -> None:
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"  # the worker's ledger (worker_environment)
+    queue = billing_worker_process.task_queue
+
+    dry = await run_starter(
+        dev_server, queue, "import-invoices", str(CSV_FILE), "--ledger-url", ledger_url, "--dry-run"
+    )
+
+    assert dry.returncode == 2, dry.stderr
+    assert "13 rows read (dry run: nothing was written or signalled)" in dry.stdout
+    assert "would be recorded                    4" in dry.stdout
+    ledger = LedgerStore.from_url(ledger_url)
+    try:
+        assert _booked(ledger, "C-IMP-LOTUS") == {}
+        listed = [w.id async for w in dev_server.client.list_workflows('WorkflowType = "CustomerBilling"')]
+        assert listed == []
+
+        first = await run_starter(dev_server, queue, "import-invoices", str(CSV_FILE), "--ledger-url", ledger_url)
+
+        assert first.returncode == 2, first.stderr
+        assert "line 5: amount: 12.345 has more than 2 decimals for CNY" in first.stderr
+        assert "line 9: due_on 2030-01-01 is before issued_on 2030-02-01" in first.stderr
+        assert [line.split(":")[0] for line in first.stderr.splitlines() if line.startswith("line ")] == [
+            f"line {n}" for n in CSV_REJECTED
+        ]
+        assert "rejected                             8   line 5, 6, 7, 8, 9, 12, 14, 15" in first.stdout
+        assert "invoices signalled                   4   (starting or joining 3 lifecycles)" in first.stdout
+        assert _booked(ledger, "C-IMP-LOTUS") == {"INV-IMP-0001": cny("1234.50"), "INV-IMP-0002": cny("880.00")}
+
+        async def three_lifecycles() -> list[str]:
+            query = 'WorkflowType = "CustomerBilling" AND ExecutionStatus = "Running"'
+            ids = sorted([w.id async for w in dev_server.client.list_workflows(query)])
+            return ids if len(ids) == 3 else []
+
+        running = await eventually("three lifecycles in visibility", three_lifecycles, 15)
+        assert running == sorted(f"customer-billing-{c}" for c in CSV_CUSTOMERS)
+
+        second = await run_starter(dev_server, queue, "import-invoices", str(CSV_FILE), "--ledger-url", ledger_url)
+
+        assert second.returncode == 2, second.stderr
+        assert "recorded                             0" in second.stdout
+        assert "already recorded, still owed         4" in second.stdout
+        assert "invoices signalled                   4   (starting or joining 3 lifecycles)" in second.stdout
+        assert [line for line in second.stderr.splitlines() if not line.startswith("line ")] == []
+        rerun = [w async for w in dev_server.client.list_workflows('WorkflowType = "CustomerBilling"')]
+        assert len(rerun) == 3  # the second run joined the three open lifecycles, it started none
+    finally:
+        ledger.close()
