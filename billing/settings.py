@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import time
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -19,6 +20,7 @@ from billing.notices.branding import (
     web_url,
 )
 from billing.policy import CollectionsPolicy, load_policy
+from billing.sweep import sweep_time_of_day, sweep_time_zone
 
 PRODUCTION_PARTNER_CENTER_URL = "https://partner.partnercenterapi.microsoftonline.cn"
 PRODUCTION_TOKEN_URL_TEMPLATE = "https://login.partner.microsoftonline.cn/{tenant}/oauth2/token"
@@ -44,6 +46,8 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "BILLING_PARTNER_CENTER_CLIENT_SECRET": "partner_center_client_secret",
     "BILLING_POLICY_FILE": "policy_file",
     "BILLING_HISTORY_EVENT_LIMIT": "history_event_limit",
+    "BILLING_SWEEP_TIME": "sweep_time",
+    "BILLING_SWEEP_TIME_ZONE": "sweep_time_zone",
     # What customers read (billing.notices.Branding) and where a partner's own templates live.
     "BILLING_PARTNER_NAME": "partner_name",
     "BILLING_PARTNER_LOGO_URL": "partner_logo_url",
@@ -180,6 +184,18 @@ class Settings(DocumentSettings):
     partner_center_client_secret: str | None = None
     policy_file: Path | None = None
     history_event_limit: int = 10_000  # a lifecycle continues as new past this many history events
+    sweep_time: time = time(6, 0)  # the daily sweep's local time, HH:MM
+    sweep_time_zone: str = "Asia/Shanghai"
+
+    @field_validator("sweep_time")
+    @classmethod
+    def _sweep_time(cls, value: time) -> time:
+        return sweep_time_of_day(value)
+
+    @field_validator("sweep_time_zone")
+    @classmethod
+    def _sweep_zone(cls, value: str) -> str:
+        return sweep_time_zone(value)
 
     @field_validator("history_event_limit")
     @classmethod

@@ -4,9 +4,10 @@ and the rule that says whether a running lifecycle still agrees with the ledger.
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, time
 from decimal import Decimal
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +22,22 @@ MAX_NAMED = 20
 
 SweepPhase = Literal["partner_invoices", "owed_customers", "running_lifecycles", "done"]
 LifecycleOutcome = Literal["started", "in_step", "told", "failed"]
+
+
+def sweep_time_of_day(value: time) -> time:
+    """The sweep's local start time: whole minutes, no zone of its own (`BILLING_SWEEP_TIME`, `--at`)."""
+    if value.second or value.microsecond or value.tzinfo is not None:
+        raise ValueError("must be a local time of day as HH:MM, such as 06:00")
+    return value
+
+
+def sweep_time_zone(value: str) -> str:
+    """The zone the sweep's time is read in (`BILLING_SWEEP_TIME_ZONE`, `--time-zone`)."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone such as Asia/Shanghai") from None
+    return value
 
 
 class SweepModel(BaseModel):

@@ -149,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         _wait_for_port(TEMPORAL_PORT, "the Temporal dev server", temporal)
         _wait_for_port(EMULATOR_PORT, "the Partner Center emulator", emulator)
-        start("worker", [sys.executable, "worker.py"], env=worker_environment(var, args.demo))
+        environment = worker_environment(var, args.demo)
+        start("worker", [sys.executable, "worker.py"], env=environment)
+        # The daily sweep's schedule, as a deployment creates it (idempotent: a restart finds it in place).
+        subprocess.run([sys.executable, "starter.py", "sweep", "schedule"], env=environment, check=False)
         print(f"Temporal UI      http://localhost:{UI_PORT}")
         print(f"Temporal server  localhost:{TEMPORAL_PORT} (database {var / 'temporal.db'})")
         print(f"Partner Center   http://127.0.0.1:{EMULATOR_PORT} (local emulator)")
