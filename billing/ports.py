@@ -208,8 +208,6 @@ class EscalationRecord(PortModel):
     history: list[EscalationHistoryEntry] = Field(default_factory=list)
 
 
-# --- mailer ---------------------------------------------------------------------------------------------
-
 class OwedAccount(PortModel):
     """A customer who owes something, as the books see them: one unit of the daily sweep's work.
 
@@ -221,6 +219,8 @@ class OwedAccount(PortModel):
     account_problem: str | None = None
     balance: AccountBalance  # the open invoices, oldest due first
 
+
+# --- mailer ---------------------------------------------------------------------------------------------
 
 
 class NoticeNextStep(PortModel):
