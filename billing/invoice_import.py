@@ -384,7 +384,7 @@ LifecycleStarter = Callable[[CustomerAccount, Invoice], Awaitable[object]]
 
 @dataclass(frozen=True)
 class Failed:
-    """A row booked in the ledger whose lifecycle could not be started; running the import again does it."""
+    """A row the ledger could not book, or booked without starting its lifecycle: running the import again does it."""
 
     line: int
     reason: str
@@ -440,7 +440,7 @@ class ImportReport:
         add("rejected", len(self.rejected), _line_list(rejected.line for rejected in self.rejected))
         if self.failed:
             add(
-                "booked, lifecycle not started",
+                "not finished",
                 len(self.failed),
                 _line_list(failure.line for failure in self.failed) + " (run the import again)",
             )
@@ -503,9 +503,12 @@ async def import_invoices(
     start_lifecycle: LifecycleStarter | None,
     progress: Progress | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
+    ledger_writers: int = DEFAULT_CONCURRENCY,
 ) -> ImportReport:
     """Check the rows within the file and against the ledger, then (unless `start_lifecycle` is None: a dry
-    run) book each invoice and signal-with-start its customer's lifecycle, `concurrency` rows at a time.
+    run) book each invoice and signal-with-start its customer's lifecycle, `concurrency` rows at a time and at
+    most `ledger_writers` of them writing to the ledger (1 for SQLite, which has one writer at a time anyway:
+    more only queue on its lock, past its timeout on a slow disk).
 
     Booking comes first, so an invoice whose start failed is on the books, and the next run (or the daily
     sweep of the ledger) starts its lifecycle. An invoice already on the books as in the file is signalled
@@ -529,12 +532,13 @@ async def import_invoices(
     if progress is not None:
         progress.advance(len(planned) - len(to_do) + len(repeats) + len(report.rejected))
     slots = asyncio.Semaphore(concurrency)
+    writers = asyncio.Semaphore(ledger_writers)
 
     async def one(item: Planned) -> None:
         row = item.row
         async with slots:
             try:
-                await _book_and_start(row, ledger, start_lifecycle, report)
+                await _book_and_start(row, ledger, writers, start_lifecycle, report)
             finally:
                 if progress is not None:
                     progress.advance()
@@ -550,17 +554,30 @@ async def import_invoices(
 
 
 async def _book_and_start(
-    row: InvoiceRow, ledger: LedgerBooks, start_lifecycle: LifecycleStarter, report: ImportReport
+    row: InvoiceRow,
+    ledger: LedgerBooks,
+    writers: asyncio.Semaphore,
+    start_lifecycle: LifecycleStarter,
+    report: ImportReport,
 ) -> None:
     request = RecordInvoiceRequest(account=row.account, invoice=row.invoice, due_at=row.due_at)
     try:
-        await asyncio.to_thread(ledger.record_invoice, request)
+        async with writers:
+            await asyncio.to_thread(ledger.record_invoice, request)
     except LedgerRejection as rejection:
         report.rejected.append(Rejected(row.line, str(rejection)))
+        return
+    except Exception as error:  # the database busy or gone: nothing was booked, the next run books it
+        report.failed.append(Failed(row.line, f"not booked, the ledger failed: {_first_line(error)}"))
         return
     try:
         await start_lifecycle(row.account, row.invoice)
     except Exception as error:  # Temporal unreachable or refusing: booked already, so the next run starts it
-        report.failed.append(Failed(row.line, f"booked, but the lifecycle did not start: {error}"))
+        report.failed.append(Failed(row.line, f"booked, but the lifecycle did not start: {_first_line(error)}"))
         return
     report.signalled.append(row.invoice.invoice_id)
+
+
+def _first_line(error: Exception) -> str:
+    # SQLAlchemy appends the statement and a link on further lines; the first one says what went wrong.
+    return f"{error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''}"
