@@ -24,17 +24,20 @@ from activities.collections_policy import PolicyActivities
 from activities.ledger import LedgerActivities
 from activities.mailer import MailerActivities, OutboxTransport, SmtpTransport
 from activities.partner_center import PartnerCenterActivities, PartnerCenterClient
+from activities.partner_payables import PartnerPayableActivities
 from activities.sweep import SweepActivities
 from billing.ledger import LedgerStore
+from billing.ledger.partner_payments import PartnerPaymentBook
 from billing.logging import configure_logging
 from billing.notices import NoticeRenderer
 from billing.settings import Settings, SettingsError, settings_from_environment
 from workflows.customer_billing import CustomerBilling
 from workflows.daily_sweep import DailySweep
+from workflows.partner_payable import PartnerPayable
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS: list[type] = [CustomerBilling, DailySweep]
+WORKFLOWS: list[type] = [CustomerBilling, PartnerPayable, DailySweep]
 CONNECT_ATTEMPTS = 30
 
 
@@ -88,6 +91,7 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
     )
     ledger = LedgerActivities(store)
     policy = PolicyActivities(settings.policy(), settings.history_event_limit)
+    payables = PartnerPayableActivities(partner_center, client, settings.task_queue, PartnerPaymentBook(store.engine))
     sweep = SweepActivities(store, client, settings.task_queue)
     activities: list[Callable[..., Any]] = [
         policy.load_lifecycle_settings,
@@ -102,6 +106,8 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
         ledger.record_escalation,
         ledger.build_escalation_case,
         mailer.send_notice,
+        payables.track_partner_invoices,
+        payables.record_partner_payment,
         PartnerCenterActivities(partner_center).list_active_subscriptions,
         PartnerCenterActivities(partner_center).change_subscription_status,
         sweep.reconcile_owed_customers,

@@ -1,4 +1,5 @@
-"""Partner Center operated by 21Vianet: list a customer's subscriptions, suspend and reinstate them.
+"""Partner Center operated by 21Vianet: list a customer's subscriptions, suspend and reinstate them, and list
+the partner's own invoices from 21Vianet.
 
 `PartnerCenterClient` speaks the REST API (app-only token, rate limit, retries); the activities wrap it.
 """
@@ -12,7 +13,8 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self
@@ -23,6 +25,8 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from billing.money import Money
+from billing.partner_payable import PartnerInvoice
 from billing.ports import (
     ActiveSubscriptions,
     SubscriptionQuery,
@@ -42,6 +46,9 @@ _CHANGEABLE_STATUSES = frozenset({"active", "suspended"})
 _REQUEST_ID_NAMESPACE = uuid.UUID("6fe71630-d5fa-4c97-b150-b168aab6eaa0")
 _MAX_BACKOFF = 10.0
 _MAX_ERROR_TEXT = 2000
+INVOICE_PAGE_SIZE = 200
+# A bound on `links.next` pages, so a service that kept answering with a next link could not hold us for ever.
+_MAX_INVOICE_PAGES = 500
 
 
 def ms_request_id(request_key: str) -> str:
@@ -223,6 +230,36 @@ class PartnerCenterClient:
             type=CONFLICT,
         )
 
+    # --- the partner's invoices from 21Vianet -------------------------------------------------------------
+
+    async def list_partner_invoices(
+        self, correlation_id: str, page_size: int = INVOICE_PAGE_SIZE
+    ) -> list[dict[str, Any]]:
+        """Every Invoice resource of `GET /v1/invoices?size=&offset=`, following the collection's `links.next`
+        (and the headers it names, such as a continuation token) page by page.
+
+        Amounts keep every digit: the JSON numbers are read as `Decimal`, never as floats.
+        """
+        path = f"/v1/invoices?size={page_size}&offset=0"
+        headers: dict[str, str] = {}
+        invoices: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for _ in range(_MAX_INVOICE_PAGES):
+            seen.add(path)
+            response = await self._call(
+                "GET", path, correlation_id=correlation_id, headers=headers, context={"resource": "invoices"}
+            )
+            page = response.json(parse_float=Decimal)
+            invoices.extend(page.get("items") or [])
+            following = (page.get("links") or {}).get("next")
+            if not following or not following.get("uri"):
+                return invoices
+            path = _v1_path(str(following["uri"]))
+            headers = {str(h["key"]): str(h["value"]) for h in following.get("headers") or [] if "key" in h}
+            if path in seen and not headers:
+                raise _paging_error(f"Partner Center sent the invoice page {path} twice")
+        raise _paging_error(f"Partner Center kept sending next links after {_MAX_INVOICE_PAGES} invoice pages")
+
     # --- HTTP -----------------------------------------------------------------------------------------------
 
     async def _call(
@@ -368,6 +405,60 @@ class PartnerCenterActivities:
             ms_request_id(change.request_key),
             change.correlation_id,
         )
+
+
+class UnreadableInvoice(ValueError):
+    """An Invoice resource this engine cannot read as a bill to pay (the message says which field and why)."""
+
+
+def partner_invoice(resource: Mapping[str, Any]) -> PartnerInvoice:
+    """21Vianet's Invoice resource as the engine's `PartnerInvoice`; amounts in the invoice's `currencyCode`.
+
+    Partner Center reports a payment it received as a negative `paidAmount`; what was paid is its magnitude.
+    """
+    invoice_id = str(resource.get("id") or "")
+    try:
+        currency = str(resource["currencyCode"])
+        total = _decimal(resource["totalCharges"])
+        paid = abs(_decimal(resource.get("paidAmount") or 0))
+        period_start = _date(resource.get("billingPeriodStartDate"))
+        period_end = _date(resource.get("billingPeriodEndDate"))
+        return PartnerInvoice(
+            invoice_id=invoice_id,
+            invoice_date=_date(resource["invoiceDate"]),
+            amount=Money(amount=total, currency=currency),
+            paid=Money(amount=min(paid, total), currency=currency),
+            billing_period_start=period_start,
+            billing_period_end=period_end,
+            invoice_type=str(resource["invoiceType"]) if resource.get("invoiceType") else None,
+        )
+    except KeyError as missing:
+        raise UnreadableInvoice(f"invoice {invoice_id or '(no id)'} has no {missing.args[0]}") from None
+    except (ValueError, TypeError, InvalidOperation) as error:
+        raise UnreadableInvoice(f"invoice {invoice_id or '(no id)'}: {error}") from None
+
+
+def _decimal(value: Any) -> Decimal:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not an amount")
+    return Decimal(str(value))
+
+
+def _date(value: Any) -> date | None:
+    """A UTC date-time string such as 2026-11-01T00:00:00Z as its (UTC) date; None stays None."""
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment.astimezone(UTC).date() if moment.tzinfo else moment.date()
+
+
+def _v1_path(uri: str) -> str:
+    """A collection link's uri (`/invoices?...`, relative to /v1, or already `/v1/...`) as a request path."""
+    return uri if uri.startswith("/v1/") else f"/v1{uri if uri.startswith('/') else '/' + uri}"
+
+
+def _paging_error(message: str) -> ApplicationError:
+    return ApplicationError(message, type=REJECTED, non_retryable=True)
 
 
 def _subscriptions_path(tenant_id: str, subscription_id: str | None = None) -> str:

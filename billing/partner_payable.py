@@ -176,6 +176,19 @@ class PayableState(BaseModel):
         return next((p for p in self.payments if p.payment_id == payment_id), None)
 
 
+class PartnerPayableInput(BaseModel):
+    """The input of `PartnerPayable`: 21Vianet's invoice, and how finance reads its notices. One model, so that
+    fields can be added compatibly; `carried_over` is what a continued-as-new run takes over."""
+
+    invoice: PartnerInvoice
+    locale: Locale = "zh-CN"
+    time_zone: str = DEFAULT_TIME_ZONE
+    carried_over: PayableState | None = None
+
+    def new_state(self) -> PayableState:
+        return self.carried_over or PayableState(invoice=self.invoice, locale=self.locale, time_zone=self.time_zone)
+
+
 # --- money ----------------------------------------------------------------------------------------------
 
 
@@ -207,6 +220,13 @@ def late_charge(state: PayableState, on: date) -> Money:
     charge = day_amounts * LATE_CHARGE_PER_MONTH / DAYS_PER_MONTH
     exponent = Decimal(1).scaleb(-minor_units(invoice.currency))
     return Money(amount=charge.quantize(exponent, rounding=ROUND_HALF_UP), currency=invoice.currency)
+
+
+def monthly_late_charge(amount: Money) -> Money:
+    """What a whole month late costs on `amount`: 1.5% of it, rounded half up to the currency's minor unit."""
+    exponent = Decimal(1).scaleb(-minor_units(amount.currency))
+    charge = (amount.amount * LATE_CHARGE_PER_MONTH).quantize(exponent, rounding=ROUND_HALF_UP)
+    return Money(amount=charge, currency=amount.currency)
 
 
 def days_overdue(state: PayableState, on: date) -> int:

@@ -7,12 +7,14 @@ One model per activity input and result, so fields can be added compatibly. The 
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from billing.models import CustomerAccount, Invoice, NextActionKind, NoticeKind, NoticeRecord, Payment
 from billing.money import Money
+from billing.partner_payable import PartnerPayment
 from billing.policy import CollectionsPolicy
 
 
@@ -243,6 +245,26 @@ class NoticeDispute(PortModel):
     escalation_reference: str | None = None  # the reference 21Vianet gave, once recorded
 
 
+class NoticePayable(PortModel):
+    """partner_payable: the partner's bill from 21Vianet, and what paying it late costs and risks."""
+
+    invoice_id: str  # 21Vianet's invoice id
+    invoice_date: date
+    due_on: date
+    billing_period_start: date | None = None
+    billing_period_end: date | None = None
+    amount: Money  # in the invoice's own currency
+    paid: Money
+    outstanding: Money
+    days_overdue: int = 0
+    late_charge: Money  # accrued by `late_charge_as_of` at `late_charge_rate_per_month`, pro-rated per day
+    late_charge_as_of: date
+    late_charge_rate_per_month: Decimal
+    late_charge_per_month: Money  # what a month late costs on what is outstanding now
+    settled: bool = False  # paid in full: the closing notice
+    payments: list[PartnerPayment] = Field(default_factory=list)
+
+
 class NoticeRequest(PortModel):
     """One notice to send. `key` is unique per customer: the same key is never sent twice."""
 
@@ -265,6 +287,7 @@ class NoticeRequest(PortModel):
     # escalation_case only: why the desk hears from us, and the case from the books to file with 21Vianet
     desk_purpose: Literal["case", "chase", "desk_reminder", "fraud_review"] | None = None
     escalation_case: EscalationCase | None = None
+    partner_payable: NoticePayable | None = None  # partner_payable: the bill, late charge and risk
 
 
 class NoticeReceipt(PortModel):
@@ -301,6 +324,38 @@ class SubscriptionStatusChanged(PortModel):
     subscription_id: str
     status: str  # the status Partner Center reports after the call
     changed: bool  # False when it already had the target status
+
+
+# --- the partner's own bills from 21Vianet -------------------------------------------------------------
+
+
+class PartnerPaymentBooking(PortModel):
+    """A payment the partner made to 21Vianet, for the books. Idempotent by `payment.payment_id`."""
+
+    invoice_id: str  # 21Vianet's invoice id
+    payment: PartnerPayment
+    recorded_by: str  # the payable's workflow id
+
+
+class PartnerPaymentBooked(PortModel):
+    duplicate: bool  # the payment id was already on the books with the same content; nothing changed
+    paid: Money  # every payment on the books against the invoice, this one included
+
+
+class TrackPartnerInvoicesRequest(PortModel):
+    """`track_partner_invoices`: start a `PartnerPayable` for each 21Vianet invoice with money owed."""
+
+    correlation_id: str  # the caller's workflow id, sent to Partner Center as MS-CorrelationId
+
+
+class PartnerInvoicesTracked(PortModel):
+    """What `track_partner_invoices` found; ids are 21Vianet's invoice ids."""
+
+    seen: int  # invoices Partner Center listed
+    started: list[str] = Field(default_factory=list)  # a PartnerPayable was started for each
+    already_tracked: list[str] = Field(default_factory=list)  # a PartnerPayable exists or existed
+    settled: list[str] = Field(default_factory=list)  # nothing owed (paid, or a credit): never started
+    unreadable: list[str] = Field(default_factory=list)  # "id: why", left for a person to look at
 
 
 # --- the notice log (kept in the ledger, read by the mailer) --------------------------------------------

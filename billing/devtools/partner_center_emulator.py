@@ -1,6 +1,7 @@
 """Development emulator of Partner Center operated by 21Vianet for local runs and tests, never for production.
 
-Serves on loopback the token, list, GET and PATCH calls the engine makes, with seeding, faults, a request log.
+Serves on loopback the token, list, GET and PATCH calls the engine makes, with seeding, faults, a request log;
+and the partner's own invoices from 21Vianet (`GET /v1/invoices`, paged), a few demo ones unless seeded.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,6 +44,8 @@ _DEMO_OFFERS = (
 )
 # Answers kept per MS-RequestId; the oldest are forgotten so a long local run does not grow without bound.
 _REMEMBERED_ANSWERS = 10_000
+# Partner Center pages a collection of invoices; the emulator's pages are small so that paging is exercised.
+DEFAULT_INVOICE_PAGE_SIZE = 2
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,10 @@ class PartnerCenterEmulator:
         self._faults: list[_Fault] = []
         self._concurrent_edits = 0
         self._requests: list[RecordedRequest] = []
+        self._invoices: dict[str, dict[str, Any]] = {
+            invoice["id"]: invoice for invoice in demo_invoices(datetime.now(UTC).date())
+        }
+        self.invoice_page_size = DEFAULT_INVOICE_PAGE_SIZE
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         if state_file is not None and state_file.exists():
@@ -195,6 +203,34 @@ class PartnerCenterEmulator:
         with self._lock:
             self._concurrent_edits += times
 
+    def seed_invoices(self, invoices: Sequence[Mapping[str, Any]]) -> None:
+        """Serve exactly these invoices (Invoice resources, e.g. from `invoice_resource`), in this order."""
+        with self._lock:
+            self._invoices = {str(invoice["id"]): _copy(invoice) for invoice in invoices}
+            self._save()
+
+    def add_invoice(self, invoice: Mapping[str, Any]) -> None:
+        """Add an invoice, or replace the one with the same id."""
+        with self._lock:
+            self._invoices[str(invoice["id"])] = _copy(invoice)
+            self._save()
+
+    def record_invoice_payment(self, invoice_id: str, amount: Decimal | str) -> None:
+        """21Vianet received `amount` against the invoice: `paidAmount` goes down by it (payments are negative)."""
+        with self._lock:
+            invoice = self._invoices[invoice_id]
+            invoice["paidAmount"] = float(Decimal(str(invoice["paidAmount"])) - Decimal(str(amount)))
+            self._save()
+
+    def invoice(self, invoice_id: str) -> dict[str, Any]:
+        with self._lock:
+            return _copy(self._invoices[invoice_id])
+
+    def invoices(self) -> list[dict[str, Any]]:
+        """Copies of every invoice served, in order."""
+        with self._lock:
+            return [_copy(invoice) for invoice in self._invoices.values()]
+
     def revoke_tokens(self) -> None:
         with self._lock:
             self._tokens.clear()
@@ -217,9 +253,13 @@ class PartnerCenterEmulator:
     def handle(self, method: str, target: str, headers: Mapping[str, str], raw_body: bytes) -> _Reply | None:
         """Answer one request; None means drop the connection. Called by the HTTP handler threads."""
         arrived = time.monotonic()
-        path = urlsplit(target).path
+        parts = urlsplit(target)
+        path = parts.path
         with self._lock:
-            reply, recorded_body = self._dispatch(method, path, headers, raw_body)
+            if path.rstrip("/") == "/v1/invoices":
+                reply, recorded_body = self._serve_invoices(method, parse_qs(parts.query), headers), None
+            else:
+                reply, recorded_body = self._dispatch(method, path, headers, raw_body)
             self._requests.append(
                 RecordedRequest(arrived, method, path, dict(headers), recorded_body, reply.status if reply else 0)
             )
@@ -265,6 +305,36 @@ class PartnerCenterEmulator:
                 "resource": form["resource"],
                 "access_token": token,
             },
+        )
+
+    def _serve_invoices(self, method: str, query: Mapping[str, list[str]], headers: Mapping[str, str]) -> _Reply | None:
+        """`GET /v1/invoices?size=&offset=`: a page of the partner's invoices, with a `next` link while more remain."""
+        fault = self._take_fault(method)
+        if fault is not None:
+            if fault.status is None:
+                return None
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            return _error(fault.status, HTTPStatus(fault.status).phrase, "injected by the emulator", extra)
+        if not self._authorised(headers.get("authorization", "")):
+            return _error(401, "Unauthorized", "a valid bearer token is required")
+        if method != "GET":
+            return _error(405, "MethodNotAllowed", "the invoice collection takes GET")
+        try:
+            size = int(query.get("size", [str(self.invoice_page_size)])[0])
+            offset = int(query.get("offset", ["0"])[0])
+        except ValueError:
+            return _error(400, "InvalidQuery", "size and offset are whole numbers")
+        if size < 1 or offset < 0:
+            return _error(400, "InvalidQuery", "size is at least 1 and offset at least 0")
+        size = min(size, self.invoice_page_size)
+        invoices = list(self._invoices.values())
+        page = [_copy(invoice) for invoice in invoices[offset : offset + size]]
+        links: dict[str, Any] = {"self": _link(f"/invoices?size={size}&offset={offset}")}
+        if offset + size < len(invoices):
+            links["next"] = _link(f"/invoices?size={size}&offset={offset + size}")
+        return _Reply(
+            200,
+            {"totalCount": len(page), "items": page, "links": links, "attributes": {"objectType": "Collection"}},
         )
 
     def _serve_subscriptions(
@@ -396,6 +466,7 @@ class PartnerCenterEmulator:
             return
         state = {
             "tenants": self._tenants,
+            "invoices": list(self._invoices.values()),
             "answers": [[request_id, status, body] for request_id, (status, body) in self._answers.items()],
         }
         _write_atomically(self._state_file, json.dumps(state, indent=2, ensure_ascii=False))
@@ -403,6 +474,8 @@ class PartnerCenterEmulator:
     def _load(self, path: Path) -> None:
         state = json.loads(path.read_text(encoding="utf-8"))
         self._tenants = state.get("tenants", {})
+        if "invoices" in state:
+            self._invoices = {invoice["id"]: invoice for invoice in state["invoices"]}
         self._answers = OrderedDict(
             (request_id, (status, body)) for request_id, status, body in state.get("answers", [])
         )
@@ -486,6 +559,58 @@ def _new_subscription(tenant_id: str, subscription_id: str, status: str, offer: 
         "links": {"self": _link(f"/customers/{tenant_id}/subscriptions/{subscription_id}")},
         "attributes": {"etag": _new_etag(), "objectType": "Subscription"},
     }
+
+
+def invoice_resource(
+    invoice_id: str,
+    invoice_date: date,
+    total: Decimal | str,
+    currency: str,
+    *,
+    paid: Decimal | str = "0",
+    invoice_type: str = "Recurring",
+) -> dict[str, Any]:
+    """An Invoice resource as Partner Center returns it; `paid` is what 21Vianet received (shown negative)."""
+    period_end = invoice_date - timedelta(days=1)
+    period_start = period_end.replace(day=1)
+    symbols = {"CNY": "¥", "USD": "$", "EUR": "€", "JPY": "¥"}
+    return {
+        "id": invoice_id,
+        "invoiceDate": f"{invoice_date.isoformat()}T00:00:00Z",
+        "billingPeriodStartDate": f"{period_start.isoformat()}T00:00:00Z",
+        "billingPeriodEndDate": f"{period_end.isoformat()}T00:00:00Z",
+        "totalCharges": float(Decimal(str(total))),
+        "paidAmount": float(-Decimal(str(paid))),
+        "currencyCode": currency,
+        "currencySymbol": symbols.get(currency, currency),
+        "invoiceType": invoice_type,
+        "documentType": "Invoice",
+        "invoiceDetails": [
+            {
+                "invoiceLineItemType": "billing_line_items",
+                "billingProvider": "office" if invoice_type == "Recurring" else "one_time",
+                "links": {"self": _link(f"/invoices/{invoice_id}/lineitems")},
+                "attributes": {"objectType": "InvoiceDetail"},
+            }
+        ],
+        "links": {"self": _link(f"/invoices/{invoice_id}")},
+        "attributes": {"objectType": "Invoice"},
+    }
+
+
+def demo_invoices(today: date) -> list[dict[str, Any]]:
+    """21Vianet's bills to the partner around `today`: one paid, one overdue, one current, one in US dollars."""
+    first = today.replace(day=1)
+    months = [first]
+    for _ in range(3):
+        months.append((months[-1] - timedelta(days=1)).replace(day=1))
+    this, last, before, oldest = months
+    return [
+        invoice_resource(f"G{oldest:%Y%m}0001", oldest, "98000.00", "CNY", paid="98000.00"),
+        invoice_resource(f"G{before:%Y%m}0001", before, "45600.00", "CNY", paid="10000.00"),
+        invoice_resource(f"G{last:%Y%m}0001", last, "52300.00", "CNY"),
+        invoice_resource(f"G{this:%Y%m}0002", this, "1200.00", "USD", invoice_type="OneTime"),
+    ]
 
 
 def _link(uri: str) -> dict[str, Any]:

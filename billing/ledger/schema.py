@@ -292,3 +292,19 @@ audit_trail = Table(
     Column("at", UtcDateTime, nullable=False),
     Column("recorded_at", UtcDateTime, nullable=False),
 )
+
+partner_payments = Table(
+    "partner_payments",
+    metadata,
+    # What the partner paid 21Vianet against 21Vianet's invoices (the PartnerPayable workflow's books). No
+    # foreign key: 21Vianet's invoices to the partner are not customer invoices.
+    Column("payment_id", String, primary_key=True),
+    Column("invoice_id", String, nullable=False, index=True),  # 21Vianet's invoice id
+    Column("currency", String(3), nullable=False),
+    Column("amount", Amount, nullable=False),
+    Column("paid_on", Date, nullable=False),
+    Column("reference", String, nullable=True),
+    Column("recorded_by", String, nullable=False),  # the payable's workflow id
+    Column("recorded_at", UtcDateTime, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+)

@@ -15,8 +15,24 @@ from billing.collections import StepKind
 from billing.models import CustomerAccount, Locale, NextActionKind, NoticeKind, NoticeRecord, Payment
 from billing.money import Money
 from billing.notices.rendering import NoticeRenderer
+from billing.partner_payable import (
+    LATE_CHARGE_PER_MONTH,
+    PartnerInvoice,
+    PartnerPayment,
+    PayableState,
+    days_overdue,
+    late_charge,
+    monthly_late_charge,
+)
 from billing.policy import CollectionsPolicy, PolicyError, load_policy
-from billing.ports import InvoiceBalance, NoticeDispute, NoticeLogEntry, NoticeNextStep, NoticeRequest
+from billing.ports import (
+    InvoiceBalance,
+    NoticeDispute,
+    NoticeLogEntry,
+    NoticeNextStep,
+    NoticePayable,
+    NoticeRequest,
+)
 from billing.schedule import InvoiceSchedule, ScheduledStep, invoice_schedule, unpaid_invoice
 from billing.settings import Settings, SettingsError, document_settings_from_environment
 
@@ -198,19 +214,55 @@ def sample_request(
             payments=[payment],
             notices_sent=noticed,
         )
-    payable = unpaid_invoice(
-        f"21V-{invoice.issued_on:%Y%m}-PARTNER",
-        life.money("98000.00"),
-        invoice.issued_on,
-        invoice.issued_on + timedelta(days=20),
-        life.account.zone,
+    return _partner_payable_sample(life)
+
+
+def _partner_payable_sample(life: _SampleLifecycle) -> NoticeRequest:
+    """21Vianet's bill to the partner, issued 45 days before the sample's invoice date: 15 days overdue, part
+    paid, with the late charge accrued so far."""
+    today = life.invoice.issued_on
+    bill = PayableState(
+        invoice=PartnerInvoice(
+            invoice_id=f"G{today - timedelta(days=45):%Y%m}0001",
+            invoice_date=today - timedelta(days=45),
+            amount=life.money("98000.00"),
+            paid=life.money("0"),
+            billing_period_start=(today - timedelta(days=75)).replace(day=1),
+            billing_period_end=today - timedelta(days=46),
+        ),
+        locale=life.account.locale,
+        payments=[
+            PartnerPayment(payment_id="TT-20260001", amount=life.money("20000.00"), paid_on=today - timedelta(days=20))
+        ],
     )
+    invoice = bill.invoice
+    outstanding = bill.outstanding
+    balance = unpaid_invoice(invoice.invoice_id, invoice.amount, invoice.invoice_date, invoice.due_on, bill.zone)
+    balance = balance.model_copy(update={"paid": bill.paid, "outstanding": outstanding})
     return life.request(
-        kind,
-        key=f"partner-payable-{payable.invoice_id}-1",
-        invoices=[payable],
-        amount_due=payable.outstanding,
-        next_step=NoticeNextStep(kind=NextActionKind.REMINDER, on=payable.due_on - timedelta(days=3)),
+        NoticeKind.PARTNER_PAYABLE,
+        key=f"partner-payable-{invoice.invoice_id}/overdue/2",
+        workflow_id=f"partner-payable-{invoice.invoice_id}",
+        invoices=[balance],
+        amount_due=outstanding,
+        overdue_amount=outstanding,
+        next_step=NoticeNextStep(kind=NextActionKind.REMINDER, on=today + timedelta(days=6)),
+        partner_payable=NoticePayable(
+            invoice_id=invoice.invoice_id,
+            invoice_date=invoice.invoice_date,
+            due_on=invoice.due_on,
+            billing_period_start=invoice.billing_period_start,
+            billing_period_end=invoice.billing_period_end,
+            amount=invoice.amount,
+            paid=bill.paid,
+            outstanding=outstanding,
+            days_overdue=days_overdue(bill, today),
+            late_charge=late_charge(bill, today),
+            late_charge_as_of=today,
+            late_charge_rate_per_month=LATE_CHARGE_PER_MONTH,
+            late_charge_per_month=monthly_late_charge(outstanding),
+            payments=bill.payments,
+        ),
     )
 
 

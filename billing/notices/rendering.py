@@ -168,6 +168,7 @@ def _context(
         # The invoice ids a transfer quotes as its payment reference: those with something left to pay.
         "payment_references": [invoice.invoice_id for invoice in request.invoices if invoice.outstanding.is_positive],
         "policy_attachment": policy_attachment,
+        "partner_payable": request.partner_payable,
     }
 
 

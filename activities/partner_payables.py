@@ -1,0 +1,141 @@
+"""The partner's own bills from 21Vianet: find them in Partner Center and start a `PartnerPayable` for each one
+with money owed (the daily sweep calls `track_partner_invoices`), and book the payments finance records."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal, InvalidOperation
+
+import structlog
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+
+from activities.partner_center import PartnerCenterClient, UnreadableInvoice, partner_invoice
+from billing.ledger import LedgerRejection
+from billing.ledger.partner_payments import PartnerPaymentBook
+from billing.models import DEFAULT_TIME_ZONE, Locale
+from billing.money import Money
+from billing.partner_payable import PartnerInvoice, PartnerPayableInput, workflow_id
+from billing.ports import (
+    PartnerInvoicesTracked,
+    PartnerPaymentBooked,
+    PartnerPaymentBooking,
+    TrackPartnerInvoicesRequest,
+)
+
+log = structlog.get_logger(__name__)
+
+WORKFLOW_NAME = "PartnerPayable"
+
+
+class PartnerPayableActivities:
+    """`track_partner_invoices` and `record_partner_payment`, around Partner Center, Temporal and the books."""
+
+    def __init__(
+        self,
+        partner_center: PartnerCenterClient,
+        client: Client,
+        task_queue: str,
+        book: PartnerPaymentBook,
+        *,
+        locale: Locale = "zh-CN",
+        time_zone: str = DEFAULT_TIME_ZONE,
+    ) -> None:
+        """`locale` and `time_zone` are the finance team's: the language of its notices and its business day."""
+        self._partner_center = partner_center
+        self._client = client
+        self._task_queue = task_queue
+        self._book = book
+        self._locale: Locale = locale
+        self._time_zone = time_zone
+
+    @activity.defn(name="track_partner_invoices")
+    async def track_partner_invoices(self, request: TrackPartnerInvoicesRequest) -> PartnerInvoicesTracked:
+        """Start a `PartnerPayable` (id `partner-payable-{invoice_id}`) for every invoice with money owed that
+        has none yet. Idempotent: a running payable is not duplicated, a finished (paid) one never restarted,
+        and an invoice the books show as paid is never started even after Temporal forgot its payable."""
+        resources = await self._partner_center.list_partner_invoices(request.correlation_id)
+        tracked = PartnerInvoicesTracked(seen=len(resources))
+        for resource in resources:
+            activity.heartbeat(str(resource.get("id", "")))
+            if _nothing_owed(resource):
+                tracked.settled.append(str(resource.get("id", "")))
+                continue
+            try:
+                invoice = partner_invoice(resource)
+            except UnreadableInvoice as problem:
+                log.warning("partner_invoice_unreadable", problem=str(problem))
+                tracked.unreadable.append(str(problem))
+                continue
+            if await self._settled(invoice):
+                tracked.settled.append(invoice.invoice_id)
+                continue
+            if await self._start(invoice):
+                tracked.started.append(invoice.invoice_id)
+            else:
+                tracked.already_tracked.append(invoice.invoice_id)
+        log.info(
+            "partner_invoices_tracked",
+            seen=tracked.seen,
+            started=len(tracked.started),
+            already_tracked=len(tracked.already_tracked),
+            settled=len(tracked.settled),
+            unreadable=len(tracked.unreadable),
+            correlation_id=request.correlation_id,
+        )
+        return tracked
+
+    async def _settled(self, invoice: PartnerInvoice) -> bool:
+        if not (invoice.amount - invoice.paid).is_positive:
+            return True
+        booked = await asyncio.to_thread(self._book.payments, invoice.invoice_id)
+        paid = Money.zero(invoice.currency)
+        for payment in booked:
+            if payment.amount.currency == invoice.currency:
+                paid = paid + payment.amount
+        return paid >= invoice.amount
+
+    async def _start(self, invoice: PartnerInvoice) -> bool:
+        """Start the payable; False when one with its id runs or ran before (REJECT_DUPLICATE keeps it so)."""
+        try:
+            await self._client.start_workflow(
+                WORKFLOW_NAME,
+                PartnerPayableInput(invoice=invoice, locale=self._locale, time_zone=self._time_zone),
+                id=workflow_id(invoice.invoice_id),
+                task_queue=self._task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                static_summary=f"21Vianet invoice {invoice.invoice_id} of {invoice.invoice_date}: {invoice.amount}, "
+                f"due {invoice.due_on}",
+            )
+        except WorkflowAlreadyStartedError:
+            return False
+        log.info("partner_payable_started", invoice_id=invoice.invoice_id, due_on=str(invoice.due_on))
+        return True
+
+    @activity.defn(name="record_partner_payment")
+    def record_partner_payment(self, booking: PartnerPaymentBooking) -> PartnerPaymentBooked:
+        try:
+            booked = self._book.record(booking)
+        except LedgerRejection as rejection:
+            log.warning("ledger_refused", action="record_partner_payment", code=rejection.code)
+            raise ApplicationError(str(rejection), rejection.code, type="LedgerRejection", non_retryable=True) from None
+        log.info(
+            "partner_payment_recorded",
+            invoice_id=booking.invoice_id,
+            payment_id=booking.payment.payment_id,
+            duplicate=booked.duplicate,
+        )
+        return booked
+
+
+def _nothing_owed(resource: dict[str, object]) -> bool:
+    """A credit note or an invoice for nothing is not a bill to pay."""
+    if str(resource.get("documentType", "")).replace(" ", "").lower() == "creditnote":
+        return True
+    try:
+        return Decimal(str(resource.get("totalCharges"))) <= 0
+    except InvalidOperation:
+        return False  # unreadable: partner_invoice says why

@@ -1,0 +1,156 @@
+"""21Vianet's invoices to the partner: `GET /v1/invoices` against the emulator (paging, amounts, currency), and
+`track_partner_invoices` starting one `PartnerPayable` per invoice with money owed, idempotently."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from activities.partner_center import PartnerCenterClient, UnreadableInvoice, partner_invoice
+from activities.partner_payables import PartnerPayableActivities
+from billing.devtools.partner_center_emulator import PartnerCenterEmulator, invoice_resource
+from billing.ledger.partner_payments import PartnerPaymentBook
+from billing.ledger.store import LedgerStore
+from billing.money import Money
+from billing.partner_payable import PartnerPayableStatus, PartnerPayment
+from billing.ports import PartnerPaymentBooking, TrackPartnerInvoicesRequest
+from tests.temporal_fixtures import EngineFactory
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def client_for(emulator: PartnerCenterEmulator) -> PartnerCenterClient:
+    return PartnerCenterClient(emulator.base_url, emulator.token_url, emulator.client_id, emulator.client_secret)
+
+
+async def test_every_page_of_invoices_is_read_with_exact_amounts_and_each_invoices_own_currency(
+    partner_center_emulator: PartnerCenterEmulator,
+) -> None:
+    partner_center_emulator.seed_invoices(
+        [
+            invoice_resource("G1", date(2026, 8, 1), "98000.00", "CNY", paid="98000.00"),
+            invoice_resource("G2", date(2026, 9, 1), "45600.10", "CNY", paid="10000.00"),
+            invoice_resource("G3", date(2026, 10, 1), "52300.00", "CNY"),
+            invoice_resource("G4", date(2026, 10, 5), "1200.00", "USD", invoice_type="OneTime"),
+            invoice_resource("G5", date(2026, 11, 1), "0.30", "CNY"),
+        ]
+    )
+    async with client_for(partner_center_emulator) as client:
+        resources = await client.list_partner_invoices("partner-sweep-test", page_size=100)
+
+    assert [resource["id"] for resource in resources] == ["G1", "G2", "G3", "G4", "G5"]
+    pages = partner_center_emulator.api_requests("GET")
+    assert [request.path for request in pages] == ["/v1/invoices"] * 3  # the emulator serves two a page
+    assert all(request.header("MS-CorrelationId") == "partner-sweep-test" for request in pages)
+    invoices = [partner_invoice(resource) for resource in resources]
+    assert invoices[0].paid == Money.of("98000.00", "CNY")  # Partner Center shows the payment negative
+    assert invoices[1].amount == Money.of("45600.10", "CNY")
+    assert invoices[1].due_on == date(2026, 10, 1)
+    assert invoices[3].amount == Money.of("1200.00", "USD")
+    assert invoices[3].invoice_type == "OneTime"
+    assert invoices[4].amount.amount == Decimal("0.30")
+
+
+def test_an_invoice_without_a_currency_is_unreadable_not_assumed_to_be_yuan() -> None:
+    resource = invoice_resource("G9", date(2026, 10, 1), "100.00", "CNY")
+    del resource["currencyCode"]
+
+    with pytest.raises(UnreadableInvoice, match="invoice G9 has no currencyCode"):
+        partner_invoice(resource)
+
+
+def test_the_emulator_serves_demo_invoices_one_paid_one_overdue_and_one_not_in_yuan() -> None:
+    emulator = PartnerCenterEmulator()
+    today = date.today()
+
+    invoices = [partner_invoice(resource) for resource in emulator.invoices()]
+
+    assert any(invoice.paid == invoice.amount for invoice in invoices)
+    assert any(invoice.due_on < today and invoice.paid < invoice.amount for invoice in invoices)
+    assert any(invoice.currency != "CNY" for invoice in invoices)
+
+
+async def test_tracking_twice_starts_each_owed_invoice_once_and_never_one_that_is_paid(
+    time_skipping_env: WorkflowEnvironment,
+    engine_factory: EngineFactory,
+    partner_center_emulator: PartnerCenterEmulator,
+    tmp_path: Path,
+) -> None:
+    env = time_skipping_env
+    today = (await env.get_current_time()).astimezone(SHANGHAI).date()
+    partner_center_emulator.seed_invoices(
+        [
+            invoice_resource("T-PAID", today - timedelta(days=60), "98000.00", "CNY", paid="98000.00"),
+            invoice_resource("T-OWED", today - timedelta(days=10), "52300.00", "CNY", paid="2300.00"),
+            invoice_resource("T-USD", today - timedelta(days=5), "1200.00", "USD", invoice_type="OneTime"),
+            invoice_resource("T-BOOKED", today - timedelta(days=40), "500.00", "CNY"),
+        ]
+    )
+    store = LedgerStore.from_url(f"sqlite:///{tmp_path}/ledger.db")
+    book = PartnerPaymentBook(store.engine)
+    # Paid in full on our books (its payable finished long ago), though Partner Center does not show it yet.
+    book.record(
+        PartnerPaymentBooking(
+            invoice_id="T-BOOKED",
+            payment=PartnerPayment(payment_id="TT-0", amount=Money.of("500.00", "CNY"), paid_on=today),
+            recorded_by="partner-payable-T-BOOKED",
+        )
+    )
+    async with engine_factory(env.client) as engine, client_for(partner_center_emulator) as partner_center:
+        engine.started.update({"partner-payable-T-OWED", "partner-payable-T-USD"})
+        tracker = PartnerPayableActivities(partner_center, env.client, engine.settings.task_queue, book)
+        request = TrackPartnerInvoicesRequest(correlation_id="daily-sweep-test")
+
+        first = await ActivityEnvironment().run(tracker.track_partner_invoices, request)
+        second = await ActivityEnvironment().run(tracker.track_partner_invoices, request)
+
+        assert first.seen == 4
+        assert sorted(first.started) == ["T-OWED", "T-USD"]
+        assert sorted(first.settled) == ["T-BOOKED", "T-PAID"]
+        assert second.started == []
+        assert sorted(second.already_tracked) == ["T-OWED", "T-USD"]
+        owed = env.client.get_workflow_handle("partner-payable-T-OWED")
+        status: Any = await owed.query("status", result_type=PartnerPayableStatus)
+        assert status.amount_due == Money.of("50000.00", "CNY")
+        usd: Any = await env.client.get_workflow_handle("partner-payable-T-USD").query(
+            "status", result_type=PartnerPayableStatus
+        )
+        assert usd.amount_due == Money.of("1200.00", "USD")
+
+        # Paid in full: the payable completes, and a later sweep does not start it again.
+        await owed.execute_update(
+            "record_partner_payment",
+            {"payment_id": "TT-1", "amount": {"amount": "50000.00", "currency": "CNY"}, "paid_on": str(today)},
+        )
+        await owed.result()
+        third = await ActivityEnvironment().run(tracker.track_partner_invoices, request)
+    store.close()
+
+    assert "T-OWED" in third.already_tracked
+    assert third.started == []
+
+
+def test_the_books_refuse_a_different_payment_under_a_payment_id_already_used(tmp_path: Path) -> None:
+    store = LedgerStore.from_url(f"sqlite:///{tmp_path}/ledger.db")
+    book = PartnerPaymentBook(store.engine)
+    booking = PartnerPaymentBooking(
+        invoice_id="G1",
+        payment=PartnerPayment(payment_id="TT-1", amount=Money.of("10.00", "CNY"), paid_on=date(2026, 11, 2)),
+        recorded_by="partner-payable-G1",
+    )
+
+    assert book.record(booking).duplicate is False
+    assert book.record(booking).duplicate is True
+    changed = booking.model_copy(
+        update={"payment": booking.payment.model_copy(update={"amount": Money.of("11.00", "CNY")})}
+    )
+    with pytest.raises(ValueError, match=r"already on the books as 10\.00 CNY"):
+        book.record(changed)
+    assert book.record(booking).paid == Money.of("10.00", "CNY")
+    store.close()

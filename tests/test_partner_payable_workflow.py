@@ -1,0 +1,189 @@
+"""`PartnerPayable` on the time-skipping test server with the real worker wiring: reminders to finance before
+the due date and while overdue (late charge and account risk stated), payments in part and in full, refusals,
+search attributes."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from billing.ledger.partner_payments import PartnerPaymentBook
+from billing.ledger.store import LedgerStore
+from billing.money import Money
+from billing.partner_payable import PartnerInvoice, PartnerPayableInput, PartnerPayableStatus, workflow_id
+from tests.temporal_fixtures import Engine, EngineFactory
+from workflows.partner_payable import AMOUNT_DUE, BILLING_STAGE, OLDEST_DUE_DATE, PartnerPayable
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def partner_invoice(invoice_id: str, invoice_date: date, amount: str, currency: str = "CNY") -> PartnerInvoice:
+    return PartnerInvoice(
+        invoice_id=invoice_id,
+        invoice_date=invoice_date,
+        amount=Money.of(amount, currency),
+        paid=Money.of("0", currency),
+    )
+
+
+async def start(
+    engine: Engine, invoice: PartnerInvoice, locale: str = "zh-CN"
+) -> WorkflowHandle[PartnerPayable, PartnerPayableStatus]:
+    engine.started.add(workflow_id(invoice.invoice_id))
+    return await engine.client.start_workflow(
+        PartnerPayable.run,
+        PartnerPayableInput(invoice=invoice, locale=locale),
+        id=workflow_id(invoice.invoice_id),
+        task_queue=engine.settings.task_queue,
+    )
+
+
+def finance_mail(smtp_sink: Any, invoice_id: str) -> list[Any]:
+    return [
+        delivery
+        for delivery in smtp_sink.deliveries
+        if delivery.message["X-Billing-Notice"] == "partner_payable" and invoice_id in delivery.message["Subject"]
+    ]
+
+
+def text_of(delivery: Any) -> str:
+    body = delivery.message.get_body(preferencelist=("plain",))
+    return str(body.get_content())
+
+
+async def until(predicate: Any, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 15
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.05)
+
+
+def payment(payment_id: str, amount: str, paid_on: date, currency: str = "CNY") -> dict[str, Any]:
+    return {"payment_id": payment_id, "amount": {"amount": amount, "currency": currency}, "paid_on": str(paid_on)}
+
+
+async def test_finance_is_reminded_before_the_due_date_and_while_overdue_with_the_late_charge_until_paid(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, smtp_sink: Any, tmp_path: Any
+) -> None:
+    env = time_skipping_env
+    today = (await env.get_current_time()).astimezone(SHANGHAI).date()
+    bill = partner_invoice("G-LADDER-1", today - timedelta(days=20), "30000.00")  # due in 10 days
+    async with engine_factory(env.client) as engine:
+        handle = await start(engine, bill, "en-US")
+
+        # Past the reminder 7 days before the due date.
+        await env.sleep(timedelta(days=4))
+        await until(lambda: _count(smtp_sink, bill.invoice_id, 1), "the first reminder")
+        before = finance_mail(smtp_sink, bill.invoice_id)[0]
+        assert before.rcpt_tos == ["finance@partner.example.cn"]
+        assert before.message["X-Billing-Customer"] == "partner"
+        assert "1.5%" in text_of(before) and "¥450.00" in text_of(before)  # a month late on ¥30,000.00
+        assert "new orders" in text_of(before)
+        status = await handle.query(PartnerPayable.status)
+        assert status.stage.value == "Current"
+
+        # Past the due date and the first overdue reminder a week after it.
+        await env.sleep(timedelta(days=14))
+        await until(lambda: _count(smtp_sink, bill.invoice_id, 3), "the overdue reminder")
+        overdue = finance_mail(smtp_sink, bill.invoice_id)[2]
+        status = await handle.query(PartnerPayable.status)
+        assert status.stage.value == "Overdue"
+        assert status.late_charge.is_positive
+        assert status.late_charge.amount == 30000 * status.days_overdue * 5 / 10000  # 0.05% a day, no rounding
+        assert "overdue" in overdue.message["Subject"].lower()
+        assert "late charge" in text_of(overdue).lower()
+        assert "block the partner account from placing new orders" in text_of(overdue)
+        description = await handle.describe()
+        attributes = description.typed_search_attributes
+        assert attributes.get(BILLING_STAGE) == "Overdue"
+        assert attributes.get(AMOUNT_DUE) == 30000.0
+        assert attributes.get(OLDEST_DUE_DATE) == datetime(
+            bill.due_on.year, bill.due_on.month, bill.due_on.day, tzinfo=SHANGHAI
+        ) + timedelta(days=1)
+
+        paid_on = (await env.get_current_time()).astimezone(SHANGHAI).date()
+        after_part = await handle.execute_update(
+            PartnerPayable.record_partner_payment, payment("TT-1", "10000.00", paid_on)
+        )
+        assert after_part.amount_due == Money.of("20000.00", "CNY")
+        assert (await handle.describe()).typed_search_attributes.get(AMOUNT_DUE) == 20000.0
+
+        final = await handle.execute_update(PartnerPayable.record_partner_payment, payment("TT-2", "20000.00", paid_on))
+        assert final.amount_due.is_zero
+        result = await handle.result()
+
+    assert result.stage.value == "Resolved"
+    assert [p.payment_id for p in result.payments] == ["TT-1", "TT-2"]
+    closing = finance_mail(smtp_sink, bill.invoice_id)[-1]
+    assert closing.message["Subject"].startswith("Paid in full")
+    assert "a late charge of about" in text_of(closing)
+    books = PartnerPaymentBook(LedgerStore.from_url(f"sqlite:///{tmp_path}/ledger.db").engine)
+    assert [p.payment_id for p in books.payments(bill.invoice_id)] == ["TT-1", "TT-2"]
+
+
+async def _count(smtp_sink: Any, invoice_id: str, at_least: int) -> bool:
+    return len(finance_mail(smtp_sink, invoice_id)) >= at_least
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (payment("TT-9", "100.00", date(2026, 1, 1), "USD"), "but 21Vianet's invoice G-REFUSE-1 is in CNY"),
+        (payment("TT-9", "5000.01", date(2026, 1, 1)), "only 5000.00 CNY is outstanding"),
+        (payment("TT-9", "0", date(2026, 1, 1)), "greater than zero"),
+        (payment("TT-1", "200.00", date(2026, 1, 1)), "already recorded as 1000.00 CNY"),
+    ],
+    ids=["wrong currency", "more than outstanding", "not positive", "payment id reused"],
+)
+async def test_a_payment_that_cannot_be_right_is_refused_with_a_reason_and_changes_nothing(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, bad: dict[str, Any], reason: str
+) -> None:
+    env = time_skipping_env
+    today = (await env.get_current_time()).astimezone(SHANGHAI).date()
+    bill = partner_invoice("G-REFUSE-1", today - timedelta(days=3), "6000.00")
+    bad = {**bad, "paid_on": str(today)}
+    async with engine_factory(env.client) as engine:
+        handle = await start(engine, bill)
+        await handle.execute_update(PartnerPayable.record_partner_payment, payment("TT-1", "1000.00", today))
+        # The same payment again counts once.
+        again = await handle.execute_update(PartnerPayable.record_partner_payment, payment("TT-1", "1000.00", today))
+        assert again.amount_due == Money.of("5000.00", "CNY")
+
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(PartnerPayable.record_partner_payment, bad)
+
+        assert reason in str(refused.value.cause)
+        status = await handle.query(PartnerPayable.status)
+        assert status.amount_due == Money.of("5000.00", "CNY")
+        assert [p.payment_id for p in status.payments] == ["TT-1"]
+
+
+async def test_a_bill_in_us_dollars_is_reminded_and_paid_in_us_dollars(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, smtp_sink: Any
+) -> None:
+    env = time_skipping_env
+    today = (await env.get_current_time()).astimezone(SHANGHAI).date()
+    bill = partner_invoice("G-USD-1", today - timedelta(days=40), "1200.00", "USD")  # 10 days overdue
+    async with engine_factory(env.client) as engine:
+        handle = await start(engine, bill)
+        await until(lambda: _count(smtp_sink, bill.invoice_id, 1), "the reminder of a bill found late")
+
+        status = await handle.query(PartnerPayable.status)
+        assert status.amount_due == Money.of("1200.00", "USD")
+        assert status.late_charge.currency == "USD"
+        assert "USD 1,200.00" in text_of(finance_mail(smtp_sink, bill.invoice_id)[0])
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(PartnerPayable.record_partner_payment, payment("W-1", "1200.00", today))
+        await handle.execute_update(PartnerPayable.record_partner_payment, payment("W-1", "1200.00", today, "USD"))
+        result = await handle.result()
+
+    assert result.stage.value == "Resolved"
+    # One reminder for a bill found 10 days late, not one for each rung it missed, then the closing notice.
+    assert len(finance_mail(smtp_sink, bill.invoice_id)) == 2

@@ -1,0 +1,341 @@
+"""`PartnerPayable`: one bill 21Vianet issued to the partner, from the day it is found until it is paid in full.
+
+The loop reads like the ladder: take in the payments finance recorded, ask the core what is next, wait until it
+is due (or a payment arrives), remind finance through the mailer, record it. Paid in full: the closing notice,
+then the run completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from billing import partner_payable as core
+    from billing.models import CustomerAccount, NextActionKind, NoticeKind, NoticeRecord
+    from billing.money import Money
+    from billing.partner_payable import (
+        PartnerPayableInput,
+        PartnerPayableStatus,
+        PartnerPayment,
+        PayableRefused,
+        PayableState,
+        Reminder,
+        ReminderKind,
+        StepFailure,
+    )
+    from billing.policy import PartnerPayableRules
+    from billing.ports import (
+        InvoiceBalance,
+        LifecycleSettings,
+        NoticeNextStep,
+        NoticePayable,
+        NoticeReceipt,
+        NoticeRequest,
+        PartnerPaymentBooked,
+        PartnerPaymentBooking,
+    )
+
+BILLING_STAGE = SearchAttributeKey.for_keyword("BillingStage")
+AMOUNT_DUE = SearchAttributeKey.for_float("AmountDue")
+OLDEST_DUE_DATE = SearchAttributeKey.for_datetime("OldestDueDate")
+
+# The partner's own side of the mail: X-Billing-Customer on every partner_payable notice, and the notice log's
+# customer id. The recipient is BILLING_FINANCE_EMAIL, whatever the account's address says.
+PARTNER_ACCOUNT_ID = "partner"
+_FINANCE_TEAM = {"zh-CN": "财务团队", "en-US": "Finance team"}
+
+LEDGER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=1),
+    non_retryable_error_types=["LedgerRejection"],
+)
+MAIL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(minutes=2),
+    non_retryable_error_types=["MailRejected", "MailerNotConfigured", "InvalidRecipient", "InvalidNotice"],
+)
+MAIL_GIVE_UP_AFTER = timedelta(minutes=30)
+STEP_RETRY_BASE = timedelta(minutes=15)
+STEP_RETRY_MAX = timedelta(hours=6)
+HISTORY_EVENT_LIMIT = 10_000
+
+
+class _Pending(BaseModel):
+    """An accepted update, waiting for the main loop (which alone writes to the books)."""
+
+    update_id: str
+    payment: PartnerPayment
+
+
+@workflow.defn(name="PartnerPayable")
+class PartnerPayable:
+    @workflow.init
+    def __init__(self, start: PartnerPayableInput) -> None:
+        self._state: PayableState = start.new_state()
+        self._rules: PartnerPayableRules | None = None
+        self._inbox: list[_Pending] = []
+        self._outcomes: dict[str, str | None] = {}  # update id -> refusal, or None when recorded
+        self._published: dict[str, object] = {}
+        self._details = ""
+
+    # --- finance records a payment ----------------------------------------------------------------------
+
+    @workflow.update(
+        name="record_partner_payment",
+        description="Record a payment the partner made to 21Vianet against this invoice. JSON: "
+        '{"payment_id": "...", "amount": {"amount": "12000.00", "currency": "CNY"}, "paid_on": "2026-12-01", '
+        '"reference"?: "..."}. The amount is in the invoice\'s currency and at most what is outstanding; a '
+        "repeated payment_id counts once. Returns the status after it; paid in full, the reminders stop.",
+    )
+    async def record_partner_payment(self, payment: Any) -> PartnerPayableStatus:
+        parsed = PartnerPayment.model_validate(payment)
+        info = workflow.current_update_info()
+        update_id = info.id if info else f"payment-{parsed.payment_id}"
+        self._inbox.append(_Pending(update_id=update_id, payment=parsed))
+        await workflow.wait_condition(lambda: update_id in self._outcomes)
+        refusal = self._outcomes.pop(update_id)
+        if refusal is not None:
+            raise ApplicationError(refusal, type="Refused", non_retryable=True)
+        return self._status()
+
+    @record_partner_payment.validator
+    def _validate_record_partner_payment(self, payment: Any) -> None:
+        try:
+            parsed = PartnerPayment.model_validate(payment)
+            core.check_payment(self._with_pending(), parsed, self._state.today(workflow.now()))
+        except ValidationError as error:
+            raise ApplicationError(f"invalid payment: {_reason(error)}", type="Refused", non_retryable=True) from None
+        except PayableRefused as refusal:
+            raise ApplicationError(str(refusal), type="Refused", non_retryable=True) from None
+
+    @workflow.query(
+        name="status",
+        description="The bill at a glance: stage, amount, paid, outstanding, due date, days overdue, the late "
+        "charge accrued at 1.5% a month, the next reminder to finance, payments and notices.",
+    )
+    def status(self) -> PartnerPayableStatus:
+        return self._status()
+
+    # --- the payable ------------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, start: PartnerPayableInput) -> PartnerPayableStatus:
+        settings = await workflow.execute_activity(
+            "load_lifecycle_settings",
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=LEDGER_RETRY,
+            result_type=LifecycleSettings,
+            summary="Load the reminder ladder for 21Vianet's bills",
+        )
+        self._rules = settings.policy.partner_payable
+        while True:
+            await self._take_in_payments()
+            now = workflow.now()
+            decision = core.decide(self._state, self._rules, now)
+            self._publish()
+            if decision.finished:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self._inbox:
+                    break
+                continue
+            if decision.step is not None and decision.wake_at is not None and decision.wake_at <= now:
+                await self._remind(decision.step)
+                continue
+            info = workflow.info()
+            if info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_EVENT_LIMIT:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self._inbox:
+                    workflow.continue_as_new(start.model_copy(update={"carried_over": self._state}))
+            timeout = None if decision.wake_at is None else max(decision.wake_at - now, timedelta(seconds=1))
+            summary = f"Wait for the {decision.step.kind.value} reminder" if decision.step else None
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: bool(self._inbox), timeout=timeout, timeout_summary=summary)
+        workflow.logger.info("partner payable paid in full", extra={"invoice_id": self._state.invoice.invoice_id})
+        return self._status()
+
+    async def _take_in_payments(self) -> None:
+        while self._inbox:
+            pending = self._inbox.pop(0)
+            try:
+                await self._record(pending.payment)
+            except PayableRefused as refusal:
+                self._outcomes[pending.update_id] = str(refusal)
+                continue
+            self._outcomes[pending.update_id] = None
+
+    async def _record(self, payment: PartnerPayment) -> None:
+        state = self._state
+        # Checked again here: another payment may have been applied since the validator accepted this one.
+        if not core.check_payment(state, payment, state.today(workflow.now())):
+            return
+        try:
+            await workflow.execute_activity(
+                "record_partner_payment",
+                PartnerPaymentBooking(
+                    invoice_id=state.invoice.invoice_id, payment=payment, recorded_by=workflow.info().workflow_id
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=LEDGER_RETRY,
+                result_type=PartnerPaymentBooked,
+                summary=f"Book payment {payment.payment_id} of {payment.amount} to 21Vianet",
+            )
+        except ActivityError as error:
+            cause = error.cause
+            if isinstance(cause, ApplicationError) and cause.type == "LedgerRejection":
+                raise PayableRefused(cause.message) from None
+            raise
+        state.payments = [*state.payments, payment]
+
+    async def _remind(self, step: Reminder) -> None:
+        state = self._state
+        try:
+            receipt: NoticeReceipt = await workflow.execute_activity(
+                "send_notice",
+                self._notice(step),
+                start_to_close_timeout=timedelta(seconds=60),
+                schedule_to_close_timeout=MAIL_GIVE_UP_AFTER,
+                retry_policy=MAIL_RETRY,
+                result_type=NoticeReceipt,
+                summary=_summary(step, state),
+            )
+        except ActivityError as error:
+            reason = str(error.cause.message if isinstance(error.cause, ApplicationError) else error)
+            if step.kind is ReminderKind.PAID:
+                # The closing notice is a courtesy: the payment is on the books, so the payable still completes.
+                workflow.logger.error("closing notice not sent", extra={"key": step.key, "error": reason})
+                core.mark_done(state, step)
+                return
+            previous = state.failures.get(step.key)
+            attempts = (previous.attempts if previous else 0) + 1
+            retry_at = workflow.now() + min(STEP_RETRY_BASE * 2 ** (attempts - 1), STEP_RETRY_MAX)
+            state.failures = {
+                **state.failures,
+                step.key: StepFailure(key=step.key, attempts=attempts, retry_at=retry_at, error=reason),
+            }
+            workflow.logger.error("reminder to finance failed; will try again", extra={"key": step.key})
+            return
+        state.notices = [
+            *state.notices,
+            NoticeRecord(
+                kind=NoticeKind.PARTNER_PAYABLE, at=workflow.now(), invoice_id=state.invoice.invoice_id, key=step.key
+            ),
+        ]
+        core.mark_done(state, step)
+        workflow.logger.info(
+            "reminder to finance sent", extra={"key": receipt.key, "already_sent": receipt.already_sent}
+        )
+
+    def _notice(self, step: Reminder) -> NoticeRequest:
+        state = self._state
+        invoice = state.invoice
+        now = workflow.now()
+        today = state.today(now)
+        outstanding = state.outstanding
+        rules = self._require_rules()
+        following = core.next_after(state, rules, step.at) if step.kind is not ReminderKind.PAID else None
+        return NoticeRequest(
+            key=step.key,
+            kind=NoticeKind.PARTNER_PAYABLE,
+            account=CustomerAccount(
+                customer_id=PARTNER_ACCOUNT_ID,
+                name=_FINANCE_TEAM[state.locale],
+                email="finance@partner.invalid",
+                locale=state.locale,
+                time_zone=state.time_zone,
+            ),
+            workflow_id=workflow.info().workflow_id,
+            invoices=[
+                InvoiceBalance(
+                    invoice_id=invoice.invoice_id,
+                    amount=invoice.amount,
+                    paid=state.paid,
+                    credited=Money.zero(invoice.currency),
+                    written_off=Money.zero(invoice.currency),
+                    outstanding=outstanding,
+                    issued_on=invoice.invoice_date,
+                    due_on=invoice.due_on,
+                    due_at=state.due_at,
+                    description=invoice.description,
+                )
+            ],
+            amount_due=outstanding,
+            overdue_amount=outstanding if now >= state.due_at else Money.zero(invoice.currency),
+            next_step=None
+            if following is None
+            else NoticeNextStep(kind=NextActionKind.REMINDER, on=following.at.astimezone(state.zone).date()),
+            partner_payable=NoticePayable(
+                invoice_id=invoice.invoice_id,
+                invoice_date=invoice.invoice_date,
+                due_on=invoice.due_on,
+                billing_period_start=invoice.billing_period_start,
+                billing_period_end=invoice.billing_period_end,
+                amount=invoice.amount,
+                paid=state.paid,
+                outstanding=outstanding,
+                days_overdue=core.days_overdue(state, today),
+                late_charge=core.late_charge(state, today),
+                late_charge_as_of=today,
+                late_charge_rate_per_month=core.LATE_CHARGE_PER_MONTH,
+                late_charge_per_month=core.monthly_late_charge(outstanding),
+                settled=step.kind is ReminderKind.PAID,
+                payments=list(state.payments),
+            ),
+        )
+
+    # --- what operators see -----------------------------------------------------------------------------
+
+    def _status(self) -> PartnerPayableStatus:
+        return core.build_status(self._state, self._require_rules(), workflow.now())
+
+    def _require_rules(self) -> PartnerPayableRules:
+        # Before the settings are loaded (a query in the first moments) the defaults describe the ladder.
+        return self._rules or PartnerPayableRules()
+
+    def _with_pending(self) -> PayableState:
+        """The state as it will be once the accepted payments waiting in the inbox are applied."""
+        pending = [p.payment for p in self._inbox if self._state.payment(p.payment.payment_id) is None]
+        return self._state.model_copy(update={"payments": [*self._state.payments, *pending]})
+
+    def _publish(self) -> None:
+        status = self._status()
+        values: dict[str, object] = {
+            BILLING_STAGE.name: status.stage.value,
+            AMOUNT_DUE.name: float(status.amount_due.amount),  # display only; the books stay Decimal
+            OLDEST_DUE_DATE.name: self._state.due_at,
+        }
+        updates = []
+        keys = {BILLING_STAGE.name: BILLING_STAGE, AMOUNT_DUE.name: AMOUNT_DUE, OLDEST_DUE_DATE.name: OLDEST_DUE_DATE}
+        for name, value in values.items():
+            if self._published.get(name) != value:
+                self._published[name] = value
+                updates.append(keys[name].value_set(value))  # type: ignore[attr-defined]
+        if updates:
+            workflow.upsert_search_attributes(updates)
+        details = core.current_details(status)
+        if details != self._details:
+            self._details = details
+            workflow.set_current_details(details)
+
+
+def _summary(step: Reminder, state: PayableState) -> str:
+    labels = {
+        ReminderKind.BEFORE_DUE: "Reminder to finance before the due date",
+        ReminderKind.OVERDUE: "Overdue reminder to finance",
+        ReminderKind.PAID: "Paid-in-full notice to finance",
+    }
+    return f"{labels[step.kind]}: 21Vianet invoice {state.invoice.invoice_id}"
+
+
+def _reason(error: ValidationError) -> str:
+    parts = []
+    for detail in error.errors():
+        where = ".".join(str(part) for part in detail["loc"]) or "payload"
+        parts.append(f"{where}: {detail['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
