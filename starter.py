@@ -15,9 +15,10 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 from sqlalchemy import make_url
@@ -44,6 +45,8 @@ from billing.notices.preview import preview_command
 from billing.policy import CollectionsPolicy, PolicyError, load_policy
 from billing.policy_document import policy_command
 from billing.settings import Settings
+from billing.sweep import SWEEP_SCHEDULE_ID, sweep_time_of_day, sweep_time_zone
+from billing.sweep_schedule import SweepSchedule, ensure_sweep_schedule, next_sweeps, run_sweep_now
 from workflows.customer_billing import CustomerBilling
 
 EXAMPLES = """\
@@ -728,7 +731,52 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--locale", choices=["zh-CN", "en-US"], default="zh-CN")
     preview.add_argument("--out", default="var/preview", help="folder for the files (default: var/preview)")
     preview.add_argument("--policy", default=None, help="policy TOML (default: BILLING_POLICY_FILE or built-in)")
+
+    sweep = commands.add_parser("sweep", help="the daily sweep that reconciles the ledger with the lifecycles")
+    sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
+    schedule = sweep_commands.add_parser(
+        "schedule",
+        help="create the daily sweep's schedule, or bring it up to date (safe to run on every deployment)",
+    )
+    schedule.add_argument(
+        "--at",
+        type=_sweep_time_argument,
+        default=os.environ.get("BILLING_SWEEP_TIME") or "06:00",
+        help="local time of day, HH:MM (default: BILLING_SWEEP_TIME or 06:00)",
+    )
+    schedule.add_argument(
+        "--time-zone",
+        type=_sweep_zone_argument,
+        default=os.environ.get("BILLING_SWEEP_TIME_ZONE") or "Asia/Shanghai",
+        help="IANA zone of --at (default: BILLING_SWEEP_TIME_ZONE or Asia/Shanghai)",
+    )
+    sweep_commands.add_parser("run", help="sweep now and print what it did (joins a manual sweep already running)")
     return parser
+
+
+def _sweep_time_argument(value: str) -> time:
+    try:
+        return sweep_time_of_day(time.fromisoformat(value))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{value!r}: {error}") from None
+
+
+def _sweep_zone_argument(value: str) -> str:
+    try:
+        return sweep_time_zone(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+async def sweep_command(client: Client, args: argparse.Namespace) -> None:
+    if args.sweep_command == "schedule":
+        change = await ensure_sweep_schedule(client, SweepSchedule(args.at, args.time_zone, args.task_queue))
+        zone = ZoneInfo(args.time_zone)
+        upcoming = ", ".join(f"{moment.astimezone(zone):%Y-%m-%d %H:%M}" for moment in await next_sweeps(client))
+        print(f"schedule {SWEEP_SCHEDULE_ID} {change}: daily at {args.at:%H:%M} {args.time_zone}; next: {upcoming}")
+        return
+    report = await run_sweep_now(client, args.task_queue)
+    print(report.details().replace("**", ""))
 
 
 async def execute(args: argparse.Namespace) -> None:
@@ -774,6 +822,8 @@ async def execute(args: argparse.Namespace) -> None:
         else:
             print(f"{operator.update} accepted for {workflow_id(args.customer_id)}\n")
             print(status_table(result))
+    elif args.command == "sweep":
+        await sweep_command(client, args)
     elif args.command == "demo":
         await run_demo(client, args.task_queue, args.tag or datetime.now(UTC).strftime("%H%M%S"))
 
