@@ -187,3 +187,26 @@ async def test_a_bill_in_us_dollars_is_reminded_and_paid_in_us_dollars(
     assert result.stage.value == "Resolved"
     # One reminder for a bill found 10 days late, not one for each rung it missed, then the closing notice.
     assert len(finance_mail(smtp_sink, bill.invoice_id)) == 2
+
+
+async def test_finance_records_a_payment_and_reads_the_status_from_the_command_line(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, capsys: Any
+) -> None:
+    from starter import CommandError, build_parser, partner_payable_command
+
+    env = time_skipping_env
+    today = (await env.get_current_time()).astimezone(SHANGHAI).date()
+    bill = partner_invoice("G-CLI-1", today - timedelta(days=35), "800.00")
+    async with engine_factory(env.client) as engine:
+        await start(engine, bill)
+        record = ["partner-payable", "record-payment", "G-CLI-1", "--payment-id", "TT-C1", "--amount", "300.00"]
+        await partner_payable_command(env.client, build_parser().parse_args([*record, "--currency", "CNY"]))
+        with pytest.raises(CommandError, match="refused: the payment is in USD"):
+            args = build_parser().parse_args([*record[:4], "TT-C2", "--amount", "1.00", "--currency", "USD"])
+            await partner_payable_command(env.client, args)
+        await partner_payable_command(env.client, build_parser().parse_args(["partner-payable", "status", "G-CLI-1"]))
+
+    printed = capsys.readouterr().out
+    assert "Outstanding       500.00 CNY" in printed
+    assert "Days overdue      5" in printed
+    assert "Payment TT-C1     300.00 CNY on" in printed
