@@ -199,10 +199,12 @@ async def test_finance_records_a_payment_and_reads_the_status_from_the_command_l
     bill = partner_invoice("G-CLI-1", today - timedelta(days=35), "800.00")
     async with engine_factory(env.client) as engine:
         await start(engine, bill)
-        record = ["partner-payable", "record-payment", "G-CLI-1", "--payment-id", "TT-C1", "--amount", "300.00"]
+        # The test server's clock runs ahead of the wall clock the command defaults to: give the date.
+        record = ["partner-payable", "record-payment", "G-CLI-1", "--paid-on", str(today), "--payment-id", "TT-C1"]
+        record += ["--amount", "300.00"]
         await partner_payable_command(env.client, build_parser().parse_args([*record, "--currency", "CNY"]))
         with pytest.raises(CommandError, match="refused: the payment is in USD"):
-            args = build_parser().parse_args([*record[:4], "TT-C2", "--amount", "1.00", "--currency", "USD"])
+            args = build_parser().parse_args([*record[:6], "TT-C2", "--amount", "1.00", "--currency", "USD"])
             await partner_payable_command(env.client, args)
         await partner_payable_command(env.client, build_parser().parse_args(["partner-payable", "status", "G-CLI-1"]))
 
