@@ -5,7 +5,9 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, GetJsonSchemaHandler, field_serializer, field_validator, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 # Minor units of the currencies a partner of 21Vianet plausibly bills in. Anything else gets two.
 _MINOR_UNITS: dict[str, int] = {"JPY": 0, "KRW": 0, "TWD": 2, "CNY": 2, "HKD": 2, "USD": 2, "EUR": 2}
@@ -13,6 +15,11 @@ _MINOR_UNITS: dict[str, int] = {"JPY": 0, "KRW": 0, "TWD": 2, "CNY": 2, "HKD": 2
 
 def minor_units(currency: str) -> int:
     return _MINOR_UNITS.get(currency, 2)
+
+
+# What the JSON schemas promise for `amount`: plain decimal notation (the model also takes exponents).
+_DECIMAL_IN = r"^[+-]?(\d+(\.\d*)?|\.\d+)$"
+_DECIMAL_OUT = r"^-?\d+(\.\d+)?$"
 
 
 class CurrencyMismatch(ValueError):
@@ -70,6 +77,40 @@ class Money(BaseModel):
     @field_serializer("amount")
     def _amount_as_string(self, amount: Decimal) -> str:
         return str(amount)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """Say what the contract says: a decimal string in (a JSON number accepted), always a string out.
+
+        Pydantic's default for `Decimal` reads as "number or any string" on input and hides the minor units."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        properties = schema["properties"]
+        if handler.mode == "validation":
+            properties["amount"] = {
+                "title": "Amount",
+                "description": 'A decimal string such as "1234.50" (a JSON number is accepted too), with no more '
+                "decimals than the currency has (2 for CNY, 0 for JPY and KRW): more are refused, never rounded.",
+                "anyOf": [{"type": "string", "pattern": _DECIMAL_IN}, {"type": "number"}],
+                "examples": ["1234.50"],
+            }
+            properties["currency"] |= {
+                "description": "ISO 4217 code such as CNY (taken case-insensitively, kept upper case).",
+                "pattern": "^[A-Za-z]{3}$",
+                "examples": ["CNY"],
+            }
+        else:
+            properties["amount"] |= {
+                "description": 'A decimal string with exactly the currency\'s minor units, e.g. "1234.50".',
+                "pattern": _DECIMAL_OUT,
+                "examples": ["1234.50"],
+            }
+            properties["currency"] |= {
+                "description": "ISO 4217 code, upper case.",
+                "pattern": "^[A-Z]{3}$",
+                "examples": ["CNY"],
+            }
+        schema["examples"] = [{"amount": "1234.50", "currency": "CNY"}]
+        return schema
 
     @classmethod
     def of(cls, amount: str | int | Decimal, currency: str) -> Money:
