@@ -35,6 +35,7 @@ from billing.models import (
     SuspendNow,
     WriteOff,
 )
+from billing.partner_payable import PartnerPayableInput, PartnerPayableStatus, PartnerPayment
 from billing.sweep import SweepInput, SweepReport
 
 Kind = Literal["signal", "update", "query"]
@@ -112,6 +113,21 @@ CATALOG: tuple[WorkflowEntry, ...] = (
             update("record_escalation", RecordEscalation, BillingStatus, "Record 21Vianet's case reference."),
             update("resolve_escalation", ResolveDispute, BillingStatus, "Record 21Vianet's answer to a dispute."),
             query("status", BillingStatus, "The billing status, including the rejected messages."),
+        ),
+    ),
+    WorkflowEntry(
+        workflow_type="PartnerPayable",
+        workflow_id="partner-payable-{invoice_id}",
+        input=PartnerPayableInput,
+        description="The partner's own bill from 21Vianet: reminds the partner's finance team until it is paid.",
+        messages=(
+            update(
+                "record_partner_payment",
+                PartnerPayment,
+                PartnerPayableStatus,
+                "Record a payment the partner made to 21Vianet against this invoice.",
+            ),
+            query("status", PartnerPayableStatus, "The bill: amount, paid, outstanding, late charge, next reminder."),
         ),
     ),
     WorkflowEntry(
