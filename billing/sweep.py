@@ -92,7 +92,8 @@ class PartnerInvoicesOutcome(SweepModel):
     started: int = 0
     already_tracked: int = 0
     settled: int = 0
-    problem: str | None = None
+    unreadable: list[str] = Field(default_factory=list)  # "invoice id: why", for a person to look at
+    problem: str | None = None  # Partner Center could not be read at all
 
 
 class SweepReport(SweepModel):
@@ -151,6 +152,7 @@ class SweepReport(SweepModel):
                 f"{partner.already_tracked} already tracked, {partner.settled} settled"
                 + (f" — {partner.problem}" if partner.problem else "")
             )
+            lines.extend(f"- unreadable: {entry}" for entry in partner.unreadable)
         if self.problems:
             lines.append("**Problems:**")
             lines.extend(f"- {problem.customer_id}: {problem.reason}" for problem in self.problems)

@@ -18,7 +18,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from activities.sweep import AMOUNT_DUE
+from activities.sweep import AMOUNT_DUE, _instant
+from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.ledger import LedgerStore
 from billing.ledger.schema import allocations, customers, invoices, payments
 from billing.models import CustomerAccount, Invoice, Payment
@@ -214,10 +215,12 @@ async def sweep(env: WorkflowEnvironment, task_queue: str) -> SweepReport:
 
 @pytest.mark.timeout(300)
 async def test_sweep_starts_exactly_the_lifecycles_the_ledger_calls_for(
-    time_skipping_env: WorkflowEnvironment, engine_factory: Any
+    time_skipping_env: WorkflowEnvironment, engine_factory: Any, partner_center_emulator: PartnerCenterEmulator
 ) -> None:
     env = time_skipping_env
     async with engine_factory(env.client) as engine:
+        # The payables the sweep starts for 21Vianet's invoices end with the test, like the lifecycles.
+        engine.started.update(f"partner-payable-{invoice['id']}" for invoice in partner_center_emulator.invoices())
         store = LedgerStore.from_url(engine.settings.ledger_url)
         issued = (await asyncio.to_thread(lambda: datetime.now(UTC))).date()
         run = uuid.uuid4().hex[:4]
@@ -246,6 +249,25 @@ async def test_sweep_starts_exactly_the_lifecycles_the_ledger_calls_for(
                     received_at=datetime.now(UTC),
                     invoice_id=f"INV-{two_invoices}-B",
                 )
+            )
+        )
+
+        # Paid in full once, its lifecycle completed; then an invoice booked straight into the ledger.
+        returning = f"B{run}-returning"
+        engine.started.add(f"customer-billing-{returning}")
+        first_run = await engine.issue(account(returning), invoice_of(returning, issued))
+        await first_run.signal(
+            "payment_received",
+            Payment(
+                payment_id=f"PAY-{returning}", customer_id=returning, amount=HUNDRED, received_at=datetime.now(UTC)
+            ),
+        )
+        await first_run.result()
+        store.record_invoice(
+            RecordInvoiceRequest(
+                account=account(returning),
+                invoice=invoice_of(returning, issued, "-NEXT"),
+                due_at=due_moment(issued + timedelta(days=30)),
             )
         )
 
@@ -283,8 +305,8 @@ async def test_sweep_starts_exactly_the_lifecycles_the_ledger_calls_for(
             report = await sweep(env, engine.settings.task_queue)
 
             assert report.phase == "done" and report.finished_at is not None
-            assert report.customers_owing == MISSING + RUNNING + 1
-            assert report.lifecycles_started == MISSING
+            assert report.customers_owing == MISSING + RUNNING + 2
+            assert report.lifecycles_started == MISSING + 1
             assert report.lifecycles_told == OUT_OF_STEP
             assert report.lifecycles_in_step == RUNNING - OUT_OF_STEP
             assert report.failures == 1
@@ -292,9 +314,15 @@ async def test_sweep_starts_exactly_the_lifecycles_the_ledger_calls_for(
             assert "email" in report.problems[0].reason
             assert report.runs > 2  # 431 owing customers in pages of 100, two pages per run
             assert not report.running_lifecycles_listed  # the time-skipping server cannot list workflows
+            partner = report.partner_invoices
+            assert partner is not None and partner.problem is None
+            assert partner.seen == len(partner_center_emulator.invoices())
+            assert partner.started >= 1 and partner.started + partner.settled + len(partner.unreadable) == partner.seen
 
             statuses = await gather_bounded(lifecycle_status(env.client, c) for c in [*missing, *paid, broken])
             assert statuses[:MISSING] == [WorkflowExecutionStatus.RUNNING] * MISSING
+            assert await lifecycle_status(env.client, returning) == WorkflowExecutionStatus.RUNNING
+            assert [i.invoice_id for i in (await engine.status(returning)).invoices] == [f"INV-{returning}-NEXT"]
             assert statuses[MISSING:] == [None] * (PAID + 1)
 
             async def agrees_with_ledger(customer_id: str) -> bool:
@@ -314,7 +342,7 @@ async def test_sweep_starts_exactly_the_lifecycles_the_ledger_calls_for(
             assert any(entry.action == "ledger_changed" for entry in told.timeline)
 
             async def everyone_published() -> bool:
-                amounts = await gather_bounded(published_amount(env.client, c) for c in [*missing, *running])
+                amounts = await gather_bounded(published_amount(env.client, c) for c in [*missing, *running, returning])
                 return all(amount is not None for amount in amounts)
 
             await eventually("every lifecycle publishing its amount due", everyone_published, 120)
@@ -322,6 +350,22 @@ async def test_sweep_starts_exactly_the_lifecycles_the_ledger_calls_for(
 
             assert again.lifecycles_started == 0
             assert again.lifecycles_told == 0
-            assert again.lifecycles_in_step == MISSING + RUNNING
+            assert again.lifecycles_in_step == MISSING + RUNNING + 1
             assert again.failures == 1
+            assert again.partner_invoices is not None
+            assert again.partner_invoices.started == 0
+            assert again.partner_invoices.already_tracked == partner.started
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("written", "instant"),
+    [
+        ("2026-12-25T16:00:00Z", datetime(2026, 12, 25, 16, tzinfo=UTC)),
+        ("2026-12-25T16:00:00.123456789Z", datetime(2026, 12, 25, 16, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-12-26T00:00:00+08:00", datetime(2026, 12, 25, 16, tzinfo=UTC)),
+        ("not a date", None),
+    ],
+)
+def test_published_due_moments_are_read_as_servers_write_them(written: str, instant: datetime | None) -> None:
+    assert _instant(written) == instant

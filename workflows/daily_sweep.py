@@ -10,11 +10,14 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from billing.ports import PartnerInvoicesTracked, TrackPartnerInvoicesRequest
     from billing.sweep import (
         OwedCustomersPage,
         PageOutcome,
+        PartnerInvoicesOutcome,
         RunningLifecyclesPage,
         SweepInput,
         SweepReport,
@@ -24,6 +27,10 @@ with workflow.unsafe.imports_passed_through():
 PAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=2))
 PAGE_TIMEOUT = timedelta(minutes=10)
 PAGE_HEARTBEAT = timedelta(minutes=2)
+# Partner Center down must not hold up the customers: try for a quarter of an hour, then report it and go on
+# (tomorrow's sweep, or `starter.py sweep run`, tries again).
+PARTNER_CENTER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=1))
+PARTNER_CENTER_GIVE_UP_AFTER = timedelta(minutes=15)
 
 
 @workflow.defn(name="DailySweep")
@@ -58,6 +65,9 @@ class DailySweep:
                 )
             self._show(phase)
             if phase == "partner_invoices":
+                self._report = self._report.model_copy(
+                    update={"partner_invoices": await self._track_partner_invoices()}
+                )
                 phase = "owed_customers"
                 continue
             if phase == "owed_customers":
@@ -113,6 +123,30 @@ class DailySweep:
             retry_policy=PAGE_RETRY,
             result_type=PageOutcome,
             summary=summary,
+        )
+
+    async def _track_partner_invoices(self) -> PartnerInvoicesOutcome:
+        """A `PartnerPayable` for every 21Vianet invoice to the partner that still needs paying."""
+        try:
+            tracked = await workflow.execute_activity(
+                "track_partner_invoices",
+                TrackPartnerInvoicesRequest(correlation_id=workflow.info().workflow_id),
+                start_to_close_timeout=PAGE_TIMEOUT,
+                schedule_to_close_timeout=PARTNER_CENTER_GIVE_UP_AFTER,
+                retry_policy=PARTNER_CENTER_RETRY,
+                result_type=PartnerInvoicesTracked,
+                summary="Track 21Vianet's invoices to the partner",
+            )
+        except ActivityError as error:
+            cause = error.cause or error
+            workflow.logger.warning("partner invoices not tracked", extra={"reason": str(cause)})
+            return PartnerInvoicesOutcome(problem=f"Partner Center's invoices could not be read: {cause}")
+        return PartnerInvoicesOutcome(
+            seen=tracked.seen,
+            started=len(tracked.started),
+            already_tracked=len(tracked.already_tracked),
+            settled=len(tracked.settled),
+            unreadable=tracked.unreadable,
         )
 
     def _show(self, phase: str) -> None:
