@@ -6,8 +6,10 @@ is downloaded at run time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -15,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.enums.v1.workflow_pb2 import PENDING_ACTIVITY_STATE_STARTED, WORKFLOW_EXECUTION_STATUS_RUNNING
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
@@ -88,10 +93,31 @@ class Engine:
 
     async def terminate_leftovers(self) -> None:
         """A test that failed half-way leaves its lifecycle waiting on activities no worker will run, and
-        the time-skipping server does not skip time past a pending activity: end them."""
+        the time-skipping server does not skip time past a pending activity: end them.
+
+        An activity already running when its workflow is terminated stays pending on the time-skipping
+        server (and locks time for every later test) even after it completes, so each leftover is first
+        given a few seconds, with the worker still running, to finish what it has started."""
         for workflow_id in self.started:
+            await self._let_running_activities_finish(workflow_id)
             with contextlib.suppress(RPCError):  # already completed: nothing to end
                 await self.client.get_workflow_handle(workflow_id).terminate(reason="test finished")
+
+    async def _let_running_activities_finish(self, workflow_id: str, within: float = 10) -> None:
+        request = DescribeWorkflowExecutionRequest(
+            namespace=self.client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
+        )
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                description = await self.client.workflow_service.describe_workflow_execution(request)
+            except RPCError:
+                return
+            if description.workflow_execution_info.status != WORKFLOW_EXECUTION_STATUS_RUNNING or not any(
+                activity.state == PENDING_ACTIVITY_STATE_STARTED for activity in description.pending_activities
+            ):
+                return
+            await asyncio.sleep(0.1)
 
     async def issue(self, account: CustomerAccount, invoice: Invoice) -> WorkflowHandle[CustomerBilling, BillingStatus]:
         self.started.add(f"customer-billing-{account.customer_id}")
