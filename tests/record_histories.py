@@ -19,32 +19,38 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
-from billing.models import CustomerAccount, Invoice, Payment
+from billing.ledger import LedgerStore
+from billing.models import CustomerAccount, Invoice, LedgerChanged, Payment
 from billing.money import Money
+from billing.partner_payable import PartnerInvoice, PartnerPayableInput
+from billing.ports import RecordInvoiceRequest, RecordPaymentRequest
 from billing.settings import Settings
+from billing.sweep import SweepInput
 from tests.temporal_fixtures import TEST_POLICY, TEST_SERVER, register_search_attributes
 from worker import billing_worker
 from workflows.customer_billing import CustomerBilling
+from workflows.daily_sweep import DailySweep
+from workflows.partner_payable import PartnerPayable
 
 HISTORIES = Path(__file__).parent / "histories"
 
 
-Scenario = Callable[[WorkflowEnvironment, str], Awaitable[WorkflowHandle[Any, Any]]]
+Scenario = Callable[[WorkflowEnvironment, Settings], Awaitable[WorkflowHandle[Any, Any]]]
 
 
-async def full_ladder(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle[Any, Any]:
+async def full_ladder(env: WorkflowEnvironment, settings: Settings) -> WorkflowHandle[Any, Any]:
     """Invoice → reminders → final notice → suspension → payment → reinstatement → close the loop."""
     now = await env.get_current_time()
-    handle = await _issue(env, task_queue, "history-1", "INV-H-1", "5600.00", now + timedelta(days=1))
+    handle = await _issue(env, settings.task_queue, "history-1", "INV-H-1", "5600.00", now + timedelta(days=1))
     await env.sleep(timedelta(days=23))
     await handle.signal("payment_received", _payment("history-1", "PAY-H-1", "5600.00", now + timedelta(days=23)))
     return handle
 
 
-async def dispute_and_escalation(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle[Any, Any]:
+async def dispute_and_escalation(env: WorkflowEnvironment, settings: Settings) -> WorkflowHandle[Any, Any]:
     """Invoice → dispute → desk reminder → escalation case → chases → 21Vianet's reference → credit → payment."""
     now = await env.get_current_time()
-    handle = await _issue(env, task_queue, "history-2", "INV-H-2", "3000.00", now + timedelta(days=10))
+    handle = await _issue(env, settings.task_queue, "history-2", "INV-H-2", "3000.00", now + timedelta(days=10))
     dispute = {
         "dispute_id": "D-H-2",
         "customer_id": "history-2",
@@ -71,9 +77,70 @@ async def dispute_and_escalation(env: WorkflowEnvironment, task_queue: str) -> W
     return handle
 
 
+async def paid_behind_its_back(env: WorkflowEnvironment, settings: Settings) -> WorkflowHandle[Any, Any]:
+    """Invoice → a payment booked straight into the ledger → the sweep's `ledger_changed` → close the loop."""
+    now = await env.get_current_time()
+    handle = await _issue(env, settings.task_queue, "history-3", "INV-H-3", "900.00", now + timedelta(days=3))
+    await env.sleep(timedelta(days=5))  # overdue: reminded, so the customer is told when it is resolved
+    store = LedgerStore.from_url(settings.ledger_url)
+    store.record_payment(RecordPaymentRequest(payment=_payment("history-3", "PAY-H-3", "900.00", now)))
+    store.close()
+    await handle.signal(
+        "ledger_changed",
+        LedgerChanged(customer_id="history-3", amount_due=Money.of("0", "CNY"), checked_at=now + timedelta(days=5)),
+    )
+    return handle
+
+
+async def daily_sweep(env: WorkflowEnvironment, settings: Settings) -> WorkflowHandle[Any, Any]:
+    """A sweep over a ledger where one customer owes without a lifecycle: partner invoices, one page each."""
+    now = await env.get_current_time()
+    store = LedgerStore.from_url(settings.ledger_url)
+    store.record_invoice(
+        RecordInvoiceRequest(
+            account=CustomerAccount(customer_id="history-4", name="Lotus Trading", email="ap@lotus.example.cn"),
+            invoice=Invoice(
+                invoice_id="INV-H-4",
+                customer_id="history-4",
+                amount=Money.of("700.00", "CNY"),
+                issued_on=now.date(),
+                due_on=now.date() + timedelta(days=30),
+            ),
+            due_at=now + timedelta(days=31),
+        )
+    )
+    store.close()
+    return await env.client.start_workflow(
+        DailySweep.run, SweepInput(page_size=10), id="billing-daily-sweep-history", task_queue=settings.task_queue
+    )
+
+
+async def partner_payable(env: WorkflowEnvironment, settings: Settings) -> WorkflowHandle[Any, Any]:
+    """21Vianet's invoice → reminders before the due date and overdue → paid in two parts."""
+    today = (await env.get_current_time()).date()
+    invoice = PartnerInvoice(
+        invoice_id="G-H-5", invoice_date=today, amount=Money.of("10000.00", "CNY"), paid=Money.of("0", "CNY")
+    )
+    handle = await env.client.start_workflow(
+        PartnerPayable.run,
+        PartnerPayableInput(invoice=invoice),
+        id="partner-payable-G-H-5",
+        task_queue=settings.task_queue,
+    )
+    await env.sleep(timedelta(days=40))
+    paid_on = str(today + timedelta(days=40))
+    for number, amount in ((1, "4000.00"), (2, "6000.00")):
+        payment = {"payment_id": f"PP-H-{number}", "amount": {"amount": amount, "currency": "CNY"}, "paid_on": paid_on}
+        await handle.execute_update("record_partner_payment", payment)
+    return handle
+
+
 SCENARIOS: dict[str, Scenario] = {
     "customer_billing_full_ladder": full_ladder,
     "customer_billing_dispute_escalation": dispute_and_escalation,
+    "customer_billing_ledger_changed": paid_behind_its_back,
+    "daily_sweep": daily_sweep,
+    "partner_payable": partner_payable,
 }
 
 
@@ -117,6 +184,7 @@ async def record(scenario: str, name: str) -> Path:
             outbox_dir=Path(tmp) / "outbox",
             mail_from="billing@partner.example.cn",
             escalation_email="escalations@partner.example.cn",
+            finance_email="finance@partner.example.cn",
             partner_center_url=emulator.base_url,
             partner_center_token_url=emulator.token_url,
             partner_center_client_id=emulator.client_id,
@@ -124,7 +192,7 @@ async def record(scenario: str, name: str) -> Path:
             policy_file=policy,
         )
         async with billing_worker(env.client, settings) as worker, worker:
-            handle = await SCENARIOS[scenario](env, settings.task_queue)
+            handle = await SCENARIOS[scenario](env, settings)
             await handle.result()
             history = await handle.fetch_history()
     await env.shutdown()
