@@ -98,10 +98,15 @@ class Engine:
         An activity already running when its workflow is terminated stays pending on the time-skipping
         server (and locks time for every later test) even after it completes, so each leftover is first
         given a few seconds, with the worker still running, to finish what it has started."""
-        for workflow_id in self.started:
-            await self._let_running_activities_finish(workflow_id)
-            with contextlib.suppress(RPCError):  # already completed: nothing to end
-                await self.client.get_workflow_handle(workflow_id).terminate(reason="test finished")
+        gate = asyncio.Semaphore(32)
+
+        async def end(workflow_id: str) -> None:
+            async with gate:
+                await self._let_running_activities_finish(workflow_id)
+                with contextlib.suppress(RPCError):  # already completed: nothing to end
+                    await self.client.get_workflow_handle(workflow_id).terminate(reason="test finished")
+
+        await asyncio.gather(*(end(workflow_id) for workflow_id in self.started))
 
     async def _let_running_activities_finish(self, workflow_id: str, within: float = 10) -> None:
         request = DescribeWorkflowExecutionRequest(
