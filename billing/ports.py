@@ -14,7 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from billing.models import CustomerAccount, Invoice, NextActionKind, NoticeKind, NoticeRecord, Payment
 from billing.money import Money
-from billing.partner_payable import PartnerPayment
+from billing.partner_payable import (
+    LATE_CHARGE_PER_MONTH,
+    PartnerPayment,
+    PayableState,
+    days_overdue,
+    late_charge,
+    monthly_late_charge,
+)
 from billing.policy import CollectionsPolicy
 
 
@@ -263,6 +270,28 @@ class NoticePayable(PortModel):
     late_charge_per_month: Money  # what a month late costs on what is outstanding now
     settled: bool = False  # paid in full: the closing notice
     payments: list[PartnerPayment] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, bill: PayableState, today: date, *, settled: bool = False) -> NoticePayable:
+        """The bill as its notice states it on `today` (in the partner's zone)."""
+        invoice = bill.invoice
+        return cls(
+            invoice_id=invoice.invoice_id,
+            invoice_date=invoice.invoice_date,
+            due_on=invoice.due_on,
+            billing_period_start=invoice.billing_period_start,
+            billing_period_end=invoice.billing_period_end,
+            amount=invoice.amount,
+            paid=bill.paid,
+            outstanding=bill.outstanding,
+            days_overdue=days_overdue(bill, today),
+            late_charge=late_charge(bill, today),
+            late_charge_as_of=today,
+            late_charge_rate_per_month=LATE_CHARGE_PER_MONTH,
+            late_charge_per_month=monthly_late_charge(bill.outstanding),
+            settled=settled,
+            payments=list(bill.payments),
+        )
 
 
 class NoticeRequest(PortModel):

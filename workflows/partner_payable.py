@@ -270,23 +270,7 @@ class PartnerPayable:
             next_step=None
             if following is None
             else NoticeNextStep(kind=NextActionKind.REMINDER, on=following.at.astimezone(state.zone).date()),
-            partner_payable=NoticePayable(
-                invoice_id=invoice.invoice_id,
-                invoice_date=invoice.invoice_date,
-                due_on=invoice.due_on,
-                billing_period_start=invoice.billing_period_start,
-                billing_period_end=invoice.billing_period_end,
-                amount=invoice.amount,
-                paid=state.paid,
-                outstanding=outstanding,
-                days_overdue=core.days_overdue(state, today),
-                late_charge=core.late_charge(state, today),
-                late_charge_as_of=today,
-                late_charge_rate_per_month=core.LATE_CHARGE_PER_MONTH,
-                late_charge_per_month=core.monthly_late_charge(outstanding),
-                settled=step.kind is ReminderKind.PAID,
-                payments=list(state.payments),
-            ),
+            partner_payable=NoticePayable.of(state, today, settled=step.kind is ReminderKind.PAID),
         )
 
     # --- what operators see -----------------------------------------------------------------------------

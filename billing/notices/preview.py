@@ -16,13 +16,9 @@ from billing.models import CustomerAccount, Locale, NextActionKind, NoticeKind, 
 from billing.money import Money
 from billing.notices.rendering import NoticeRenderer
 from billing.partner_payable import (
-    LATE_CHARGE_PER_MONTH,
     PartnerInvoice,
     PartnerPayment,
     PayableState,
-    days_overdue,
-    late_charge,
-    monthly_late_charge,
 )
 from billing.policy import CollectionsPolicy, PolicyError, load_policy
 from billing.ports import (
@@ -247,22 +243,7 @@ def _partner_payable_sample(life: _SampleLifecycle) -> NoticeRequest:
         amount_due=outstanding,
         overdue_amount=outstanding,
         next_step=NoticeNextStep(kind=NextActionKind.REMINDER, on=today + timedelta(days=6)),
-        partner_payable=NoticePayable(
-            invoice_id=invoice.invoice_id,
-            invoice_date=invoice.invoice_date,
-            due_on=invoice.due_on,
-            billing_period_start=invoice.billing_period_start,
-            billing_period_end=invoice.billing_period_end,
-            amount=invoice.amount,
-            paid=bill.paid,
-            outstanding=outstanding,
-            days_overdue=days_overdue(bill, today),
-            late_charge=late_charge(bill, today),
-            late_charge_as_of=today,
-            late_charge_rate_per_month=LATE_CHARGE_PER_MONTH,
-            late_charge_per_month=monthly_late_charge(outstanding),
-            payments=bill.payments,
-        ),
+        partner_payable=NoticePayable.of(bill, today),
     )
 
 
