@@ -858,7 +858,7 @@ async def sweep_command(client: Client, args: argparse.Namespace) -> None:
         print(f"schedule {SWEEP_SCHEDULE_ID} {change}: daily at {args.at:%H:%M} {args.time_zone}; next: {upcoming}")
         return
     report = await run_sweep_now(client, args.task_queue)
-    print(report.details().replace("**", ""))
+    print(report.details().replace("**", "").replace("\n\n", "\n"))
 
 
 async def execute(args: argparse.Namespace) -> None:
