@@ -303,6 +303,8 @@ class LedgerBooks(Protocol):
 
     def record_invoice(self, request: RecordInvoiceRequest) -> AccountBalance: ...
 
+    def invoice_owners(self, invoice_ids: Iterable[str]) -> dict[str, str]: ...
+
 
 class Outcome(StrEnum):
     RECORDED = "recorded"  # new on the books
@@ -346,6 +348,7 @@ def check_against_ledger(
         by_customer.setdefault(row.account.customer_id, []).append(row)
     planned: list[Planned] = []
     rejected: list[Rejected] = []
+    owners = ledger.invoice_owners(row.invoice.invoice_id for row in rows)
     for customer_id, customer_rows in by_customer.items():
         try:
             balance = ledger.balance(customer_id, currency, [row.invoice.invoice_id for row in customer_rows])
@@ -355,6 +358,17 @@ def check_against_ledger(
         booked = {invoice.invoice_id: invoice for invoice in balance.invoices}
         for row in customer_rows:
             existing = booked.get(row.invoice.invoice_id)
+            owner = owners.get(row.invoice.invoice_id, customer_id)
+            if owner != customer_id:
+                # Worded as the ledger words it when recording, so a dry run and a real run say the same.
+                rejected.append(
+                    Rejected(
+                        row.line,
+                        f"invoice {row.invoice.invoice_id} is already on the books with a different customer "
+                        f"{owner} (now {customer_id}); a corrected invoice needs a new invoice id",
+                    )
+                )
+                continue
             if existing is None:
                 planned.append(Planned(row, Outcome.RECORDED))
                 continue

@@ -499,6 +499,26 @@ async def test_an_invoice_id_booked_for_another_customer_is_rejected_with_its_li
     assert missing.value.status == RPCStatusCode.NOT_FOUND
 
 
+async def test_a_dry_run_already_names_an_invoice_id_booked_for_another_customer(
+    sqlite_ledger: LedgerStore, tmp_path: Path
+) -> None:
+    _book(sqlite_ledger, _row(0, "INV-TAKEN-DRY", customer_id="C-IMP-FIRST"))
+    path = tmp_path / "taken.csv"
+    path.write_text(
+        CSV_HEADER + f"\nINV-TAKEN-DRY,C-IMP-OTHER,500.00,CNY,2030-01-05,2030-02-04,{LOTUS_NAME},ap@lotus.example.cn\n",
+        encoding="utf-8",
+    )
+
+    report = await _run_import(None, sqlite_ledger, path)
+
+    assert report.dry_run
+    assert reasons(report) == {
+        3: "invoice INV-TAKEN-DRY is already on the books with a different customer C-IMP-FIRST (now C-IMP-OTHER); "
+        "a corrected invoice needs a new invoice id"
+    }
+    assert report.count(Outcome.RECORDED) == 0
+
+
 # --- end to end: the command line on the dev server -------------------------------------------------------
 
 

@@ -711,6 +711,17 @@ class LedgerStore:
             for customer_id in customer_ids
         ]
 
+    def invoice_owners(self, invoice_ids: Iterable[str]) -> dict[str, str]:
+        """Of `invoice_ids`, those on the books, each with the customer it is booked for."""
+        wanted = set(invoice_ids)
+        if not wanted:
+            return {}
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(invoices.c.invoice_id, invoices.c.customer_id).where(invoices.c.invoice_id.in_(wanted))
+            ).all()
+        return {row.invoice_id: row.customer_id for row in rows}
+
     def currencies_of_customers_owing_nothing(self, customer_ids: Iterable[str]) -> dict[str, str]:
         """Of `customer_ids`, those on the books who owe nothing at all, each with its account's currency."""
         wanted = set(customer_ids)
