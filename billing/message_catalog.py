@@ -35,7 +35,7 @@ from billing.models import (
     SuspendNow,
     WriteOff,
 )
-from billing.partner_payable import PartnerPayableInput, PartnerPayableStatus, PartnerPayment
+from billing.partner_payable import PartnerCenterPaid, PartnerPayableInput, PartnerPayableStatus, PartnerPayment
 from billing.sweep import SweepInput, SweepReport
 
 Kind = Literal["signal", "update", "query"]
@@ -121,6 +121,13 @@ CATALOG: tuple[WorkflowEntry, ...] = (
         input=PartnerPayableInput,
         description="The partner's own bill from 21Vianet: reminds the partner's finance team until it is paid.",
         messages=(
+            signal(
+                "partner_center_paid",
+                PartnerCenterPaid,
+                "Partner Center shows more paid than the payable knows of; the difference is booked as registered "
+                "by 21Vianet.",
+                sent_by="DailySweep",
+            ),
             update(
                 "record_partner_payment",
                 PartnerPayment,

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from billing.models import DEFAULT_TIME_ZONE, BillingStage, Locale, Message, NoticeRecord
+from billing.models import DEFAULT_TIME_ZONE, BillingStage, Locale, Message, NoticeRecord, RejectedMessage
 from billing.money import Money, minor_units
 from billing.policy import PartnerPayableRules
 
@@ -101,6 +101,47 @@ class PartnerPayment(Message):
         return (value or "").strip() or None
 
 
+class PartnerCenterPaid(Message):
+    """Signal `partner_center_paid`: what Partner Center shows as paid on the invoice, as of `as_of`.
+
+    Sent by the daily sweep when 21Vianet registered more than the payable knows of. `paid` is the total paid
+    (Partner Center's `paidAmount`, made positive) in the invoice's currency, not the latest payment alone.
+    """
+
+    invoice_id: str
+    paid: Money
+    as_of: datetime  # when Partner Center was read; with an offset
+
+    @field_validator("paid")
+    @classmethod
+    def _not_negative(cls, value: Money) -> Money:
+        if value.amount < 0:
+            raise ValueError("the paid total must not be negative")
+        return value
+
+    @field_validator("as_of")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("as_of needs an offset, such as 2026-11-24T06:00:00+08:00")
+        return value
+
+
+# The payments the engine books for 21Vianet: `paid_on` is the day Partner Center was seen to show them (the
+# transfer itself may be earlier; the late charge estimate errs on the high side), and the id names the
+# invoice and Partner Center's paid total, so the same statement read twice books once.
+REGISTERED_BY_21VIANET = "registered by 21Vianet in Partner Center"
+_REGISTERED_PREFIX = "21vianet-"
+
+
+def registered_payment_id(invoice_id: str, paid: Money) -> str:
+    return f"{_REGISTERED_PREFIX}{invoice_id}-paid-{paid.amount}-{paid.currency}"
+
+
+def registered_by_21vianet(payment: PartnerPayment) -> bool:
+    return payment.payment_id.startswith(_REGISTERED_PREFIX) and payment.reference == REGISTERED_BY_21VIANET
+
+
 class PayableRefused(ValueError):
     """The payment cannot be recorded against this payable as it stands; nothing was changed."""
 
@@ -148,6 +189,7 @@ class PayableState(BaseModel):
     reminded_through: datetime | None = None
     closing_sent: bool = False
     failures: dict[str, StepFailure] = Field(default_factory=dict)
+    rejected: list[RejectedMessage] = Field(default_factory=list)  # signals that changed nothing, and why
 
     @property
     def zone(self) -> ZoneInfo:
@@ -340,6 +382,7 @@ class PartnerPayableStatus(Message):
     payments: list[PartnerPayment] = Field(default_factory=list)
     notices_sent: list[NoticeRecord] = Field(default_factory=list)
     description: str | None = None
+    rejected: list[RejectedMessage] = Field(default_factory=list)  # signals that changed nothing, and why
 
 
 def build_status(state: PayableState, rules: PartnerPayableRules, now: datetime) -> PartnerPayableStatus:
@@ -361,6 +404,7 @@ def build_status(state: PayableState, rules: PartnerPayableRules, now: datetime)
         payments=list(state.payments),
         notices_sent=list(state.notices),
         description=state.invoice.description,
+        rejected=list(state.rejected),
     )
 
 
@@ -385,6 +429,10 @@ def current_details(status: PartnerPayableStatus) -> str:
             f"- {p.payment_id}: {p.amount} on {p.paid_on}" + (f" (ref {p.reference})" if p.reference else "")
             for p in status.payments
         )
+    if status.rejected:
+        lines.append("")
+        lines.append("**Signals rejected:**")
+        lines.extend(f"- {r.name} at {r.at.isoformat(timespec='minutes')}: {r.reason}" for r in status.rejected)
     return "\n".join(lines)
 
 
@@ -412,11 +460,15 @@ def check_payment(state: PayableState, payment: PartnerPayment, today: date) -> 
         )
     outstanding = state.outstanding
     if not outstanding.is_positive:
-        raise PayableRefused(f"invoice {invoice.invoice_id} is already paid in full; there is nothing left to pay")
+        raise PayableRefused(
+            f"invoice {invoice.invoice_id} is already paid in full; there is nothing left to pay"
+            + _registered_note(state)
+        )
     if payment.amount > outstanding:
         raise PayableRefused(
             f"cannot record {payment.amount}: only {outstanding} is outstanding on 21Vianet's invoice "
             f"{invoice.invoice_id} (a late charge is billed by 21Vianet separately, not against this invoice)"
+            + _registered_note(state)
         )
     if payment.paid_on > today:
         raise PayableRefused(f"paid_on {payment.paid_on} is in the future (today is {today}); record it once paid")
@@ -425,6 +477,50 @@ def check_payment(state: PayableState, payment: PartnerPayment, today: date) -> 
             f"paid_on {payment.paid_on} is before the invoice date {invoice.invoice_date}; check the date"
         )
     return True
+
+
+def _registered_note(state: PayableState) -> str:
+    registered = [p for p in state.payments if registered_by_21vianet(p)]
+    if not registered:
+        return ""
+    total = registered[0].amount
+    for payment in registered[1:]:
+        total = total + payment.amount
+    return (
+        f"; 21Vianet already registered payments of {total} in Partner Center, "
+        "so this payment may be among them and need not be recorded"
+    )
+
+
+def payment_registered_by_21vianet(
+    state: PayableState, report: PartnerCenterPaid, today: date
+) -> PartnerPayment | None:
+    """The payment to book when Partner Center shows more paid than the payable knows of, or None.
+
+    Partner Center is 21Vianet's own statement, so it wins: the difference (at most what is outstanding) is
+    booked as paid on the day Partner Center was read, in the partner's zone (never after today, never before
+    the invoice date). A report of less than the payable knows never lowers what is paid. Raises
+    `PayableRefused` for a report about another invoice or in another currency.
+    """
+    invoice = state.invoice
+    if report.invoice_id != invoice.invoice_id:
+        raise PayableRefused(f"it is about invoice {report.invoice_id}, not 21Vianet's invoice {invoice.invoice_id}")
+    if report.paid.currency != invoice.currency:
+        raise PayableRefused(
+            f"Partner Center's paid total is in {report.paid.currency}, but invoice {invoice.invoice_id} is in "
+            f"{invoice.currency}"
+        )
+    outstanding = state.outstanding
+    if report.paid <= state.paid or not outstanding.is_positive:
+        return None
+    difference = report.paid - state.paid
+    seen_on = report.as_of.astimezone(state.zone).date()
+    return PartnerPayment(
+        payment_id=registered_payment_id(invoice.invoice_id, report.paid),
+        amount=min(difference, outstanding, key=lambda money: money.amount),
+        paid_on=max(invoice.invoice_date, min(seen_on, today)),
+        reference=REGISTERED_BY_21VIANET,
+    )
 
 
 def _required_text(value: str, what: str) -> str:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from billing.models import BillingStage
 from billing.money import Money
 from billing.partner_payable import (
+    PartnerCenterPaid,
     PartnerInvoice,
     PartnerPayment,
     PayableRefused,
@@ -24,6 +25,7 @@ from billing.partner_payable import (
     decide,
     late_charge,
     mark_done,
+    payment_registered_by_21vianet,
     stage,
 )
 from billing.policy import PartnerPayableRules, PolicyError, parse_policy
@@ -316,3 +318,47 @@ def test_status_states_the_outstanding_amount_days_overdue_and_the_accrued_late_
     details = current_details(status)
     assert "**Late charge accrued:** 300.00 CNY" in details
     assert "P-1: 10000.00 CNY on 2026-11-28" in details
+
+
+# --- 21Vianet registered a payment in Partner Center ----------------------------------------------------
+
+
+def reported(paid: str, currency: str = "CNY", as_of: datetime = datetime(2026, 12, 5, 23, 30, tzinfo=UTC)):
+    return PartnerCenterPaid(invoice_id="G000123456", paid=Money.of(paid, currency), as_of=as_of)
+
+
+def test_partner_center_showing_more_paid_books_the_difference_on_the_day_it_was_seen_in_the_partners_zone() -> None:
+    known = state(invoice=invoice(paid="1000.00"), payments=[payment("TT-1", "4000.00", date(2026, 12, 1))])
+
+    booked = payment_registered_by_21vianet(known, reported("12000.00"), date(2026, 12, 8))
+
+    assert booked is not None
+    assert booked.amount == Money.of("7000.00", "CNY")  # 12000 shown, 1000 at tracking + 4000 recorded
+    assert booked.paid_on == date(2026, 12, 6)  # 23:30 UTC is the next morning in Shanghai
+    assert booked.payment_id == "21vianet-G000123456-paid-12000.00-CNY"
+    assert booked.reference == "registered by 21Vianet in Partner Center"
+
+
+def test_partner_center_showing_no_more_than_is_known_never_lowers_what_is_paid() -> None:
+    known = state(payments=[payment("TT-1", "4000.00", date(2026, 12, 1))])
+
+    assert payment_registered_by_21vianet(known, reported("4000.00"), date(2026, 12, 8)) is None
+    assert payment_registered_by_21vianet(known, reported("0"), date(2026, 12, 8)) is None
+
+
+def test_a_payment_21vianet_registered_makes_finance_recording_the_same_money_refused_with_a_reason() -> None:
+    known = state()
+    booked = payment_registered_by_21vianet(known, reported("30000.00"), date(2026, 12, 8))
+    assert booked is not None
+    known.payments = [booked]
+
+    with pytest.raises(PayableRefused, match=r"21Vianet already registered payments of 30000\.00 CNY in Partner"):
+        check_payment(known, payment("TT-9", "30000.00", date(2026, 12, 7)), date(2026, 12, 8))
+
+
+def test_a_partner_center_report_in_another_currency_or_for_another_invoice_is_refused() -> None:
+    with pytest.raises(PayableRefused, match="is in USD, but invoice G000123456 is in CNY"):
+        payment_registered_by_21vianet(state(), reported("100.00", "USD"), date(2026, 12, 8))
+    other = PartnerCenterPaid(invoice_id="G9", paid=Money.of("1.00", "CNY"), as_of=datetime(2026, 12, 5, tzinfo=UTC))
+    with pytest.raises(PayableRefused, match="about invoice G9"):
+        payment_registered_by_21vianet(state(), other, date(2026, 12, 8))

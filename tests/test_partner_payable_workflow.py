@@ -212,3 +212,79 @@ async def test_finance_records_a_payment_and_reads_the_status_from_the_command_l
     assert "Outstanding       500.00 CNY" in printed
     assert "Days overdue      5" in printed
     assert "Payment TT-C1     300.00 CNY on" in printed
+
+
+def partner_center_paid(invoice_id: str, paid: str, as_of: datetime, currency: str = "CNY") -> dict[str, Any]:
+    return {"invoice_id": invoice_id, "paid": {"amount": paid, "currency": currency}, "as_of": as_of.isoformat()}
+
+
+async def test_payments_21vianet_registered_in_partner_center_are_booked_once_and_close_the_payable(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, smtp_sink: Any, tmp_path: Any
+) -> None:
+    env = time_skipping_env
+    now = await env.get_current_time()
+    today = now.astimezone(SHANGHAI).date()
+    bill = partner_invoice("G-PC-1", today - timedelta(days=40), "9000.00", "USD")  # 10 days overdue
+    async with engine_factory(env.client) as engine:
+        handle = await start(engine, bill, "en-US")
+        await until(lambda: _count(smtp_sink, bill.invoice_id, 1), "the reminder of a bill found late")
+
+        await handle.signal("partner_center_paid", partner_center_paid("G-PC-1", "4000.00", now, "USD"))
+        await handle.signal("partner_center_paid", partner_center_paid("G-PC-1", "4000.00", now, "USD"))  # again
+
+        async def part_booked() -> bool:
+            return (await handle.query(PartnerPayable.status)).amount_due == Money.of("5000.00", "USD")
+
+        await until(part_booked, "the part 21Vianet registered booked")
+        status = await handle.query(PartnerPayable.status)
+        assert [(p.payment_id, p.amount, p.paid_on) for p in status.payments] == [
+            ("21vianet-G-PC-1-paid-4000.00-USD", Money.of("4000.00", "USD"), today)
+        ]
+        assert status.payments[0].reference == "registered by 21Vianet in Partner Center"
+        # Finance records the same money later: refused, and told why.
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(PartnerPayable.record_partner_payment, payment("TT-1", "9000.00", today, "USD"))
+        assert "21Vianet already registered payments of 4000.00 USD in Partner Center" in str(refused.value.cause)
+
+        await handle.signal("partner_center_paid", partner_center_paid("G-PC-1", "9000.00", now, "USD"))
+        result = await handle.result()
+
+    assert result.stage.value == "Resolved"
+    assert [p.amount for p in result.payments] == [Money.of("4000.00", "USD"), Money.of("5000.00", "USD")]
+    assert result.rejected == []
+    closing = finance_mail(smtp_sink, bill.invoice_id)[-1]
+    assert closing.message["Subject"].startswith("Paid in full")
+    assert len(finance_mail(smtp_sink, bill.invoice_id)) == 2  # the reminder, then the closing notice
+    books = PartnerPaymentBook(LedgerStore.from_url(f"sqlite:///{tmp_path}/ledger.db").engine)
+    assert [p.payment_id for p in books.payments(bill.invoice_id)] == [
+        "21vianet-G-PC-1-paid-4000.00-USD",
+        "21vianet-G-PC-1-paid-9000.00-USD",
+    ]
+
+
+async def test_an_invalid_or_wrong_currency_partner_center_report_is_recorded_and_changes_nothing(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+) -> None:
+    env = time_skipping_env
+    now = await env.get_current_time()
+    today = now.astimezone(SHANGHAI).date()
+    bill = partner_invoice("G-PC-BAD", today - timedelta(days=3), "6000.00")
+    async with engine_factory(env.client) as engine:
+        handle = await start(engine, bill)
+        await handle.signal("partner_center_paid", {"invoice_id": "G-PC-BAD", "paid": "lots"})
+        await handle.signal("partner_center_paid", partner_center_paid("G-PC-BAD", "100.00", now, "USD"))
+
+        async def both_rejected() -> bool:
+            return len((await handle.query(PartnerPayable.status)).rejected) == 2
+
+        await until(both_rejected, "both reports rejected")
+        status = await handle.query(PartnerPayable.status)
+        # Still running and still taking payments.
+        after = await handle.execute_update(PartnerPayable.record_partner_payment, payment("TT-1", "1000.00", today))
+
+    invalid, wrong_currency = status.rejected
+    assert invalid.name == "partner_center_paid" and invalid.reason.startswith("invalid: ")
+    assert "is in USD, but invoice G-PC-BAD is in CNY" in wrong_currency.reason
+    assert wrong_currency.reference == "G-PC-BAD"
+    assert status.amount_due == Money.of("6000.00", "CNY") and status.payments == []
+    assert after.amount_due == Money.of("5000.00", "CNY")

@@ -1,14 +1,14 @@
 """`PartnerPayable`: one bill 21Vianet issued to the partner, from the day it is found until it is paid in full.
 
-The loop reads like the ladder: take in the payments finance recorded, ask the core what is next, wait until it
-is due (or a payment arrives), remind finance through the mailer, record it. Paid in full: the closing notice,
-then the run completes.
+The loop reads like the ladder: take in the payments 21Vianet registered in Partner Center (the daily sweep
+reports them) and those finance recorded, ask the core what is next, wait until it is due (or a payment
+arrives), remind finance through the mailer, record it. Paid in full: the closing notice, then the run completes.
 """
 
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -18,9 +18,10 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from billing import partner_payable as core
-    from billing.models import CustomerAccount, NextActionKind, NoticeKind, NoticeRecord
+    from billing.models import CustomerAccount, NextActionKind, NoticeKind, NoticeRecord, RejectedMessage
     from billing.money import Money
     from billing.partner_payable import (
+        PartnerCenterPaid,
         PartnerPayableInput,
         PartnerPayableStatus,
         PartnerPayment,
@@ -74,6 +75,13 @@ class _Pending(BaseModel):
     payment: PartnerPayment
 
 
+class _Reported(BaseModel):
+    """A `partner_center_paid` signal as it arrived: raw JSON, validated by the main loop."""
+
+    payload: Any
+    received_at: datetime
+
+
 @workflow.defn(name="PartnerPayable")
 class PartnerPayable:
     @workflow.init
@@ -81,6 +89,7 @@ class PartnerPayable:
         self._state: PayableState = start.new_state()
         self._rules: PartnerPayableRules | None = None
         self._inbox: list[_Pending] = []
+        self._reports: list[_Reported] = []
         self._outcomes: dict[str, str | None] = {}  # update id -> refusal, or None when recorded
         self._published: dict[str, object] = {}
         self._details = ""
@@ -115,6 +124,20 @@ class PartnerPayable:
         except PayableRefused as refusal:
             raise ApplicationError(str(refusal), type="Refused", non_retryable=True) from None
 
+    # --- 21Vianet registered a payment ------------------------------------------------------------------
+
+    @workflow.signal(
+        name="partner_center_paid",
+        description="Sent by the daily sweep when Partner Center shows more paid on the invoice than this payable "
+        'knows of. JSON: {"invoice_id": "...", "paid": {"amount": "12000.00", "currency": "CNY"}, "as_of": '
+        '"2026-11-24T06:00:00+08:00"}; paid is the total Partner Center shows. The difference is booked as a '
+        "payment registered by 21Vianet; never lowers what is paid. Invalid ones land in status.rejected.",
+    )
+    def partner_center_paid(self, report: Any) -> None:
+        # Taken as raw JSON and validated in the main loop, so an invalid report is recorded in `rejected`
+        # instead of being dropped by the SDK's decoder.
+        self._reports.append(_Reported(payload=report, received_at=workflow.now()))
+
     @workflow.query(
         name="status",
         description="The bill at a glance: stage, amount, paid, outstanding, due date, days overdue, the late "
@@ -136,13 +159,14 @@ class PartnerPayable:
         )
         self._rules = settings.policy.partner_payable
         while True:
+            await self._take_in_reports()
             await self._take_in_payments()
             now = workflow.now()
             decision = core.decide(self._state, self._rules, now)
             self._publish()
             if decision.finished:
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                if not self._inbox:
+                if not self._inbox and not self._reports:
                     break
                 continue
             if decision.step is not None and decision.wake_at is not None and decision.wake_at <= now:
@@ -151,14 +175,47 @@ class PartnerPayable:
             info = workflow.info()
             if info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_EVENT_LIMIT:
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                if not self._inbox:
+                if not self._inbox and not self._reports:
                     workflow.continue_as_new(start.model_copy(update={"carried_over": self._state}))
             timeout = None if decision.wake_at is None else max(decision.wake_at - now, timedelta(seconds=1))
             summary = f"Wait for the {decision.step.kind.value} reminder" if decision.step else None
             with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(lambda: bool(self._inbox), timeout=timeout, timeout_summary=summary)
+                await workflow.wait_condition(
+                    lambda: bool(self._inbox or self._reports), timeout=timeout, timeout_summary=summary
+                )
         workflow.logger.info("partner payable paid in full", extra={"invoice_id": self._state.invoice.invoice_id})
         return self._status()
+
+    async def _take_in_reports(self) -> None:
+        while self._reports:
+            reported = self._reports.pop(0)
+            state = self._state
+            try:
+                report = PartnerCenterPaid.model_validate(reported.payload)
+            except ValidationError as error:
+                self._reject(reported, f"invalid: {_reason(error)}", None)
+                continue
+            try:
+                payment = core.payment_registered_by_21vianet(state, report, state.today(workflow.now()))
+                if payment is not None:
+                    await self._record(payment)
+            except PayableRefused as refusal:
+                self._reject(reported, str(refusal), report.invoice_id)
+                continue
+            if payment is not None:
+                workflow.logger.info(
+                    "payment registered by 21Vianet booked",
+                    extra={"payment_id": payment.payment_id, "invoice_id": state.invoice.invoice_id},
+                )
+
+    def _reject(self, reported: _Reported, reason: str, reference: str | None) -> None:
+        rejected = RejectedMessage(
+            name="partner_center_paid", reason=reason, at=reported.received_at, reference=reference
+        )
+        self._state.rejected = [*self._state.rejected, rejected]
+        workflow.logger.warning(
+            "message rejected", extra={"signal": "partner_center_paid", "reason": reason, "reference": reference}
+        )
 
     async def _take_in_payments(self) -> None:
         while self._inbox:
