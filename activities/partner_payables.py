@@ -4,20 +4,32 @@ with money owed (the daily sweep calls `track_partner_invoices`), and book the p
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 import structlog
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.partner_center import PartnerCenterClient, UnreadableInvoice, partner_invoice
+from activities.sweep import AMOUNT_DUE
 from billing.ledger import LedgerRejection
 from billing.ledger.partner_payments import PartnerPaymentBook
 from billing.models import DEFAULT_TIME_ZONE, Locale
 from billing.money import Money
-from billing.partner_payable import PartnerInvoice, PartnerPayableInput, workflow_id
+from billing.partner_payable import (
+    PartnerCenterPaid,
+    PartnerInvoice,
+    PartnerPayableInput,
+    behind_partner_center,
+    workflow_id,
+)
 from billing.ports import (
     PartnerInvoicesTracked,
     PartnerPaymentBooked,
@@ -55,7 +67,11 @@ class PartnerPayableActivities:
     async def track_partner_invoices(self, request: TrackPartnerInvoicesRequest) -> PartnerInvoicesTracked:
         """Start a `PartnerPayable` (id `partner-payable-{invoice_id}`) for every invoice with money owed that
         has none yet. Idempotent: a running payable is not duplicated, a finished (paid) one never restarted,
-        and an invoice the books show as paid is never started even after Temporal forgot its payable."""
+        and an invoice the books show as paid is never started even after Temporal forgot its payable.
+
+        A running payable that knows of less paid than Partner Center shows (21Vianet registered a payment
+        finance did not record) is sent `partner_center_paid`: Partner Center is 21Vianet's own statement."""
+        checked_at = request.checked_at or datetime.now(UTC)
         resources = await self._partner_center.list_partner_invoices(request.correlation_id)
         tracked = PartnerInvoicesTracked(seen=len(resources))
         for resource in resources:
@@ -69,13 +85,19 @@ class PartnerPayableActivities:
                 log.warning("partner_invoice_unreadable", problem=str(problem))
                 tracked.unreadable.append(str(problem))
                 continue
-            if await self._settled(invoice):
+            if not (invoice.amount - invoice.paid).is_positive:
+                # Paid in full in Partner Center: never started, but a payable still running is told so.
+                tracked.settled.append(invoice.invoice_id)
+            elif await self._settled(invoice):
                 tracked.settled.append(invoice.invoice_id)
                 continue
-            if await self._start(invoice):
+            elif await self._start(invoice):
                 tracked.started.append(invoice.invoice_id)
+                continue
             else:
                 tracked.already_tracked.append(invoice.invoice_id)
+            if await self._tell_if_behind(invoice, checked_at):
+                tracked.told_paid.append(invoice.invoice_id)
         log.info(
             "partner_invoices_tracked",
             seen=tracked.seen,
@@ -83,13 +105,12 @@ class PartnerPayableActivities:
             already_tracked=len(tracked.already_tracked),
             settled=len(tracked.settled),
             unreadable=len(tracked.unreadable),
+            told_paid=len(tracked.told_paid),
             correlation_id=request.correlation_id,
         )
         return tracked
 
     async def _settled(self, invoice: PartnerInvoice) -> bool:
-        if not (invoice.amount - invoice.paid).is_positive:
-            return True
         booked = await asyncio.to_thread(self._book.payments, invoice.invoice_id)
         paid = Money.zero(invoice.currency)
         for payment in booked:
@@ -114,6 +135,46 @@ class PartnerPayableActivities:
             return False
         log.info("partner_payable_started", invoice_id=invoice.invoice_id, due_on=str(invoice.due_on))
         return True
+
+    async def _tell_if_behind(self, invoice: PartnerInvoice, checked_at: datetime) -> bool:
+        """Send the running payable `partner_center_paid` when its published `AmountDue` is more than
+        Partner Center shows outstanding; False when none runs or it is in step."""
+        if not behind_partner_center(invoice, await self._published_amount_due(workflow_id(invoice.invoice_id))):
+            return False
+        report = PartnerCenterPaid(invoice_id=invoice.invoice_id, paid=invoice.paid, as_of=checked_at)
+        try:
+            await self._client.get_workflow_handle(workflow_id(invoice.invoice_id)).signal(
+                "partner_center_paid", report
+            )
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:  # it completed since it was described
+                return False
+            raise
+        log.info("partner_payable_told_paid", invoice_id=invoice.invoice_id, paid=str(invoice.paid))
+        return True
+
+    async def _published_amount_due(self, payable_id: str) -> float | None:
+        """The running payable's `AmountDue`; None when none runs or it published none yet. Read from the raw
+        description (as the sweep does): the SDK's typed decoding fails on unset attributes on some servers."""
+        try:
+            response = await self._client.workflow_service.describe_workflow_execution(
+                DescribeWorkflowExecutionRequest(
+                    namespace=self._client.namespace, execution=WorkflowExecution(workflow_id=payable_id)
+                )
+            )
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        info = response.workflow_execution_info
+        if info.status != WorkflowExecutionStatus.RUNNING.value:
+            return None
+        payload = info.search_attributes.indexed_fields.get(AMOUNT_DUE.name)
+        try:
+            amount = json.loads(payload.data) if payload is not None and payload.data else None
+        except ValueError:
+            return None
+        return float(amount) if isinstance(amount, int | float) else None
 
     @activity.defn(name="record_partner_payment")
     def record_partner_payment(self, booking: PartnerPaymentBooking) -> PartnerPaymentBooked:

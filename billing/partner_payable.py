@@ -9,6 +9,7 @@ charged at 1.5% a month, and a delinquent partner account blocked from new order
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -140,6 +141,16 @@ def registered_payment_id(invoice_id: str, paid: Money) -> str:
 
 def registered_by_21vianet(payment: PartnerPayment) -> bool:
     return payment.payment_id.startswith(_REGISTERED_PREFIX) and payment.reference == REGISTERED_BY_21VIANET
+
+
+def behind_partner_center(invoice: PartnerInvoice, published_amount_due: float | None) -> bool:
+    """Whether a payable that published `published_amount_due` (its `AmountDue` search attribute) believes
+    more is owed than Partner Center's `invoice` shows. A float, so it counts from half a minor unit: a
+    payable that published nothing yet read its figures from Partner Center moments ago."""
+    if published_amount_due is None or not math.isfinite(published_amount_due):
+        return False
+    half_unit = Decimal(1).scaleb(-minor_units(invoice.currency)) / 2
+    return Decimal(repr(published_amount_due)) - (invoice.amount - invoice.paid).amount >= half_unit
 
 
 class PayableRefused(ValueError):

@@ -375,6 +375,7 @@ class TrackPartnerInvoicesRequest(PortModel):
     """`track_partner_invoices`: start a `PartnerPayable` for each 21Vianet invoice with money owed."""
 
     correlation_id: str  # the caller's workflow id, sent to Partner Center as MS-CorrelationId
+    checked_at: datetime | None = None  # the caller's now, the `as_of` of what it reads; absent: the clock's
 
 
 class PartnerInvoicesTracked(PortModel):
@@ -385,6 +386,8 @@ class PartnerInvoicesTracked(PortModel):
     already_tracked: list[str] = Field(default_factory=list)  # a PartnerPayable exists or existed
     settled: list[str] = Field(default_factory=list)  # nothing owed (paid, or a credit): never started
     unreadable: list[str] = Field(default_factory=list)  # "id: why", left for a person to look at
+    # A running payable knew of less paid than Partner Center shows: sent `partner_center_paid`.
+    told_paid: list[str] = Field(default_factory=list)
 
 
 # --- the notice log (kept in the ledger, read by the mailer) --------------------------------------------

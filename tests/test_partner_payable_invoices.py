@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -154,3 +155,90 @@ def test_the_books_refuse_a_different_payment_under_a_payment_id_already_used(tm
         book.record(changed)
     assert book.record(booking).paid == Money.of("10.00", "CNY")
     store.close()
+
+
+async def test_a_running_payable_is_told_when_21vianet_registers_a_payment_and_not_when_nothing_changed(
+    time_skipping_env: WorkflowEnvironment,
+    engine_factory: EngineFactory,
+    partner_center_emulator: PartnerCenterEmulator,
+    tmp_path: Path,
+) -> None:
+    env = time_skipping_env
+    now = await env.get_current_time()
+    today = now.astimezone(SHANGHAI).date()
+    partner_center_emulator.seed_invoices(
+        [
+            invoice_resource("T-PART", today - timedelta(days=10), "52300.00", "CNY", paid="2300.00"),
+            invoice_resource("T-FULL", today - timedelta(days=35), "1200.00", "USD"),
+            invoice_resource("T-QUIET", today - timedelta(days=5), "800.00", "CNY"),
+        ]
+    )
+    store = LedgerStore.from_url(f"sqlite:///{tmp_path}/ledger.db")
+    book = PartnerPaymentBook(store.engine)
+    async with engine_factory(env.client) as engine, client_for(partner_center_emulator) as partner_center:
+        engine.started.update({"partner-payable-T-PART", "partner-payable-T-FULL", "partner-payable-T-QUIET"})
+        tracker = PartnerPayableActivities(partner_center, env.client, engine.settings.task_queue, book)
+        request = TrackPartnerInvoicesRequest(correlation_id="daily-sweep-test", checked_at=now)
+        first = await ActivityEnvironment().run(tracker.track_partner_invoices, request)
+        assert sorted(first.started) == ["T-FULL", "T-PART", "T-QUIET"]
+
+        async def status(invoice_id: str) -> Any:
+            handle = env.client.get_workflow_handle(f"partner-payable-{invoice_id}")
+            return await handle.query("status", result_type=PartnerPayableStatus)
+
+        # Wait until each payable published its AmountDue (the tracker compares Partner Center with it).
+        for invoice_id in first.started:
+            for _ in range(300):
+                description = await env.client.get_workflow_handle(f"partner-payable-{invoice_id}").describe()
+                if "AmountDue" in description.raw_description.workflow_execution_info.search_attributes.indexed_fields:
+                    break
+                await asyncio.sleep(0.05)
+
+        unchanged = await ActivityEnvironment().run(tracker.track_partner_invoices, request)
+        assert unchanged.told_paid == []
+
+        # 21Vianet registers payments finance never records: part of one invoice, all of another.
+        partner_center_emulator.record_invoice_payment("T-PART", "20000.00")
+        partner_center_emulator.record_invoice_payment("T-FULL", "1200.00")
+        told = await ActivityEnvironment().run(tracker.track_partner_invoices, request)
+        assert sorted(told.told_paid) == ["T-FULL", "T-PART"]
+        assert "T-FULL" in told.settled and "T-PART" in told.already_tracked
+
+        full = await env.client.get_workflow_handle("partner-payable-T-FULL", result_type=PartnerPayableStatus).result()
+        assert full.stage.value == "Resolved"
+        assert [(p.payment_id, p.amount) for p in full.payments] == [
+            ("21vianet-T-FULL-paid-1200.00-USD", Money.of("1200.00", "USD"))
+        ]
+        for _ in range(300):
+            part = await status("T-PART")
+            if part.payments:
+                break
+            await asyncio.sleep(0.05)
+        assert part.amount_due == Money.of("30000.00", "CNY")
+        assert part.payments[0].amount == Money.of("20000.00", "CNY")
+        assert (await status("T-QUIET")).payments == []
+
+        # Once the payable has booked it, the next sweep has nothing to tell.
+        for _ in range(300):
+            again = await ActivityEnvironment().run(tracker.track_partner_invoices, request)
+            if not again.told_paid:
+                break
+            await asyncio.sleep(0.05)
+        assert again.told_paid == []
+    store.close()
+    assert [p.payment_id for p in book.payments("T-PART")] == ["21vianet-T-PART-paid-22300.00-CNY"]
+
+
+def test_the_sweep_report_says_how_many_payables_were_told_of_payments_21vianet_registered() -> None:
+    from datetime import UTC, datetime
+
+    from billing.sweep import PartnerInvoicesOutcome, SweepReport
+
+    partner = PartnerInvoicesOutcome(seen=3, already_tracked=2, settled=1, told_paid=2)
+    report = SweepReport(started_at=datetime(2026, 11, 24, tzinfo=UTC), partner_invoices=partner)
+
+    assert "1 settled, 2 told of payments 21Vianet registered" in report.details()
+    assert (
+        "told of payments"
+        not in SweepReport(started_at=report.started_at, partner_invoices=PartnerInvoicesOutcome(seen=1)).details()
+    )

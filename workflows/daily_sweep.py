@@ -130,7 +130,7 @@ class DailySweep:
         try:
             tracked = await workflow.execute_activity(
                 "track_partner_invoices",
-                TrackPartnerInvoicesRequest(correlation_id=workflow.info().workflow_id),
+                TrackPartnerInvoicesRequest(correlation_id=workflow.info().workflow_id, checked_at=workflow.now()),
                 start_to_close_timeout=PAGE_TIMEOUT,
                 schedule_to_close_timeout=PARTNER_CENTER_GIVE_UP_AFTER,
                 retry_policy=PARTNER_CENTER_RETRY,
@@ -146,6 +146,7 @@ class DailySweep:
             started=len(tracked.started),
             already_tracked=len(tracked.already_tracked),
             settled=len(tracked.settled),
+            told_paid=len(tracked.told_paid),
             unreadable=tracked.unreadable,
         )
 
