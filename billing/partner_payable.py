@@ -436,15 +436,19 @@ def current_details(status: PartnerPayableStatus) -> str:
     if status.payments:
         lines.append("")
         lines.append("**Payments recorded:**")
-        lines.extend(
-            f"- {p.payment_id}: {p.amount} on {p.paid_on}" + (f" (ref {p.reference})" if p.reference else "")
-            for p in status.payments
-        )
+        lines.extend(_payment_line(p) for p in status.payments)
     if status.rejected:
         lines.append("")
         lines.append("**Signals rejected:**")
         lines.extend(f"- {r.name} at {r.at.isoformat(timespec='minutes')}: {r.reason}" for r in status.rejected)
     return "\n".join(lines)
+
+
+def _payment_line(payment: PartnerPayment) -> str:
+    if registered_by_21vianet(payment):
+        return f"- {payment.amount} {REGISTERED_BY_21VIANET}, seen there on {payment.paid_on}"
+    reference = f" (ref {payment.reference})" if payment.reference else ""
+    return f"- {payment.payment_id}: {payment.amount} on {payment.paid_on}{reference}"
 
 
 # --- recording a payment --------------------------------------------------------------------------------

@@ -337,6 +337,10 @@ def test_partner_center_showing_more_paid_books_the_difference_on_the_day_it_was
     assert booked.paid_on == date(2026, 12, 6)  # 23:30 UTC is the next morning in Shanghai
     assert booked.payment_id == "21vianet-G000123456-paid-12000.00-CNY"
     assert booked.reference == "registered by 21Vianet in Partner Center"
+    known.payments = [*known.payments, booked]
+    details = current_details(build_status(known, RULES, datetime(2026, 12, 8, tzinfo=UTC)))
+    assert "- 7000.00 CNY registered by 21Vianet in Partner Center, seen there on 2026-12-06" in details
+    assert "- TT-1: 4000.00 CNY on 2026-12-01" in details
 
 
 def test_partner_center_showing_no_more_than_is_known_never_lowers_what_is_paid() -> None:
