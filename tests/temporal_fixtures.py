@@ -19,7 +19,11 @@ from typing import Any
 import pytest
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.enums.v1.workflow_pb2 import PENDING_ACTIVITY_STATE_STARTED, WORKFLOW_EXECUTION_STATUS_RUNNING
+from temporalio.api.enums.v1.workflow_pb2 import (
+    PENDING_ACTIVITY_STATE_SCHEDULED,
+    PENDING_ACTIVITY_STATE_STARTED,
+    WORKFLOW_EXECUTION_STATUS_RUNNING,
+)
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
@@ -95,9 +99,9 @@ class Engine:
         """A test that failed half-way leaves its lifecycle waiting on activities no worker will run, and
         the time-skipping server does not skip time past a pending activity: end them.
 
-        An activity already running when its workflow is terminated stays pending on the time-skipping
-        server (and locks time for every later test) even after it completes, so each leftover is first
-        given a few seconds, with the worker still running, to finish what it has started."""
+        An activity running (or dispatched a moment later) when its workflow is terminated stays pending on
+        the time-skipping server, and locks time for every later test, even after it completes; so each
+        leftover is first given a few seconds, with the worker still running, to finish what it started."""
         gate = asyncio.Semaphore(32)
 
         async def end(workflow_id: str) -> None:
@@ -109,19 +113,27 @@ class Engine:
         await asyncio.gather(*(end(workflow_id) for workflow_id in self.started))
 
     async def _let_running_activities_finish(self, workflow_id: str, within: float = 10) -> None:
+        """Wait until the leftover is quiet: no workflow task outstanding (its completion could still schedule
+        an activity) and no activity dispatched or about to be."""
         request = DescribeWorkflowExecutionRequest(
             namespace=self.client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
         )
         deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
+        quiet = 0
+        # Quiet three times in a row: the time-skipping server does not always show a workflow task in flight.
+        while quiet < 3 and time.monotonic() < deadline:
             try:
                 description = await self.client.workflow_service.describe_workflow_execution(request)
             except RPCError:
                 return
-            if description.workflow_execution_info.status != WORKFLOW_EXECUTION_STATUS_RUNNING or not any(
-                activity.state == PENDING_ACTIVITY_STATE_STARTED for activity in description.pending_activities
-            ):
+            if description.workflow_execution_info.status != WORKFLOW_EXECUTION_STATUS_RUNNING:
                 return
+            busy = description.HasField("pending_workflow_task") or any(
+                activity.state == PENDING_ACTIVITY_STATE_STARTED
+                or (activity.state == PENDING_ACTIVITY_STATE_SCHEDULED and activity.attempt <= 1)
+                for activity in description.pending_activities
+            )
+            quiet = 0 if busy else quiet + 1
             await asyncio.sleep(0.1)
 
     async def issue(self, account: CustomerAccount, invoice: Invoice) -> WorkflowHandle[CustomerBilling, BillingStatus]:
