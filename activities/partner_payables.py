@@ -4,21 +4,18 @@ with money owed (the daily sweep calls `track_partner_invoices`), and book the p
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 import structlog
 from temporalio import activity
-from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.partner_center import PartnerCenterClient, UnreadableInvoice, partner_invoice
-from activities.sweep import AMOUNT_DUE
+from activities.published import published_by_open_run
 from billing.ledger import LedgerRejection
 from billing.ledger.partner_payments import PartnerPaymentBook
 from billing.models import DEFAULT_TIME_ZONE, Locale
@@ -139,7 +136,8 @@ class PartnerPayableActivities:
     async def _tell_if_behind(self, invoice: PartnerInvoice, checked_at: datetime) -> bool:
         """Send the running payable `partner_center_paid` when its published `AmountDue` is more than
         Partner Center shows outstanding; False when none runs or it is in step."""
-        if not behind_partner_center(invoice, await self._published_amount_due(workflow_id(invoice.invoice_id))):
+        published = await published_by_open_run(self._client, workflow_id(invoice.invoice_id))
+        if published is None or not behind_partner_center(invoice, published.amount_due):
             return False
         report = PartnerCenterPaid(invoice_id=invoice.invoice_id, paid=invoice.paid, as_of=checked_at)
         try:
@@ -152,29 +150,6 @@ class PartnerPayableActivities:
             raise
         log.info("partner_payable_told_paid", invoice_id=invoice.invoice_id, paid=str(invoice.paid))
         return True
-
-    async def _published_amount_due(self, payable_id: str) -> float | None:
-        """The running payable's `AmountDue`; None when none runs or it published none yet. Read from the raw
-        description (as the sweep does): the SDK's typed decoding fails on unset attributes on some servers."""
-        try:
-            response = await self._client.workflow_service.describe_workflow_execution(
-                DescribeWorkflowExecutionRequest(
-                    namespace=self._client.namespace, execution=WorkflowExecution(workflow_id=payable_id)
-                )
-            )
-        except RPCError as error:
-            if error.status == RPCStatusCode.NOT_FOUND:
-                return None
-            raise
-        info = response.workflow_execution_info
-        if info.status != WorkflowExecutionStatus.RUNNING.value:
-            return None
-        payload = info.search_attributes.indexed_fields.get(AMOUNT_DUE.name)
-        try:
-            amount = json.loads(payload.data) if payload is not None and payload.data else None
-        except ValueError:
-            return None
-        return float(amount) if isinstance(amount, int | float) else None
 
     @activity.defn(name="record_partner_payment")
     def record_partner_payment(self, booking: PartnerPaymentBooking) -> PartnerPaymentBooked:

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 import structlog
 from temporalio import activity
-from temporalio.api.common.v1 import Payload, WorkflowExecution
-from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.published import published_by_open_run
 from billing.ledger import LedgerStore
 from billing.models import CustomerAccount, Invoice, LedgerChanged
 from billing.money import Money
@@ -41,8 +37,6 @@ log = structlog.get_logger(__name__)
 
 LIFECYCLE_TYPE = "CustomerBilling"
 LIFECYCLE_PREFIX = "customer-billing-"
-AMOUNT_DUE = SearchAttributeKey.for_float("AmountDue")
-OLDEST_DUE_DATE = SearchAttributeKey.for_datetime("OldestDueDate")
 RUNNING_AND_OWED = f"WorkflowType = '{LIFECYCLE_TYPE}' AND ExecutionStatus = 'Running' AND AmountDue > 0"
 # Starts and signals in flight at once: enough to keep a remote server busy, few enough not to flood it.
 CONCURRENCY = 32
@@ -180,15 +174,14 @@ class SweepActivities:
         if owed.account is None:
             return customer_id, "failed", f"the ledger's customer details are not usable: {owed.account_problem}"
         handle = self._client.get_workflow_handle(lifecycle_id(customer_id))
-        published = await self._published(lifecycle_id(customer_id))
+        published = await published_by_open_run(self._client, lifecycle_id(customer_id))
         if published is None:
             await self._start(owed.account, owed.balance)
             return customer_id, "started", None
-        amount_due, oldest_due = published
-        if amount_due is None:
+        if published.amount_due is None:
             # Started a moment ago and not through its first step yet: it reads the books itself.
             return customer_id, "in_step", None
-        reason = out_of_step(owed.balance, amount_due, oldest_due)
+        reason = out_of_step(owed.balance, published.amount_due, published.oldest_due)
         if reason is None:
             return customer_id, "in_step", None
         change = LedgerChanged(
@@ -200,31 +193,6 @@ class SweepActivities:
         await handle.signal("ledger_changed", change)
         log.info("sweep_told_lifecycle", customer_id=customer_id, reason=reason)
         return customer_id, "told", None
-
-    async def _published(self, workflow_id: str) -> tuple[float | None, datetime | None] | None:
-        """What the open run of `workflow_id` published as `AmountDue` and `OldestDueDate`; None when no run
-        is open. Read from the raw description: the SDK's typed decoding fails on an attribute a closed run
-        unset on some servers, and one such customer must not stall the sweep."""
-        try:
-            response = await self._client.workflow_service.describe_workflow_execution(
-                DescribeWorkflowExecutionRequest(
-                    namespace=self._client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
-                )
-            )
-        except RPCError as error:
-            if error.status == RPCStatusCode.NOT_FOUND:
-                return None
-            raise
-        info = response.workflow_execution_info
-        if info.status != WorkflowExecutionStatus.RUNNING.value:
-            return None
-        fields = info.search_attributes.indexed_fields
-        amount = _json_value(fields.get(AMOUNT_DUE.name))
-        oldest = _json_value(fields.get(OLDEST_DUE_DATE.name))
-        return (
-            float(amount) if isinstance(amount, int | float) else None,
-            _instant(oldest) if isinstance(oldest, str) else None,
-        )
 
     async def _start(self, account: CustomerAccount, balance: AccountBalance) -> None:
         """Signal-with-start with the oldest open invoice, then the others as later invoices of the same run."""
@@ -241,30 +209,6 @@ class SweepActivities:
         for invoice in others:
             await handle.signal("invoice_issued", invoice)
         log.info("sweep_started_lifecycle", customer_id=account.customer_id, invoices=len(balance.invoices))
-
-
-def _json_value(payload: Payload | None) -> object:
-    if payload is None or not payload.data:
-        return None
-    try:
-        return json.loads(payload.data)
-    except ValueError:
-        return None
-
-
-def _instant(text: str) -> datetime | None:
-    """An ISO 8601 instant as servers write it (`Z`, up to nanoseconds), aware; None when unreadable."""
-    match = re.fullmatch(r"(.+?T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})?", text.strip())
-    if match is None:
-        return None
-    moment, fraction, zone = match.groups()
-    try:
-        parsed = datetime.fromisoformat(
-            f"{moment}.{(fraction or '0')[:6]:0<6}{'+00:00' if zone in (None, 'Z') else zone}"
-        )
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC)
 
 
 def _tally(outcomes: list[Outcome]) -> PageOutcome:

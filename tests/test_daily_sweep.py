@@ -19,7 +19,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from activities.sweep import AMOUNT_DUE, _instant
+from activities.published import AMOUNT_DUE, instant
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.ledger import LedgerStore
 from billing.ledger.schema import allocations, customers, invoices, payments
@@ -375,7 +375,7 @@ async def test_sweep_starts_exactly_the_lifecycles_the_ledger_calls_for(
 
 
 @pytest.mark.parametrize(
-    ("written", "instant"),
+    ("written", "expected"),
     [
         ("2026-12-25T16:00:00Z", datetime(2026, 12, 25, 16, tzinfo=UTC)),
         ("2026-12-25T16:00:00.123456789Z", datetime(2026, 12, 25, 16, 0, 0, 123456, tzinfo=UTC)),
@@ -383,5 +383,5 @@ async def test_sweep_starts_exactly_the_lifecycles_the_ledger_calls_for(
         ("not a date", None),
     ],
 )
-def test_published_due_moments_are_read_as_servers_write_them(written: str, instant: datetime | None) -> None:
-    assert _instant(written) == instant
+def test_published_due_moments_are_read_as_servers_write_them(written: str, expected: datetime | None) -> None:
+    assert instant(written) == expected

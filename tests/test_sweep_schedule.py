@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from temporalio.client import ScheduleOverlapPolicy, WorkflowExecutionStatus
 
-from activities.sweep import AMOUNT_DUE
+from activities.published import AMOUNT_DUE
 from billing.ledger import LedgerStore
 from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
 from billing.money import Money
