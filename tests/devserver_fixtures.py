@@ -112,7 +112,23 @@ async def _port_open(port: int) -> bool:
 @asynccontextmanager
 async def running_dev_server(tmp_path: Path, *, ui: bool = False) -> AsyncIterator[DevServer]:
     """`temporal server start-dev` on free loopback ports with the contract's search attributes; with `ui`,
-    the Web UI on a free port too."""
+    the Web UI on a free port too. A port found free can be taken by another process before the server binds
+    it: then the server is started again on other ports (three tries)."""
+    for attempt in range(1, 4):
+        process, log, server = await _start_dev_server(tmp_path / f"dev-server-{attempt}", ui=ui)
+        if server is not None:
+            break
+        if attempt == 3 or "address already in use" not in log.read_text(errors="replace"):
+            raise AssertionError(f"the dev server exited: {log.read_text(errors='replace')}")
+    try:
+        yield server
+    finally:
+        stop_process(process)
+
+
+async def _start_dev_server(folder: Path, *, ui: bool) -> tuple[subprocess.Popen[bytes], Path, DevServer | None]:
+    """The server's process, its log, and the server once it accepts connections (None: it exited)."""
+    folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     ui_port = free_port() if ui else None
     command = [
@@ -130,30 +146,34 @@ async def running_dev_server(tmp_path: Path, *, ui: bool = False) -> AsyncIterat
         "--metrics-port",
         str(free_port()),
         "--db-filename",
-        str(tmp_path / "temporal.db"),
+        str(folder / "temporal.db"),
         "--log-level",
         "warn",
     ]
     for name, kind in SEARCH_ATTRIBUTES.items():
         command += ["--search-attribute", f"{name}={kind}"]
-    log = tmp_path / "temporal.log"
+    log = folder / "temporal.log"
     address = f"127.0.0.1:{port}"
     process = spawn(command, stdout=log)
     try:
 
-        async def connected() -> Client | None:
-            assert process.poll() is None, f"the dev server exited: {log.read_text(errors='replace')}"
+        async def connected() -> Client | bool | None:
+            if process.poll() is not None:
+                return True  # exited: the caller reads the log
             try:
                 return await Client.connect(address, data_converter=pydantic_data_converter)
             except RuntimeError:
                 return None
 
-        client: Client = await eventually("the dev server accepting connections", connected, 30, log)
+        client = await eventually("the dev server accepting connections", connected, 30, log)
+        if not isinstance(client, Client):
+            return process, log, None
         if ui_port is not None:
             await eventually("the Web UI listening", lambda: _port_open(ui_port), 30, log)
-        yield DevServer(address, client, f"http://127.0.0.1:{ui_port}" if ui_port else None)
-    finally:
+    except BaseException:
         stop_process(process)
+        raise
+    return process, log, DevServer(address, client, f"http://127.0.0.1:{ui_port}" if ui_port else None)
 
 
 @dataclass(frozen=True)
