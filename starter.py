@@ -27,6 +27,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
+from billing import validation
 from billing.invoice_import import (
     DEFAULT_CONCURRENCY,
     ImportFileError,
@@ -923,11 +924,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(execute(args))
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in detail['loc'])}: {detail['msg'].removeprefix('Value error, ')}"
-            for detail in error.errors()
-        )
-        print(f"starter.py {args.command}: invalid input: {problems}", file=sys.stderr)
+        print(f"starter.py {args.command}: invalid input: {validation.reason(error)}", file=sys.stderr)
         return 2
     except CommandError as error:
         print(f"starter.py {args.command}: {error}", file=sys.stderr)

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol, TextIO
 
 from pydantic import ValidationError
 
+from billing import validation
 from billing.ledger.store import LedgerRejection
 from billing.models import CustomerAccount, Invoice
 from billing.ports import AccountBalance, InvoiceBalance, RecordInvoiceRequest
@@ -219,31 +220,18 @@ def row_from_fields(line: int, fields: dict[str, Any]) -> InvoiceRow:
     try:
         account = CustomerAccount.model_validate({name: fields[name] for name in ACCOUNT_FIELDS if name in fields})
     except ValidationError as error:
-        problems.extend(_problems(error, skip={"customer_id"}))
+        # customer_id problems are reported once, by the invoice
+        problems.extend(validation.problems(error, _FIELD_NAMES, skip={"customer_id"}))
     try:
         invoice = Invoice.model_validate(invoice_fields)
     except ValidationError as error:
-        problems.extend(_problems(error))
+        problems.extend(validation.problems(error, _FIELD_NAMES))
     if problems or account is None or invoice is None:
         raise RowRejected("; ".join(dict.fromkeys(problems)))
     return InvoiceRow(line, account, invoice)
 
 
 _FIELD_NAMES = {"amount.amount": "amount", "amount.currency": "currency"}
-
-
-def _problems(error: ValidationError, skip: Iterable[str] = ()) -> list[str]:
-    """Each problem as `field: what is wrong`, without the value (it may be a name or an address)."""
-    problems = []
-    for detail in error.errors():
-        where = ".".join(str(part) for part in detail["loc"])
-        if where in skip:  # the invoice reports customer_id problems once
-            continue
-        where = _FIELD_NAMES.get(where, where)
-        message = "missing" if detail["type"] == "missing" else detail["msg"].removeprefix("Value error, ")
-        message = message.removeprefix(f"{where} ")  # "amount: 12.345 has ...", not "amount: amount 12.345 has ..."
-        problems.append(f"{where}: {message}" if where else message)
-    return problems
 
 
 def check_within_file(rows: Sequence[InvoiceRow]) -> tuple[list[InvoiceRow], list[InvoiceRow], list[Rejected]]:

@@ -228,6 +228,18 @@ async def test_operator_actions_from_starter_print_the_new_status_or_the_refusal
     )
     assert issued.returncode == 0, issued.stderr
 
+    before_issue = await starter(
+        "invoice",
+        *("--name", "Operator CLI Ltd", "--email", "ap@operator.example.cn"),
+        *("--invoice-id", f"{invoice_id}-X", "--amount", "800.00"),
+        *("--issued-on", "2026-12-02", "--due-on", "2026-12-01"),
+    )
+    assert before_issue.returncode == 2
+    # A rule about the whole invoice has no field: the sentence alone, not behind an empty location.
+    assert before_issue.stderr == (
+        "starter.py invoice: invalid input: due_on 2026-12-01 is before issued_on 2026-12-02\n"
+    ), before_issue.stderr
+
     paused = await starter("pause-dunning", "--reason", "payment plan talks")
     assert paused.returncode == 0, paused.stderr
     assert f"pause_dunning accepted for customer-billing-{customer_id}" in paused.stdout

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.async_api import BrowserContext, Locator, Page, async_playwright, expect
@@ -55,6 +56,8 @@ UI_TIMEOUT_MS = 20_000
 # test that lingers in the browser while the account is suspended.
 UI_POLICY = FAST_POLICY.replace('["PT40S", "PT50S"]', '["PT1H", "PT2H"]')
 SUBSCRIPTIONS = {"sub-office": "active", "sub-m365": "active"}
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,10 @@ async def test_operator_finds_a_suspended_customer_sees_a_refusal_and_pays_the_a
 
     # One customer who does not pay (suspended within seconds) and one whose invoice is not due yet, so that
     # the query visibly filters.
+    # Dates as the customer's zone reads them (starter.py's default --time-zone): between 16:00 and 24:00 UTC
+    # it is already tomorrow in Shanghai, and a UTC date would fall before the invoice's issue date.
     now = datetime.now(UTC)
+    issued_on = now.astimezone(SHANGHAI).date()
     for customer_id, invoice, amount, due_at in [
         (suspended_id, invoice_id, "1234.50", now + timedelta(seconds=6)),
         (current_id, f"INV-OK-{tag}", "880.00", now + timedelta(days=30)),
@@ -182,7 +188,8 @@ async def test_operator_finds_a_suspended_customer_sees_a_refusal_and_pays_the_a
             "invoice",
             *("--customer-id", customer_id, "--name", f"UI test {customer_id}", "--email", "ap@ui.example.cn"),
             *("--invoice-id", invoice, "--amount", amount),
-            *("--due-on", due_at.date().isoformat(), "--due-at", due_at.isoformat()),
+            *("--time-zone", "Asia/Shanghai", "--issued-on", issued_on.isoformat()),
+            *("--due-on", due_at.astimezone(SHANGHAI).date().isoformat(), "--due-at", due_at.isoformat()),
         )
         assert issued.returncode == 0, issued.stderr
 

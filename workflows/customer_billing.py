@@ -16,7 +16,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from billing import collections
+    from billing import collections, validation
     from billing import operator_rules as rules
     from billing.account_state import (
         BillingState,
@@ -146,15 +146,6 @@ def end_of_day(invoice: Invoice, account: CustomerAccount) -> datetime:
     if invoice.due_at is not None:
         return invoice.due_at
     return datetime.combine(invoice.due_on + timedelta(days=1), time(0), tzinfo=account.zone)
-
-
-def _validation_reason(error: ValidationError) -> str:
-    """A readable reason without echoing the payload (it may hold personal data)."""
-    parts = []
-    for detail in error.errors():
-        where = ".".join(str(part) for part in detail["loc"]) or "payload"
-        parts.append(f"{where}: {detail['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
 
 
 @workflow.defn(name="CustomerBilling")
@@ -1136,7 +1127,7 @@ def _parse(model: type[M], payload: Any, reference_field: str | None = None) -> 
         return model.model_validate(payload)
     except ValidationError as error:
         reference = _reference(payload, reference_field) if reference_field else None
-        raise Refused(f"invalid input: {_validation_reason(error)}", reference) from None
+        raise Refused(f"invalid input: {validation.reason(error)}", reference) from None
 
 
 def _check(check: Callable[[], None], reference: str | None = None) -> None:

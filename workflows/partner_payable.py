@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from billing import partner_payable as core
+    from billing import validation
     from billing.models import CustomerAccount, NextActionKind, NoticeKind, NoticeRecord, RejectedMessage
     from billing.money import Money
     from billing.partner_payable import (
@@ -120,7 +121,8 @@ class PartnerPayable:
             parsed = PartnerPayment.model_validate(payment)
             core.check_payment(self._with_pending(), parsed, self._state.today(workflow.now()))
         except ValidationError as error:
-            raise ApplicationError(f"invalid payment: {_reason(error)}", type="Refused", non_retryable=True) from None
+            reason = f"invalid payment: {validation.reason(error)}"
+            raise ApplicationError(reason, type="Refused", non_retryable=True) from None
         except PayableRefused as refusal:
             raise ApplicationError(str(refusal), type="Refused", non_retryable=True) from None
 
@@ -193,7 +195,7 @@ class PartnerPayable:
             try:
                 report = PartnerCenterPaid.model_validate(reported.payload)
             except ValidationError as error:
-                self._reject(reported, f"invalid: {_reason(error)}", None)
+                self._reject(reported, f"invalid: {validation.reason(error)}", None)
                 continue
             try:
                 payment = core.payment_registered_by_21vianet(state, report, state.today(workflow.now()))
@@ -372,11 +374,3 @@ def _summary(step: Reminder, state: PayableState) -> str:
         ReminderKind.PAID: "Paid-in-full notice to finance",
     }
     return f"{labels[step.kind]}: 21Vianet invoice {state.invoice.invoice_id}"
-
-
-def _reason(error: ValidationError) -> str:
-    parts = []
-    for detail in error.errors():
-        where = ".".join(str(part) for part in detail["loc"]) or "payload"
-        parts.append(f"{where}: {detail['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
