@@ -27,7 +27,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
-from billing import validation
+from billing import refusals
 from billing.invoice_import import (
     DEFAULT_CONCURRENCY,
     ImportFileError,
@@ -924,7 +924,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(execute(args))
     except ValidationError as error:
-        print(f"starter.py {args.command}: invalid input: {validation.reason(error)}", file=sys.stderr)
+        print(f"starter.py {args.command}: invalid input: {refusals.reason(error)}", file=sys.stderr)
         return 2
     except CommandError as error:
         print(f"starter.py {args.command}: {error}", file=sys.stderr)

@@ -15,11 +15,9 @@ from datetime import UTC, datetime
 from temporalio.api.common.v1 import Payload, WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-AMOUNT_DUE = SearchAttributeKey.for_float("AmountDue")
-OLDEST_DUE_DATE = SearchAttributeKey.for_datetime("OldestDueDate")
+from billing.search_attributes import AMOUNT_DUE, OLDEST_DUE_DATE
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ from typing import Any, Literal, Protocol, TextIO
 
 from pydantic import ValidationError
 
-from billing import validation
+from billing import refusals
+from billing.due_dates import due_moment
 from billing.ledger.store import LedgerRejection
 from billing.models import CustomerAccount, Invoice
 from billing.ports import AccountBalance, InvoiceBalance, RecordInvoiceRequest
-from billing.schedule import due_moment
 
 FileFormat = Literal["csv", "jsonl"]
 FORMAT_BY_SUFFIX: dict[str, FileFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -65,7 +65,7 @@ class InvoiceRow:
     @property
     def due_at(self) -> datetime:
         """When payment is due, as the workflow books it: `due_at`, or the end of `due_on` in the customer's zone."""
-        return self.invoice.due_at or due_moment(self.invoice.due_on, self.account.zone)
+        return due_moment(self.invoice.due_on, self.account.zone, self.invoice.due_at)
 
 
 @dataclass
@@ -221,11 +221,11 @@ def row_from_fields(line: int, fields: dict[str, Any]) -> InvoiceRow:
         account = CustomerAccount.model_validate({name: fields[name] for name in ACCOUNT_FIELDS if name in fields})
     except ValidationError as error:
         # customer_id problems are reported once, by the invoice
-        problems.extend(validation.problems(error, _FIELD_NAMES, skip={"customer_id"}))
+        problems.extend(refusals.problems(error, _FIELD_NAMES, skip={"customer_id"}))
     try:
         invoice = Invoice.model_validate(invoice_fields)
     except ValidationError as error:
-        problems.extend(validation.problems(error, _FIELD_NAMES))
+        problems.extend(refusals.problems(error, _FIELD_NAMES))
     if problems or account is None or invoice is None:
         raise RowRejected("; ".join(dict.fromkeys(problems)))
     return InvoiceRow(line, account, invoice)

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from billing.due_dates import due_moment
 from billing.models import DEFAULT_TIME_ZONE, BillingStage, Locale, Message, NoticeRecord, RejectedMessage
 from billing.money import Money, minor_units
 from billing.policy import PartnerPayableRules
+from billing.refusals import Refused
 
 PAYMENT_TERM = timedelta(days=30)
 LATE_CHARGE_PER_MONTH = Decimal("0.015")
@@ -153,7 +155,7 @@ def behind_partner_center(invoice: PartnerInvoice, published_amount_due: float |
     return Decimal(repr(published_amount_due)) - (invoice.amount - invoice.paid).amount >= half_unit
 
 
-class PayableRefused(ValueError):
+class PayableRefused(Refused):
     """The payment cannot be recorded against this payable as it stands; nothing was changed."""
 
 
@@ -220,7 +222,7 @@ class PayableState(BaseModel):
     @property
     def due_at(self) -> datetime:
         """The moment the bill is late: the end of the due date in the partner's time zone."""
-        return datetime.combine(self.invoice.due_on + timedelta(days=1), time(0), tzinfo=self.zone)
+        return due_moment(self.invoice.due_on, self.zone)
 
     def today(self, now: datetime) -> date:
         return now.astimezone(self.zone).date()

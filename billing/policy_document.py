@@ -1,7 +1,7 @@
 """The collections policy as customers read it, in zh-CN or en-US, Markdown or HTML, rendered from the same
 `CollectionsPolicy` the engine enforces; given an invoice's due date it lists that invoice's dates.
 
-Every date it prints comes from the decision core's `forecast()` (through `billing.schedule`), so the
+Every date it prints comes from the decision core's `forecast()` (through `billing.lifecycle.schedule`), so the
 document cannot promise a date the engine would not keep.
 """
 
@@ -16,12 +16,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from billing.collections import StepKind
+from billing.lifecycle.schedule import InvoiceSchedule, invoice_schedule, unpaid_invoice
+from billing.lifecycle.steps import StepKind
 from billing.models import DEFAULT_TIME_ZONE, CustomerAccount, Locale
 from billing.money import Money, minor_units
 from billing.notices import Branding, NoticeRenderer
 from billing.policy import DATA_DELETION_AFTER_SUSPENSION, CollectionsPolicy, PolicyError, load_policy
-from billing.schedule import InvoiceSchedule, invoice_schedule, unpaid_invoice
 from billing.settings import SettingsError, document_settings_from_environment
 
 DocumentFormat = Literal["md", "html"]

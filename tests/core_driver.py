@@ -1,6 +1,8 @@
 """Drives the decision core through time without Temporal, the way the workflow does, for core tests.
 
-Balances are built the way the ledger builds them (oldest-first allocation), so the core sees realistic books.
+Every change to the state goes through `billing.lifecycle.transitions`, the functions the workflow calls after
+each activity, so a property that fails here fails for the engine. Balances are built the way the ledger builds
+them (oldest-first allocation), so the core sees realistic books.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from billing.account_state import BillingState, Suspension, SuspensionReason
-from billing.collections import Step, StepKind, decide, mark_done, observe
-from billing.models import CustomerAccount, NoticeRecord
+from billing.lifecycle import transitions
+from billing.lifecycle.next_step import decide
+from billing.lifecycle.state import BillingState
+from billing.lifecycle.steps import Step, StepKind
+from billing.models import CustomerAccount
 from billing.money import Money
 from billing.policy import CollectionsPolicy
-from billing.ports import AccountBalance, InvoiceBalance
+from billing.ports import AccountBalance, Allocation, InvoiceBalance, PaymentRecorded
 
 
 def cny(amount: str | int | Decimal) -> Money:
@@ -32,6 +36,7 @@ class CoreDriver:
     _amounts: dict[str, Money] = field(default_factory=dict)
     _paid: dict[str, Money] = field(default_factory=dict)
     _due: dict[str, datetime] = field(default_factory=dict)
+    _payments: int = 0
 
     def __post_init__(self) -> None:
         self.state = BillingState.new(self.account, self.policy.currency)
@@ -40,24 +45,27 @@ class CoreDriver:
         self._amounts[invoice_id] = amount
         self._paid[invoice_id] = cny(0)
         self._due[invoice_id] = due_at
-        self.state.invoice_ids = [*self.state.invoice_ids, invoice_id]
-        self.state.invoice_recorded_at[invoice_id] = self.now
-        self._rebalance()
+        transitions.invoice_booked(self.state, invoice_id, self._balance(), self.now)
 
     def pay(self, amount: Money) -> None:
         """Oldest due first, like the ledger; the rest would be credit."""
         left = amount
+        allocations = []
         for invoice_id in sorted(self._amounts, key=lambda i: self._due[i]):
             open_amount = self._amounts[invoice_id] - self._paid[invoice_id]
             take = left.min(open_amount)
+            if take.is_positive:
+                allocations.append(Allocation(invoice_id=invoice_id, amount=take))
             self._paid[invoice_id] = self._paid[invoice_id] + take
             left = left - take
-        self._rebalance()
+        self._payments += 1
+        recorded = PaymentRecorded(balance=self._balance(), duplicate=False, allocations=allocations, unapplied=left)
+        transitions.payment_booked(self.state, f"PAY-{self._payments}", recorded)
 
     def pay_everything(self) -> None:
         self.pay(self.state.balance.amount_due)
 
-    def _rebalance(self) -> None:
+    def _balance(self) -> AccountBalance:
         invoices = [
             InvoiceBalance(
                 invoice_id=invoice_id,
@@ -75,7 +83,7 @@ class CoreDriver:
         due = cny(0)
         for invoice in invoices:
             due = due + invoice.outstanding
-        self.state.balance = AccountBalance(
+        return AccountBalance(
             customer_id=self.account.customer_id,
             currency="CNY",
             invoices=invoices,
@@ -86,40 +94,29 @@ class CoreDriver:
     def run_until(self, until: datetime, max_steps: int = 200) -> None:
         """Perform every step due up to `until`, advancing the clock like the workflow's timers."""
         for _ in range(max_steps):
-            observe(self.state, self.now)
+            transitions.time_passed(self.state, self.now)
             decision = decide(self.state, self.policy, self.now)
             if decision.step is not None and decision.step.at <= self.now:
                 self.perform(decision.step)
                 continue
             if decision.wake_at is None or decision.wake_at > until:
                 self.now = max(self.now, until)
-                observe(self.state, self.now)
+                transitions.time_passed(self.state, self.now)
                 return
             self.now = decision.wake_at
         raise AssertionError("the core did not settle within max_steps")
 
     def perform(self, step: Step) -> None:
+        """What the workflow's `_perform` does, with Partner Center and the mailer succeeding."""
         self.performed.append((self.now, step))
         self.overdue_when_performed.append(self.state.overdue_amount(self.now))
         if step.kind is StepKind.SUSPEND:
-            self.state.suspension = Suspension(
-                key=step.key,
-                reason=SuspensionReason.NON_PAYMENT,
-                suspended_at=self.now,
-                subscription_ids=["sub-1"],
-                confirmed=True,
-                invoice_id=step.invoice_id,
-            )
-            self.state.suspension_count += 1
+            if self.state.suspension is None:
+                transitions.suspension_started(self.state, step, ["sub-1"], self.now)
+            transitions.suspension_confirmed(self.state)
         elif step.kind is StepKind.REINSTATE:
-            assert self.state.issue is not None
-            self.state.issue.reinstated_subscription_ids = ["sub-1"]
-            self.state.suspension = None
-        if step.notice_kind is not None:
-            self.state.record_notice(
-                NoticeRecord(kind=step.notice_kind, at=self.now, invoice_id=step.invoice_id, key=step.key)
-            )
-        mark_done(self.state, step)
+            transitions.reinstated(self.state)
+        transitions.step_performed(self.state, step, self.now)
 
     def kinds(self) -> list[StepKind]:
         return [step.kind for _, step in self.performed]

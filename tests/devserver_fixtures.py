@@ -21,7 +21,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from billing.devtools.local_stack import SEARCH_ATTRIBUTES
+from billing import search_attributes
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ async def _start_dev_server(folder: Path, *, ui: bool) -> tuple[subprocess.Popen
         "--log-level",
         "warn",
     ]
-    for name, kind in SEARCH_ATTRIBUTES.items():
+    for name, kind in search_attributes.registration().items():
         command += ["--search-attribute", f"{name}={kind}"]
     log = folder / "temporal.log"
     address = f"127.0.0.1:{port}"

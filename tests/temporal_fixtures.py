@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.enums.v1.workflow_pb2 import (
     PENDING_ACTIVITY_STATE_SCHEDULED,
     PENDING_ACTIVITY_STATE_STARTED,
@@ -32,7 +31,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from billing.devtools.local_stack import SEARCH_ATTRIBUTES
+from billing import search_attributes
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.models import BillingStatus, CustomerAccount, Invoice
 from billing.settings import Settings
@@ -70,15 +69,10 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 
 async def register_search_attributes(client: Client) -> None:
     """The contract's search attributes, as `./dev run` registers them on the dev server."""
-    kinds = {
-        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-        "Double": IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE,
-        "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
-    }
     await client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
             namespace=client.namespace,
-            search_attributes={name: kinds[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
+            search_attributes={key.name: key.indexed_value_type for key in search_attributes.ALL},
         )
     )
 

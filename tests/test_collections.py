@@ -9,7 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing.collections import StepKind, decide, forecast, stage
+from billing.lifecycle.forecast import forecast
+from billing.lifecycle.next_step import decide, stage
+from billing.lifecycle.steps import StepKind
 from billing.models import BillingStage, CustomerAccount
 from billing.policy import CollectionsPolicy, QuietHours
 from billing.quiet_hours import is_business_moment, next_business_moment
@@ -278,7 +280,7 @@ def test_forecast_is_what_the_core_then_does():
 
 
 def test_desk_steps_go_out_at_night_while_customer_notices_wait_for_business_hours():
-    from billing.account_state import DisputeRecord
+    from billing.lifecycle.state import DisputeRecord
 
     d = driver()
     d.issue("INV-1", cny(500), DUE)

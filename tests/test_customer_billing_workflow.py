@@ -13,6 +13,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from billing.due_dates import due_moment
 from billing.models import BillingStage, CustomerAccount, Invoice, NoticeKind, Payment
 from billing.money import Money
 from tests.temporal_fixtures import TEST_POLICY, EngineFactory
@@ -299,18 +300,12 @@ async def test_continue_as_new_keeps_the_state(time_skipping_env: WorkflowEnviro
 
 
 def test_due_date_without_due_at_is_the_end_of_the_day_in_the_customers_zone():
-    from workflows.customer_billing import end_of_day
-
-    inv = Invoice(
-        invoice_id="I",
-        customer_id="c",
-        amount=cny("1.00"),
-        issued_on=date(2026, 11, 1),
-        due_on=date(2026, 12, 1),
-    )
-    assert end_of_day(inv, account("c")) == datetime(2026, 12, 2, 0, 0, tzinfo=SHANGHAI)
-    berlin = end_of_day(inv, account("c", time_zone="Europe/Berlin"))
-    assert berlin == datetime(2026, 12, 2, 0, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+    due_on = date(2026, 12, 1)
+    assert due_moment(due_on, account("c").zone) == datetime(2026, 12, 2, 0, 0, tzinfo=SHANGHAI)
+    berlin = ZoneInfo("Europe/Berlin")
+    assert due_moment(due_on, berlin) == datetime(2026, 12, 2, 0, 0, tzinfo=berlin)
+    exact = datetime(2026, 12, 1, 15, 0, tzinfo=SHANGHAI)
+    assert due_moment(due_on, berlin, exact) == exact
 
 
 pytestmark = pytest.mark.timeout(120)

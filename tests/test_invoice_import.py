@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import io
 import uuid
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,6 @@ from starter import issue_invoice
 from tests.conftest import SmtpSink
 from tests.devserver_fixtures import DevServer, RunningWorker, eventually, run_starter
 from tests.temporal_fixtures import Engine, EngineFactory
-from workflows.customer_billing import end_of_day
 
 FILES = Path(__file__).parent / "invoice_files"
 CSV_FILE = FILES / "invoices.csv"
@@ -175,11 +174,15 @@ def test_unknown_csv_columns_are_named_and_ignored() -> None:
 
 
 def test_the_due_moment_is_the_one_the_workflow_books() -> None:
-    """The ledger refuses an invoice booked again with another due moment, so the import and the lifecycle
-    must compute the same one (a time zone's end of day when no due_at is given)."""
+    """The ledger refuses an invoice booked again with another due moment, so the import books the one the
+    lifecycle does: the start of the day after due_on in the customer's zone when no due_at is given."""
     parsed = read_invoice_file(CSV_FILE, "csv", "CNY")
+    exact = [row for row in parsed.rows if row.invoice.due_at is not None]
+    assert exact and all(row.due_at == row.invoice.due_at for row in exact)
     for row in parsed.rows:
-        assert row.due_at == end_of_day(row.invoice, row.account)
+        if row.invoice.due_at is None:
+            local = row.due_at.astimezone(row.account.zone)
+            assert (local.date(), local.time()) == (row.invoice.due_on + timedelta(days=1), time(0))
     harbour = next(row for row in parsed.rows if row.account.customer_id == "C-IMP-HARBOUR")
     assert harbour.due_at == datetime(2030, 2, 6, tzinfo=ZoneInfo("Europe/Berlin"))
 

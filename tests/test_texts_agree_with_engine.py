@@ -13,17 +13,17 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing.collections import Step, StepKind, data_deletion_date, forecast
-from billing.models import CustomerAccount, Invoice, Locale, NoticeKind
+from billing.lifecycle import notice
+from billing.lifecycle.forecast import forecast
+from billing.lifecycle.steps import Step, StepKind
+from billing.models import CustomerAccount, Locale, NoticeKind
 from billing.money import Money
 from billing.notices import RenderedNotice, render_notice
 from billing.notices.formatting import format_date, format_money
 from billing.policy import CollectionsPolicy, QuietHours
 from billing.policy_document import example_schedule, render_policy_document
 from billing.ports import NoticeRequest
-from billing.schedule import due_moment
 from tests.core_driver import CoreDriver, days
-from workflows.customer_billing import end_of_day
 
 LOCALES: tuple[Locale, ...] = ("zh-CN", "en-US")
 TABLE_ROW = re.compile(r"^\| (?P<label>[^|]+) \| (?P<date>[^|]+) \|$", re.MULTILINE)
@@ -115,49 +115,7 @@ def test_dates_in_the_rendered_policy_are_the_decision_cores_for_that_invoice(
         assert not any(kind == "suspension" for kind, _ in expected)
 
 
-@given(due_on=due_dates, zone=zone_names)
-def test_the_documents_due_moment_is_the_workflows(due_on: date, zone: str) -> None:
-    customer = account(zone)
-    invoice = Invoice(
-        invoice_id="INV-1",
-        customer_id=customer.customer_id,
-        amount=Money.of("1.00", "CNY"),
-        issued_on=due_on,
-        due_on=due_on,
-    )
-
-    assert due_moment(due_on, customer.zone) == end_of_day(invoice, customer)
-
-
 # --- the notices ---------------------------------------------------------------------------------------------
-
-
-def request_as_the_workflow_sends_it(d: CoreDriver, step: Step) -> NoticeRequest:
-    """The fields `CustomerBilling._send_notice` fills, from the state at the moment the step is performed."""
-    state, now = d.state, d.now
-    kind = step.notice_kind
-    assert kind is not None
-    if kind is NoticeKind.INVOICE:
-        invoices = [invoice for invoice in state.balance.invoices if invoice.invoice_id == step.invoice_id]
-    elif kind in (NoticeKind.CLOSE_THE_LOOP, NoticeKind.DATA_DELETION_WARNING):
-        invoices = state.overdue_invoices(now)
-    else:
-        invoices = state.overdue_invoices(now) or state.open_invoices()
-    suspension = state.suspension
-    return NoticeRequest(
-        key=step.key,
-        kind=kind,
-        account=state.account,
-        workflow_id="customer-billing-C-77",
-        invoices=invoices,
-        amount_due=state.balance.amount_due,
-        overdue_amount=state.overdue_amount(now),
-        next_step=step.then,
-        suspended_on=suspension.suspended_at.astimezone(state.account.zone).date() if suspension else None,
-        data_deletion_on=data_deletion_date(state),
-        subscription_ids=list(suspension.subscription_ids) if suspension else [],
-        suspension_reason=suspension.reason.value if suspension else None,
-    )
 
 
 @dataclass
@@ -168,7 +126,7 @@ class NoticeReadingDriver(CoreDriver):
 
     def perform(self, step: Step) -> None:
         if step.notice_kind is not None:
-            request = request_as_the_workflow_sends_it(self, step)
+            request = notice.notice_request(self.state, self.policy, step, self.now, "customer-billing-C-77")
             self.read.append((step, request, render_notice(request)))
         super().perform(step)
 

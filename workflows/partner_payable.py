@@ -18,7 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from billing import partner_payable as core
-    from billing import validation
+    from billing import refusals
     from billing.models import CustomerAccount, NextActionKind, NoticeKind, NoticeRecord, RejectedMessage
     from billing.money import Money
     from billing.partner_payable import (
@@ -121,7 +121,7 @@ class PartnerPayable:
             parsed = PartnerPayment.model_validate(payment)
             core.check_payment(self._with_pending(), parsed, self._state.today(workflow.now()))
         except ValidationError as error:
-            reason = f"invalid payment: {validation.reason(error)}"
+            reason = f"invalid payment: {refusals.reason(error)}"
             raise ApplicationError(reason, type="Refused", non_retryable=True) from None
         except PayableRefused as refusal:
             raise ApplicationError(str(refusal), type="Refused", non_retryable=True) from None
@@ -195,7 +195,7 @@ class PartnerPayable:
             try:
                 report = PartnerCenterPaid.model_validate(reported.payload)
             except ValidationError as error:
-                self._reject(reported, f"invalid: {validation.reason(error)}", None)
+                self._reject(reported, f"invalid: {refusals.reason(error)}", None)
                 continue
             try:
                 payment = core.payment_registered_by_21vianet(state, report, state.today(workflow.now()))

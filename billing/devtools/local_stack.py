@@ -15,16 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from billing import search_attributes
 from billing.devtools.partner_center_emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from billing.policy import DEMO_POLICY_TOML
 
-SEARCH_ATTRIBUTES = {
-    "CustomerId": "Keyword",
-    "BillingStage": "Keyword",
-    "AmountDue": "Double",
-    "OldestDueDate": "Datetime",
-    "EscalationRef": "Keyword",
-}
 TEMPORAL_PORT = 7233
 UI_PORT = 8233
 EMULATOR_PORT = 8765
@@ -132,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             "--log-level",
             "warn",
         ]
-        for name, kind in SEARCH_ATTRIBUTES.items():
+        for name, kind in search_attributes.registration().items():
             temporal_command += ["--search-attribute", f"{name}={kind}"]
         temporal = start("temporal", temporal_command)
         emulator = start(

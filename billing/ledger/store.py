@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import URL, Connection, Engine, Row, Table, create_engine, event, make_url, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
-from billing import validation
+from billing import refusals
 from billing.ledger.schema import (
     allocations,
     audit_trail,
@@ -1317,7 +1317,7 @@ def _owed_account(account: Row[Any], rows: list[Row[Any]], credit: Decimal) -> O
             tenant_id=account.tenant_id or "",
         )
     except ValidationError as error:
-        problems = validation.reason(error)
+        problems = refusals.reason(error)
         return OwedAccount(customer_id=account.customer_id, account=None, account_problem=problems, balance=balance)
     return OwedAccount(customer_id=account.customer_id, account=details, balance=balance)
 

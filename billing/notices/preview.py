@@ -11,7 +11,8 @@ from email import policy as email_policy
 from pathlib import Path
 
 from activities.mailer import MailerActivities, OutboxTransport
-from billing.collections import StepKind
+from billing.lifecycle.schedule import InvoiceSchedule, ScheduledStep, invoice_schedule, unpaid_invoice
+from billing.lifecycle.steps import StepKind
 from billing.models import CustomerAccount, Locale, NextActionKind, NoticeKind, NoticeRecord, Payment
 from billing.money import Money
 from billing.notices.rendering import NoticeRenderer
@@ -29,7 +30,6 @@ from billing.ports import (
     NoticePayable,
     NoticeRequest,
 )
-from billing.schedule import InvoiceSchedule, ScheduledStep, invoice_schedule, unpaid_invoice
 from billing.settings import Settings, SettingsError, document_settings_from_environment
 
 SAMPLE_CUSTOMERS: dict[Locale, CustomerAccount] = {

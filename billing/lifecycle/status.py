@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from billing.account_state import BillingState, DisputeRecord
-from billing.collections import Decision, is_paused, next_action, stage
+from billing.lifecycle.next_step import is_paused, next_action, stage
+from billing.lifecycle.state import BillingState, DisputeRecord
+from billing.lifecycle.steps import Decision
 from billing.models import BillingStatus, DisputeState, DisputeStatus, InvoiceState, InvoiceStatus
 from billing.ports import InvoiceBalance
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from billing.account_state import BillingState, DisputeRecord
+from billing.lifecycle.state import BillingState, DisputeRecord
 from billing.models import (
     Dispute,
     DisputeState,
@@ -24,14 +24,7 @@ from billing.models import (
 )
 from billing.money import Money
 from billing.ports import InvoiceBalance
-
-
-class Refused(ValueError):
-    """The action is impossible in the account's current state; nothing was changed."""
-
-    def __init__(self, message: str, reference: str | None = None) -> None:
-        super().__init__(message)
-        self.reference = reference  # the id the refused message carried, for the status's `rejected`
+from billing.refusals import Refused
 
 
 def _invoice(state: BillingState, invoice_id: str) -> InvoiceBalance:
@@ -157,6 +150,14 @@ def check_resolve_escalation(state: BillingState, action: ResolveDispute) -> Non
     _check_resolution(state, dispute, action)
 
 
+def check_owner(state: BillingState, customer_id: str, currency: str) -> None:
+    """A message other services send is about this customer, in this account's currency."""
+    if customer_id != state.account.customer_id:
+        raise Refused(f"belongs to customer {customer_id}, not {state.account.customer_id}")
+    if currency != state.currency:
+        raise Refused(f"amount is in {currency}; this account is billed in {state.currency}")
+
+
 def check_dispute(state: BillingState, dispute: Dispute) -> None:
     """A dispute signal other services send: checked like an operator action, refused into `rejected`."""
     if dispute.customer_id != state.account.customer_id:
@@ -167,7 +168,7 @@ def check_dispute(state: BillingState, dispute: Dispute) -> None:
     if not invoice.outstanding.is_positive:
         raise Refused(f"invoice {dispute.invoice_id} is settled; there is nothing outstanding to dispute")
     already = state.disputed_amount(dispute.invoice_id)
-    amount = dispute.amount or invoice.outstanding - already
+    amount = state.amount_to_dispute(invoice, dispute.amount)
     if not amount.is_positive or amount + already > invoice.outstanding:
         raise Refused(
             f"cannot dispute {amount} of {dispute.invoice_id}: {invoice.outstanding} is outstanding and "

@@ -1,4 +1,5 @@
-"""One way to say what is wrong with a message: `field: what is wrong`, never the value (it may be personal data).
+"""How the engine says no: `Refused` (nothing was changed, and here is why), and the one way to say what is
+wrong with a message: `field: what is wrong`, never the value (it may be personal data).
 
 A rule that concerns the whole message (an invoice due before it was issued) has no field, and reads as the
 sentence alone rather than behind an empty location.
@@ -9,6 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from pydantic import ValidationError
+
+
+class Refused(ValueError):
+    """The message or action is impossible in the account's current state; nothing was changed."""
+
+    def __init__(self, message: str, reference: str | None = None) -> None:
+        super().__init__(message)
+        self.reference = reference  # the id the refused message carried, for the status's `rejected`
 
 
 def problems(error: ValidationError, names: Mapping[str, str] | None = None, skip: Iterable[str] = ()) -> list[str]:

@@ -4,20 +4,17 @@ on an account holding only that invoice, for texts that quote future dates (the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from billing.account_state import BillingState
-from billing.collections import StepKind, forecast
+from billing.due_dates import due_moment
+from billing.lifecycle.forecast import forecast
+from billing.lifecycle.state import BillingState
+from billing.lifecycle.steps import StepKind
 from billing.models import CustomerAccount
 from billing.money import Money
 from billing.policy import DATA_DELETION_AFTER_SUSPENSION, CollectionsPolicy
 from billing.ports import AccountBalance, InvoiceBalance
-
-
-def due_moment(due_on: date, zone: ZoneInfo) -> datetime:
-    """When an invoice without `due_at` falls due: the end of `due_on` in the customer's time zone."""
-    return datetime.combine(due_on + timedelta(days=1), time(0), tzinfo=zone)
 
 
 def unpaid_invoice(

@@ -1,125 +1,27 @@
-"""The decision core: given the account, the policy and the time, what is the next collections step and when.
+"""The decision core: given the account, the policy and the time, which collections step is next and when.
 
 Pure functions, no Temporal, no I/O. The workflow asks `decide()`, sleeps until the step is due (or a message
-arrives), performs it through an activity and records it with `mark_done()`.
+arrives), performs it through an activity and records the outcome with a function of `transitions`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import date, datetime, timedelta
-from enum import StrEnum
 
-from billing.account_state import BillingState, CollectionsIssue, Suspension, SuspensionReason
-from billing.models import (
-    STAGE_PRECEDENCE,
-    BillingStage,
-    NextAction,
-    NextActionKind,
-    NoticeKind,
-    NoticeRecord,
-    TimelineEntry,
+from billing.lifecycle.state import BillingState, SuspensionReason
+from billing.lifecycle.steps import (
+    CUSTOMER_FACING_STEPS,
+    NEXT_ACTION_OF_STEP,
+    STEP_ORDER,
+    Decision,
+    Step,
+    StepKind,
 )
+from billing.models import STAGE_PRECEDENCE, BillingStage, NextAction, NextActionKind
 from billing.policy import DATA_DELETION_AFTER_SUSPENSION, CollectionsPolicy
 from billing.ports import NoticeNextStep
 from billing.quiet_hours import next_business_moment
-
-
-class StepKind(StrEnum):
-    SEND_INVOICE = "send_invoice"
-    SEND_REMINDER = "send_reminder"
-    SEND_FINAL_NOTICE = "send_final_notice"
-    SUSPEND = "suspend"
-    SEND_SUSPENSION_NOTICE = "send_suspension_notice"
-    SEND_DATA_DELETION_WARNING = "send_data_deletion_warning"
-    REINSTATE = "reinstate"
-    CLOSE_THE_LOOP = "close_the_loop"
-    SEND_DISPUTE_RECEIVED = "send_dispute_received"
-    SEND_DISPUTE_RESOLVED = "send_dispute_resolved"
-    SEND_ESCALATION_CASE = "send_escalation_case"
-    CHASE_ESCALATION_DESK = "chase_escalation_desk"
-    REMIND_DESK = "remind_desk"
-    SEND_FRAUD_REVIEW_CASE = "send_fraud_review_case"
-
-
-NOTICE_OF_STEP: dict[StepKind, NoticeKind] = {
-    StepKind.SEND_INVOICE: NoticeKind.INVOICE,
-    StepKind.SEND_REMINDER: NoticeKind.REMINDER,
-    StepKind.SEND_FINAL_NOTICE: NoticeKind.FINAL_NOTICE,
-    StepKind.SEND_SUSPENSION_NOTICE: NoticeKind.SUSPENSION,
-    StepKind.SEND_DATA_DELETION_WARNING: NoticeKind.DATA_DELETION_WARNING,
-    StepKind.CLOSE_THE_LOOP: NoticeKind.CLOSE_THE_LOOP,
-    StepKind.SEND_DISPUTE_RECEIVED: NoticeKind.DISPUTE_RECEIVED,
-    StepKind.SEND_DISPUTE_RESOLVED: NoticeKind.DISPUTE_RESOLVED,
-    StepKind.SEND_ESCALATION_CASE: NoticeKind.ESCALATION_CASE,
-    StepKind.CHASE_ESCALATION_DESK: NoticeKind.ESCALATION_CASE,
-    StepKind.REMIND_DESK: NoticeKind.ESCALATION_CASE,
-    StepKind.SEND_FRAUD_REVIEW_CASE: NoticeKind.ESCALATION_CASE,
-}
-
-NEXT_ACTION_OF_STEP: dict[StepKind, NextActionKind] = {
-    StepKind.SEND_INVOICE: NextActionKind.INVOICE,
-    StepKind.SEND_REMINDER: NextActionKind.REMINDER,
-    StepKind.SEND_FINAL_NOTICE: NextActionKind.FINAL_NOTICE,
-    StepKind.SUSPEND: NextActionKind.SUSPENSION,
-    StepKind.SEND_SUSPENSION_NOTICE: NextActionKind.SUSPENSION,
-    StepKind.SEND_DATA_DELETION_WARNING: NextActionKind.DATA_DELETION_WARNING,
-    StepKind.REINSTATE: NextActionKind.REINSTATEMENT,
-    StepKind.CLOSE_THE_LOOP: NextActionKind.CLOSE_THE_LOOP,
-    StepKind.SEND_DISPUTE_RECEIVED: NextActionKind.DISPUTE_RECEIVED,
-    StepKind.SEND_DISPUTE_RESOLVED: NextActionKind.DISPUTE_RESOLVED,
-    StepKind.SEND_ESCALATION_CASE: NextActionKind.ESCALATION_CASE,
-    StepKind.CHASE_ESCALATION_DESK: NextActionKind.ESCALATION_CHASE,
-    StepKind.REMIND_DESK: NextActionKind.DESK_REMINDER,
-    StepKind.SEND_FRAUD_REVIEW_CASE: NextActionKind.ESCALATION_CASE,
-}
-
-DUNNING_NOTICES = frozenset(
-    {
-        StepKind.SEND_REMINDER,
-        StepKind.SEND_FINAL_NOTICE,
-        StepKind.SUSPEND,
-        StepKind.SEND_SUSPENSION_NOTICE,
-        StepKind.SEND_DATA_DELETION_WARNING,
-        StepKind.SEND_DISPUTE_RECEIVED,
-    }
-)
-# Steps for the partner's own escalation desk: they go out at any hour.
-DESK_STEPS = frozenset(
-    {
-        StepKind.SEND_ESCALATION_CASE,
-        StepKind.CHASE_ESCALATION_DESK,
-        StepKind.REMIND_DESK,
-        StepKind.SEND_FRAUD_REVIEW_CASE,
-    }
-)
-# Steps the customer sees as they happen: they wait for business hours. Reinstatement never waits.
-CUSTOMER_FACING_STEPS = frozenset(StepKind) - {StepKind.REINSTATE} - DESK_STEPS
-
-
-@dataclass(frozen=True)
-class Step:
-    kind: StepKind
-    key: str  # idempotency key: also the notice key and the base of Partner Center request ids
-    at: datetime  # when it happens: not before now, and inside business hours where it is customer-facing
-    planned: datetime  # the moment the policy names for it (may be past: then the step is overdue)
-    invoice_id: str | None = None
-    dispute_id: str | None = None
-    rung: int = 0  # 1-based reminder or warning number
-    superseded_keys: tuple[str, ...] = ()  # earlier rungs that are due too: sending this one replaces them
-    then: NoticeNextStep | None = None  # what happens next, for the notice's wording
-
-    @property
-    def notice_kind(self) -> NoticeKind | None:
-        return NOTICE_OF_STEP.get(self.kind)
-
-
-@dataclass(frozen=True)
-class Decision:
-    step: Step | None  # the next step, due now or later; None: nothing planned
-    wake_at: datetime | None  # when to look again even if no message arrives
-    finished: bool  # nothing owed, nothing open: the run may complete
-    pending: list[Step] = field(default_factory=list)
 
 
 def ladder_anchor(state: BillingState) -> str | None:
@@ -397,29 +299,6 @@ def _fraud_review_case(state: BillingState, policy: CollectionsPolicy, now: date
     return [_step(StepKind.SEND_FRAUD_REVIEW_CASE, key, suspension.suspended_at, state, policy, now)]
 
 
-STEP_ORDER = {
-    kind: index
-    for index, kind in enumerate(
-        [
-            StepKind.REINSTATE,
-            StepKind.SUSPEND,
-            StepKind.SEND_FRAUD_REVIEW_CASE,
-            StepKind.SEND_SUSPENSION_NOTICE,
-            StepKind.SEND_INVOICE,
-            StepKind.SEND_DISPUTE_RECEIVED,
-            StepKind.SEND_ESCALATION_CASE,
-            StepKind.SEND_DISPUTE_RESOLVED,
-            StepKind.CLOSE_THE_LOOP,
-            StepKind.SEND_FINAL_NOTICE,
-            StepKind.SEND_REMINDER,
-            StepKind.SEND_DATA_DELETION_WARNING,
-            StepKind.REMIND_DESK,
-            StepKind.CHASE_ESCALATION_DESK,
-        ]
-    )
-}
-
-
 def pending_steps(state: BillingState, policy: CollectionsPolicy, now: datetime) -> list[Step]:
     """Every step the account is waiting for, earliest first (ties: reinstatement before notices)."""
     steps = [
@@ -463,32 +342,6 @@ def decide(state: BillingState, policy: CollectionsPolicy, now: datetime) -> Dec
     return Decision(step=step, wake_at=wake_at, finished=step is None and is_settled(state), pending=steps)
 
 
-def observe(state: BillingState, now: datetime) -> None:
-    """Open a collections issue the moment money is overdue or disputed; end it silently if the customer never
-    heard of it. A pause with an end date ends by itself."""
-    if state.dunning_paused and state.paused_until is not None and now >= state.paused_until:
-        state.dunning_paused = False
-        state.note(TimelineEntry(at=state.paused_until, action="dunning_resumed", detail="the pause ended"))
-        state.paused_until = None
-    overdue = state.overdue_amount(now).is_positive or bool(state.open_disputes())
-    if overdue and state.issue is None:
-        key = f"{ladder_anchor(state) or 'dispute'}-{state.issue_count + 1}"
-        state.issue = CollectionsIssue(key=key, opened_at=now)
-        state.issue_count += 1
-    elif not overdue and state.issue is not None and not state.issue.customer_told and state.suspension is None:
-        state.issue = None
-
-
-def mark_done(state: BillingState, step: Step) -> None:
-    state.done_keys = [*state.done_keys, *step.superseded_keys, step.key]
-    state.failures.pop(step.key, None)
-    # An issue exists only while money is overdue, so a pre-due reminder never counts as telling.
-    if step.kind in DUNNING_NOTICES and state.issue is not None:
-        state.issue.customer_told = True
-    if step.kind is StepKind.CLOSE_THE_LOOP:
-        state.issue = None
-
-
 def stage(state: BillingState, now: datetime) -> BillingStage:
     """The first stage of the contract's precedence (`STAGE_PRECEDENCE`) that holds."""
     open_disputes = state.open_disputes()
@@ -513,45 +366,3 @@ def next_action(decision: Decision) -> NextAction | None:
     if step is None:
         return None
     return NextAction(kind=NEXT_ACTION_OF_STEP[step.kind], at=step.at, invoice_id=step.invoice_id)
-
-
-@dataclass(frozen=True)
-class ForecastStep:
-    kind: StepKind
-    at: datetime
-    key: str
-
-
-def forecast(state: BillingState, policy: CollectionsPolicy, now: datetime, limit: int = 100) -> list[ForecastStep]:
-    """What will happen, and when, if nothing changes: no payment, no dispute, no operator action.
-
-    Runs this very decision core forward on a copy of the state, so a notice or the rendered collections
-    policy that quotes these dates can never disagree with what the engine does.
-    """
-    future = state.model_copy(deep=True)
-    steps: list[ForecastStep] = []
-    for _ in range(limit):
-        observe(future, now)
-        decision = decide(future, policy, now)
-        step = decision.step
-        if step is None:
-            break
-        if step.at > now:
-            # Like the workflow: sleep until the step is due, then decide again (a later rung may now
-            # supersede it).
-            now = step.at
-            continue
-        steps.append(ForecastStep(kind=step.kind, at=step.at, key=step.key))
-        if step.kind is StepKind.SUSPEND and future.suspension is None:
-            future.suspension = Suspension(
-                key=step.key,
-                reason=SuspensionReason.NON_PAYMENT,
-                suspended_at=now,
-                confirmed=True,
-                invoice_id=step.invoice_id,
-            )
-            future.suspension_count += 1
-        if step.notice_kind is not None:
-            future.record_notice(NoticeRecord(kind=step.notice_kind, at=now, invoice_id=step.invoice_id, key=step.key))
-        mark_done(future, step)
-    return steps

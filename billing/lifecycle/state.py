@@ -146,6 +146,10 @@ class BillingState(BaseModel):
                 result = result + dispute.amount
         return result
 
+    def amount_to_dispute(self, invoice: InvoiceBalance, amount: Money | None) -> Money:
+        """What a new dispute takes out of the ladder: its amount, or all of the invoice not yet disputed."""
+        return amount or invoice.outstanding - self.disputed_amount(invoice.invoice_id)
+
     def dunnable_outstanding(self, invoice: InvoiceBalance) -> Money:
         remaining = invoice.outstanding - self.disputed_amount(invoice.invoice_id)
         return remaining if remaining.is_positive else Money.zero(self.currency)

@@ -1,0 +1,48 @@
+"""What a lifecycle will do, and when, if nothing changes: the decision core and the transitions run forward on
+a copy of the state, so a notice or the rendered collections policy that quotes these dates can never disagree
+with what the engine does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from billing.lifecycle import transitions
+from billing.lifecycle.next_step import decide
+from billing.lifecycle.state import BillingState
+from billing.lifecycle.steps import StepKind
+from billing.policy import CollectionsPolicy
+
+
+@dataclass(frozen=True)
+class ForecastStep:
+    kind: StepKind
+    at: datetime
+    key: str
+
+
+def forecast(state: BillingState, policy: CollectionsPolicy, now: datetime, limit: int = 100) -> list[ForecastStep]:
+    """Every step from `now` on if no payment, dispute or operator action comes, each performed as the
+    workflow performs it (Partner Center and the mailer always succeeding)."""
+    future = state.model_copy(deep=True)
+    steps: list[ForecastStep] = []
+    for _ in range(limit):
+        transitions.time_passed(future, now)
+        decision = decide(future, policy, now)
+        step = decision.step
+        if step is None:
+            break
+        if step.at > now:
+            # Like the workflow: sleep until the step is due, then decide again (a later rung may now
+            # supersede it).
+            now = step.at
+            continue
+        steps.append(ForecastStep(kind=step.kind, at=step.at, key=step.key))
+        if step.kind is StepKind.SUSPEND:
+            if future.suspension is None:
+                transitions.suspension_started(future, step, [], now)
+            transitions.suspension_confirmed(future)
+        elif step.kind is StepKind.REINSTATE:
+            transitions.reinstated(future)
+        transitions.step_performed(future, step, now)
+    return steps
