@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 
 from billing.lifecycle import transitions
 from billing.lifecycle.next_step import decide
@@ -19,10 +18,7 @@ from billing.models import CustomerAccount
 from billing.money import Money
 from billing.policy import CollectionsPolicy
 from billing.ports import AccountBalance, Allocation, InvoiceBalance, PaymentRecorded
-
-
-def cny(amount: str | int | Decimal) -> Money:
-    return Money.of(amount, "CNY")
+from tests.builders import cny
 
 
 @dataclass

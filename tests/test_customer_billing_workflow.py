@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,14 +14,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from billing.due_dates import due_moment
 from billing.models import BillingStage, CustomerAccount, Invoice, NoticeKind, Payment
-from billing.money import Money
+from tests.builders import SHANGHAI, cny
 from tests.temporal_fixtures import TEST_POLICY, EngineFactory
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-def cny(amount: str) -> Money:
-    return Money(amount=Decimal(amount), currency="CNY")
 
 
 def account(customer_id: str, **extra: Any) -> CustomerAccount:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import insert
@@ -19,24 +18,21 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from activities.published import AMOUNT_DUE, instant
+from activities.published import instant
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.ledger import LedgerStore
 from billing.ledger.schema import allocations, customers, invoices, payments
 from billing.models import CustomerAccount, Invoice, Payment
 from billing.money import Money
 from billing.ports import RecordInvoiceRequest, RecordPaymentRequest
+from billing.search_attributes import AMOUNT_DUE
 from billing.sweep import SweepInput, SweepReport, out_of_step
+from tests.builders import SHANGHAI, cny
 from tests.devserver_fixtures import eventually
 from tests.temporal_fixtures import TEST_SERVER, register_search_attributes
 from workflows.daily_sweep import DailySweep
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 HUNDRED = Money(amount=Decimal("100.00"), currency="CNY")
-
-
-def cny(amount: str) -> Money:
-    return Money(amount=Decimal(amount), currency="CNY")
 
 
 def account(customer_id: str) -> CustomerAccount:

@@ -11,13 +11,13 @@ import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.models import BillingStage, BillingStatus
+from tests.builders import SHANGHAI
 from tests.conftest import SmtpSink
 from tests.devserver_fixtures import (
     REPO,
@@ -32,7 +32,6 @@ from tests.devserver_fixtures import (
 
 pytestmark = pytest.mark.devserver
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 DUE_IN = timedelta(seconds=6)  # on FAST_POLICY: reminders at -2 s and +2 s, final notice +4 s, suspension +7 s
 # Suspended subscriptions this engine did not suspend must stay suspended after reinstatement.
 SUBSCRIPTIONS = {"sub-office": "active", "sub-m365": "active", "sub-already-suspended": "suspended"}

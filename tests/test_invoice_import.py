@@ -39,6 +39,7 @@ from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
 from billing.money import Money
 from billing.ports import RecordInvoiceRequest, RecordPaymentRequest, RescheduleInvoiceRequest
 from starter import issue_invoice
+from tests.builders import SHANGHAI, cny
 from tests.conftest import SmtpSink
 from tests.devserver_fixtures import DevServer, RunningWorker, eventually, run_starter
 from tests.temporal_fixtures import Engine, EngineFactory
@@ -46,7 +47,6 @@ from tests.temporal_fixtures import Engine, EngineFactory
 FILES = Path(__file__).parent / "invoice_files"
 CSV_FILE = FILES / "invoices.csv"
 JSONL_FILE = FILES / "invoices.jsonl"
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 # What tests/invoice_files/invoices.csv holds: four good invoices of three customers, an exact repeat of line 2,
 # and eight bad rows (line 13 is blank).
@@ -54,10 +54,6 @@ CSV_GOOD = {"INV-IMP-0001": 2, "INV-IMP-0002": 3, "INV-IMP-0003": 4, "INV-IMP-00
 CSV_REJECTED = [5, 6, 7, 8, 9, 12, 14, 15]
 CSV_CUSTOMERS = ("C-IMP-LOTUS", "C-IMP-HARBOUR", "C-IMP-PEONY")
 LOTUS_NAME = "莲花贸易有限公司"
-
-
-def cny(amount: str) -> Money:
-    return Money(amount=Decimal(amount), currency="CNY")
 
 
 def parse(text: str, fmt: str = "csv", currency: str = "CNY") -> ParsedFile:

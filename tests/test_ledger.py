@@ -34,6 +34,7 @@ from billing.ports import (
     RescheduleInvoiceRequest,
     WriteOffRequest,
 )
+from tests.builders import cny
 
 SHANGHAI = timezone(timedelta(hours=8))
 CUSTOMER = "cust-001"
@@ -52,10 +53,6 @@ def ledger(ledger_url: str | URL) -> Iterator[LedgerStore]:
     store = LedgerStore.from_url(ledger_url)
     yield store
     store.close()
-
-
-def cny(amount: str) -> Money:
-    return Money.of(amount, "CNY")
 
 
 def account(customer_id: str = CUSTOMER) -> CustomerAccount:

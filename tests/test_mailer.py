@@ -19,8 +19,8 @@ from temporalio.testing import ActivityEnvironment
 from activities.mailer import MailDeferred, MailerActivities, OutboxTransport, SmtpTransport
 from billing.ledger import LedgerStore
 from billing.models import CustomerAccount, NextActionKind, NoticeKind
-from billing.money import Money
 from billing.ports import InvoiceBalance, NoticeDispute, NoticeLogEntry, NoticeNextStep, NoticeRequest
+from tests.builders import cny
 from tests.conftest import SmtpSink
 
 MAIL_FROM = "Fabrikam 账务部 <billing@partner.example.cn>"
@@ -29,10 +29,6 @@ FINANCE = "finance@partner.example.cn"
 CUSTOMER_EMAIL = "ap@contoso.example.cn"
 CUSTOMER_NAME = "康托索（北京）科技有限公司"
 MESSAGE_ID = re.compile(r"^<[0-9a-f]{32}@partner\.example\.cn>$")
-
-
-def cny(amount: str) -> Money:
-    return Money.of(amount, "CNY")
 
 
 def request(kind: NoticeKind = NoticeKind.REMINDER, key: str = "reminder-1-INV-1", **changes: object) -> NoticeRequest:

@@ -41,12 +41,15 @@ BRANDING = Branding(
 
 
 def check_golden(path: Path, actual: str) -> None:
+    expected = path.read_text(encoding="utf-8") if path.exists() else None
+    if expected == actual:
+        return
     if UPDATE:
+        # Rewritten, and still a failure: a regenerated file passes only on the next run, after a review.
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(actual, encoding="utf-8")
-        return
-    assert path.exists(), f"{path} is missing: write it with UPDATE_GOLDEN=1, then review it"
-    expected = path.read_text(encoding="utf-8")
+        pytest.fail(f"REWROTE {path}: review `git diff {path}` and run again", pytrace=False)
+    assert expected is not None, f"{path} is missing: write it with UPDATE_GOLDEN=1, then review it"
     assert actual == expected, f"{path} differs; if the change is deliberate, regenerate with UPDATE_GOLDEN=1"
 
 

@@ -15,13 +15,10 @@ from billing.money import Money
 from billing.notices import IncompleteNotice, NoticeRenderer, render_notice
 from billing.notices.formatting import format_amount, format_date, format_datetime, format_money
 from billing.ports import InvoiceBalance, NoticeDispute, NoticeNextStep, NoticeRequest
+from tests.builders import cny
 
 LOCALES: tuple[Locale, ...] = ("zh-CN", "en-US")
 SHANGHAI = timezone(timedelta(hours=8))
-
-
-def cny(amount: str) -> Money:
-    return Money.of(amount, "CNY")
 
 
 def invoice(

@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.async_api import BrowserContext, Locator, Page, async_playwright, expect
 
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.models import BillingStage, BillingStatus, NoticeKind
+from tests.builders import SHANGHAI
 from tests.conftest import SmtpSink
 from tests.devserver_fixtures import (
     FAST_POLICY,
@@ -56,8 +56,6 @@ UI_TIMEOUT_MS = 20_000
 # test that lingers in the browser while the account is suspended.
 UI_POLICY = FAST_POLICY.replace('["PT40S", "PT50S"]', '["PT1H", "PT2H"]')
 SUBSCRIPTIONS = {"sub-office": "active", "sub-m365": "active"}
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -29,8 +28,8 @@ from billing.partner_payable import (
     stage,
 )
 from billing.policy import PartnerPayableRules, PolicyError, parse_policy
+from tests.builders import SHANGHAI
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 RULES = PartnerPayableRules()
 
 

@@ -8,7 +8,6 @@ from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
@@ -21,9 +20,8 @@ from billing.ledger.store import LedgerStore
 from billing.money import Money
 from billing.partner_payable import PartnerPayableStatus, PartnerPayment
 from billing.ports import PartnerPaymentBooking, TrackPartnerInvoicesRequest
+from tests.builders import SHANGHAI
 from tests.temporal_fixtures import EngineFactory
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def client_for(emulator: PartnerCenterEmulator) -> PartnerCenterClient:

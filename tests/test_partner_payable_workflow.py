@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
@@ -17,10 +16,10 @@ from billing.ledger.partner_payments import PartnerPaymentBook
 from billing.ledger.store import LedgerStore
 from billing.money import Money
 from billing.partner_payable import PartnerInvoice, PartnerPayableInput, PartnerPayableStatus, workflow_id
+from billing.search_attributes import AMOUNT_DUE, BILLING_STAGE, OLDEST_DUE_DATE
+from tests.builders import SHANGHAI
 from tests.temporal_fixtures import Engine, EngineFactory
-from workflows.partner_payable import AMOUNT_DUE, BILLING_STAGE, OLDEST_DUE_DATE, PartnerPayable
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
+from workflows.partner_payable import PartnerPayable
 
 
 def partner_invoice(invoice_id: str, invoice_date: date, amount: str, currency: str = "CNY") -> PartnerInvoice:

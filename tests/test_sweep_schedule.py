@@ -5,26 +5,18 @@ books call settled."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
-from decimal import Decimal
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from temporalio.client import ScheduleOverlapPolicy, WorkflowExecutionStatus
 
-from activities.published import AMOUNT_DUE
 from billing.ledger import LedgerStore
 from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
-from billing.money import Money
 from billing.ports import RecordInvoiceRequest, RecordPaymentRequest
+from billing.search_attributes import AMOUNT_DUE
 from billing.sweep import SWEEP_SCHEDULE_ID, SweepReport
 from billing.sweep_schedule import SweepSchedule, ensure_sweep_schedule
+from tests.builders import SHANGHAI, cny
 from tests.devserver_fixtures import DevServer, RunningWorker, eventually, run_starter
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-def cny(amount: str) -> Money:
-    return Money(amount=Decimal(amount), currency="CNY")
 
 
 async def test_sweep_schedule_is_created_once_and_updated_only_when_its_time_changes(dev_server: DevServer) -> None:

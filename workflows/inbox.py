@@ -55,6 +55,10 @@ class Inbox:
         if refusal is not None:
             raise refused(refusal)
 
+    @property
+    def waiting(self) -> tuple[InboxMessage, ...]:
+        return tuple(self._waiting)
+
     def next(self) -> InboxMessage:
         return self._waiting.pop(0)
 

@@ -8,17 +8,18 @@ arrives), remind finance through the mailer, record it. Paid in full: the closin
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+
+from workflows import inbox
 
 with workflow.unsafe.imports_passed_through():
     from billing import partner_payable as core
-    from billing import refusals
+    from billing import search_attributes as attributes
     from billing.models import CustomerAccount, NextActionKind, NoticeKind, NoticeRecord, RejectedMessage
     from billing.money import Money
     from billing.partner_payable import (
@@ -43,10 +44,8 @@ with workflow.unsafe.imports_passed_through():
         PartnerPaymentBooked,
         PartnerPaymentBooking,
     )
+    from billing.refusals import Refused
 
-BILLING_STAGE = SearchAttributeKey.for_keyword("BillingStage")
-AMOUNT_DUE = SearchAttributeKey.for_float("AmountDue")
-OLDEST_DUE_DATE = SearchAttributeKey.for_datetime("OldestDueDate")
 
 # The partner's own side of the mail: X-Billing-Customer on every partner_payable notice, and the notice log's
 # customer id. The recipient is BILLING_FINANCE_EMAIL, whatever the account's address says.
@@ -69,29 +68,14 @@ STEP_RETRY_MAX = timedelta(hours=6)
 HISTORY_EVENT_LIMIT = 10_000
 
 
-class _Pending(BaseModel):
-    """An accepted update, waiting for the main loop (which alone writes to the books)."""
-
-    update_id: str
-    payment: PartnerPayment
-
-
-class _Reported(BaseModel):
-    """A `partner_center_paid` signal as it arrived: raw JSON, validated by the main loop."""
-
-    payload: Any
-    received_at: datetime
-
-
 @workflow.defn(name="PartnerPayable")
 class PartnerPayable:
     @workflow.init
     def __init__(self, start: PartnerPayableInput) -> None:
         self._state: PayableState = start.new_state()
         self._rules: PartnerPayableRules | None = None
-        self._inbox: list[_Pending] = []
-        self._reports: list[_Reported] = []
-        self._outcomes: dict[str, str | None] = {}  # update id -> refusal, or None when recorded
+        self._payments = inbox.Inbox()  # record_partner_payment updates
+        self._reports = inbox.Inbox()  # partner_center_paid signals
         self._published: dict[str, object] = {}
         self._details = ""
 
@@ -105,26 +89,16 @@ class PartnerPayable:
         "repeated payment_id counts once. Returns the status after it; paid in full, the reminders stop.",
     )
     async def record_partner_payment(self, payment: Any) -> PartnerPayableStatus:
-        parsed = PartnerPayment.model_validate(payment)
-        info = workflow.current_update_info()
-        update_id = info.id if info else f"payment-{parsed.payment_id}"
-        self._inbox.append(_Pending(update_id=update_id, payment=parsed))
-        await workflow.wait_condition(lambda: update_id in self._outcomes)
-        refusal = self._outcomes.pop(update_id)
-        if refusal is not None:
-            raise ApplicationError(refusal, type="Refused", non_retryable=True)
+        await self._payments.updated("record_partner_payment", payment)
         return self._status()
 
     @record_partner_payment.validator
     def _validate_record_partner_payment(self, payment: Any) -> None:
         try:
-            parsed = PartnerPayment.model_validate(payment)
+            parsed = inbox.parse(PartnerPayment, payment, what="invalid payment")
             core.check_payment(self._with_pending(), parsed, self._state.today(workflow.now()))
-        except ValidationError as error:
-            reason = f"invalid payment: {refusals.reason(error)}"
-            raise ApplicationError(reason, type="Refused", non_retryable=True) from None
-        except PayableRefused as refusal:
-            raise ApplicationError(str(refusal), type="Refused", non_retryable=True) from None
+        except Refused as refusal:
+            raise inbox.refused(str(refusal)) from None
 
     # --- 21Vianet registered a payment ------------------------------------------------------------------
 
@@ -138,7 +112,7 @@ class PartnerPayable:
     def partner_center_paid(self, report: Any) -> None:
         # Taken as raw JSON and validated in the main loop, so an invalid report is recorded in `rejected`
         # instead of being dropped by the SDK's decoder.
-        self._reports.append(_Reported(payload=report, received_at=workflow.now()))
+        self._reports.signalled("partner_center_paid", report)
 
     @workflow.query(
         name="status",
@@ -168,7 +142,7 @@ class PartnerPayable:
             self._publish()
             if decision.finished:
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                if not self._inbox and not self._reports:
+                if not self._payments and not self._reports:
                     break
                 continue
             if decision.step is not None and decision.wake_at is not None and decision.wake_at <= now:
@@ -177,32 +151,33 @@ class PartnerPayable:
             info = workflow.info()
             if info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_EVENT_LIMIT:
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                if not self._inbox and not self._reports:
+                if not self._payments and not self._reports:
                     workflow.continue_as_new(start.model_copy(update={"carried_over": self._state}))
             timeout = None if decision.wake_at is None else max(decision.wake_at - now, timedelta(seconds=1))
             summary = f"Wait for the {decision.step.kind.value} reminder" if decision.step else None
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda: bool(self._inbox or self._reports), timeout=timeout, timeout_summary=summary
+                    lambda: bool(self._payments or self._reports), timeout=timeout, timeout_summary=summary
                 )
         workflow.logger.info("partner payable paid in full", extra={"invoice_id": self._state.invoice.invoice_id})
         return self._status()
 
     async def _take_in_reports(self) -> None:
         while self._reports:
-            reported = self._reports.pop(0)
+            reported = self._reports.next()
             state = self._state
             try:
-                report = PartnerCenterPaid.model_validate(reported.payload)
-            except ValidationError as error:
-                self._reject(reported, f"invalid: {refusals.reason(error)}", None)
-                continue
-            try:
+                report = inbox.parse(PartnerCenterPaid, reported.payload, what="invalid")
                 payment = core.payment_registered_by_21vianet(state, report, state.today(workflow.now()))
                 if payment is not None:
                     await self._record(payment)
-            except PayableRefused as refusal:
-                self._reject(reported, str(refusal), report.invoice_id)
+            except Refused as refusal:
+                reference = refusal.reference if not isinstance(refusal, PayableRefused) else report.invoice_id
+                rejection = RejectedMessage(
+                    name=reported.name, reason=str(refusal), at=reported.received_at, reference=reference
+                )
+                self._state.rejected = [*self._state.rejected, rejection]
+                inbox.log_rejection(reported.name, str(refusal), reference)
                 continue
             if payment is not None:
                 workflow.logger.info(
@@ -210,24 +185,15 @@ class PartnerPayable:
                     extra={"payment_id": payment.payment_id, "invoice_id": state.invoice.invoice_id},
                 )
 
-    def _reject(self, reported: _Reported, reason: str, reference: str | None) -> None:
-        rejected = RejectedMessage(
-            name="partner_center_paid", reason=reason, at=reported.received_at, reference=reference
-        )
-        self._state.rejected = [*self._state.rejected, rejected]
-        workflow.logger.warning(
-            "message rejected", extra={"signal": "partner_center_paid", "reason": reason, "reference": reference}
-        )
-
     async def _take_in_payments(self) -> None:
-        while self._inbox:
-            pending = self._inbox.pop(0)
+        while self._payments:
+            message = self._payments.next()
             try:
-                await self._record(pending.payment)
-            except PayableRefused as refusal:
-                self._outcomes[pending.update_id] = str(refusal)
+                await self._record(inbox.parse(PartnerPayment, message.payload, what="invalid payment"))
+            except Refused as refusal:
+                self._payments.refused(message, str(refusal))
                 continue
-            self._outcomes[pending.update_id] = None
+            self._payments.applied(message)
 
     async def _record(self, payment: PartnerPayment) -> None:
         state = self._state
@@ -343,22 +309,22 @@ class PartnerPayable:
 
     def _with_pending(self) -> PayableState:
         """The state as it will be once the accepted payments waiting in the inbox are applied."""
-        pending = [p.payment for p in self._inbox if self._state.payment(p.payment.payment_id) is None]
+        waiting = [PartnerPayment.model_validate(message.payload) for message in self._payments.waiting]
+        pending = [payment for payment in waiting if self._state.payment(payment.payment_id) is None]
         return self._state.model_copy(update={"payments": [*self._state.payments, *pending]})
 
     def _publish(self) -> None:
         status = self._status()
         values: dict[str, object] = {
-            BILLING_STAGE.name: status.stage.value,
-            AMOUNT_DUE.name: float(status.amount_due.amount),  # display only; the books stay Decimal
-            OLDEST_DUE_DATE.name: self._state.due_at,
+            attributes.BILLING_STAGE.name: status.stage.value,
+            attributes.AMOUNT_DUE.name: float(status.amount_due.amount),  # display only; the books stay Decimal
+            attributes.OLDEST_DUE_DATE.name: self._state.due_at,
         }
         updates = []
-        keys = {BILLING_STAGE.name: BILLING_STAGE, AMOUNT_DUE.name: AMOUNT_DUE, OLDEST_DUE_DATE.name: OLDEST_DUE_DATE}
         for name, value in values.items():
             if self._published.get(name) != value:
                 self._published[name] = value
-                updates.append(keys[name].value_set(value))  # type: ignore[attr-defined]
+                updates.append(attributes.BY_NAME[name].value_set(value))  # type: ignore[attr-defined]
         if updates:
             workflow.upsert_search_attributes(updates)
         details = core.current_details(status)
