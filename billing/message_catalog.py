@@ -92,27 +92,123 @@ CATALOG: tuple[WorkflowEntry, ...] = (
         input=CustomerAccount,
         description="One customer's billing lifecycle: invoices, dunning, suspension, disputes, reinstatement.",
         messages=(
-            signal("invoice_issued", Invoice, "An invoice issued to the customer; by signal-with-start."),
-            signal("payment_received", Payment, "A payment the bank reported; a repeated payment_id counts once."),
-            signal("dispute_opened", Dispute, "The customer disputes an invoice or part of it."),
+            signal(
+                "invoice_issued",
+                Invoice,
+                "An invoice issued to the customer (starts the lifecycle by signal-with-start). JSON: "
+                '{"invoice_id", "customer_id", "amount": {"amount": "1234.50", "currency": "CNY"}, "issued_on": '
+                '"2026-11-24", "due_on": "2026-12-24", "due_at"?, "description"?}. Invalid ones land in '
+                "status.rejected.",
+            ),
+            signal(
+                "payment_received",
+                Payment,
+                'A payment the bank reported. JSON: {"payment_id", "customer_id", "amount": {"amount", '
+                '"currency"}, "received_at": "2026-11-24T10:00:00+08:00", "invoice_id"?}; without invoice_id the '
+                "oldest invoice is paid first. A repeated payment_id counts once.",
+            ),
+            signal(
+                "dispute_opened",
+                Dispute,
+                'The customer disputes an invoice or part of it. JSON: {"dispute_id", "customer_id", '
+                '"invoice_id", "reason", "amount"?: {"amount": "100.00", "currency": "CNY"}} (no amount: the '
+                "whole invoice). The disputed amount leaves the dunning ladder until the dispute is resolved.",
+            ),
             signal(
                 "ledger_changed",
                 LedgerChanged,
-                "The books differ from what the lifecycle last saw; it re-reads its balance from the ledger.",
+                "Sent by the daily sweep when the books differ from what this lifecycle last saw. JSON: "
+                '{"customer_id", "amount_due": {"amount", "currency"}, "open_invoice_ids": ["INV-1"], '
+                '"checked_at": "2026-11-24T06:00:00+08:00"}. The lifecycle re-reads its balance from the ledger '
+                "and carries on from it.",
                 sent_by="DailySweep",
             ),
-            update("record_payment", Payment, BillingStatus, "Record a payment and learn the outcome."),
-            update("pause_dunning", DunningPause, BillingStatus, "No reminders or suspension until resumed."),
-            update("resume_dunning", DunningPause, BillingStatus, "Resume dunning paused by pause_dunning."),
-            update("extend_due_date", ExtendDueDate, BillingStatus, "Move one invoice's due date and its ladder."),
-            update("write_off", WriteOff, BillingStatus, "Write off (part of) an invoice."),
-            update("suspend_now", SuspendNow, BillingStatus, "Suspend the customer's active subscriptions at once."),
-            update("reinstate", Reinstate, BillingStatus, "Reactivate the subscriptions this engine suspended."),
-            update("resolve_dispute", ResolveDispute, BillingStatus, "Settle a dispute without 21Vianet."),
-            update("escalate_dispute", EscalateDispute, BillingStatus, "Send a dispute's case to 21Vianet."),
-            update("record_escalation", RecordEscalation, BillingStatus, "Record 21Vianet's case reference."),
-            update("resolve_escalation", ResolveDispute, BillingStatus, "Record 21Vianet's answer to a dispute."),
-            query("status", BillingStatus, "The billing status, including the rejected messages."),
+            update(
+                "record_payment",
+                Payment,
+                BillingStatus,
+                'Record a payment and learn the outcome. JSON: {"payment_id", "customer_id", "amount": {"amount":'
+                ' "1234.50", "currency": "CNY"}, "received_at": "2026-11-24T10:00:00+08:00", "invoice_id"?}. A '
+                "repeated payment_id counts once. Returns the status after it.",
+            ),
+            update(
+                "pause_dunning",
+                DunningPause,
+                BillingStatus,
+                'Pause reminders, final notice and suspension. JSON: {"reason": "...", "until"?: '
+                '"2026-12-01T09:00:00+08:00"}; without until the pause lasts until resume_dunning.',
+            ),
+            update(
+                "resume_dunning",
+                DunningPause,
+                BillingStatus,
+                'Resume dunning paused by pause_dunning. JSON: {"reason": "..."}.',
+            ),
+            update(
+                "extend_due_date",
+                ExtendDueDate,
+                BillingStatus,
+                "Give the customer more time on one invoice; its ladder moves with the new date. JSON: "
+                '{"invoice_id": "INV-1", "due_on": "2026-12-31", "reason": "..."}.',
+            ),
+            update(
+                "write_off",
+                WriteOff,
+                BillingStatus,
+                'Write off (part of) an invoice in the ledger. JSON: {"invoice_id": "INV-1", "amount"?: '
+                '{"amount": "100.00", "currency": "CNY"}, "reason": "..."}; without amount: all that is '
+                "outstanding.",
+            ),
+            update(
+                "suspend_now",
+                SuspendNow,
+                BillingStatus,
+                'Suspend the customer\'s active subscriptions at once. JSON: {"reason": "non_payment" or '
+                '"fraud_review", "note": "..."}. fraud_review also sends the escalation desk a case for 21Vianet '
+                "and holds the account suspended until reinstate.",
+            ),
+            update(
+                "reinstate",
+                Reinstate,
+                BillingStatus,
+                'Reactivate the subscriptions this engine suspended (only those). JSON: {"note": "..."}.',
+            ),
+            update(
+                "resolve_dispute",
+                ResolveDispute,
+                BillingStatus,
+                'Settle a dispute without 21Vianet. JSON: {"dispute_id", "outcome": "credit" or "uphold", '
+                '"credit"?: {"amount": "100.00", "currency": "CNY"}, "note": "..."}. credit posts a credit note; '
+                "uphold returns the amount to the ladder after a grace period.",
+            ),
+            update(
+                "escalate_dispute",
+                EscalateDispute,
+                BillingStatus,
+                "Escalate a dispute to 21Vianet: the escalation desk gets the case to file in the Partner Center "
+                'portal. JSON: {"dispute_id", "note": "..."}.',
+            ),
+            update(
+                "record_escalation",
+                RecordEscalation,
+                BillingStatus,
+                'Record the reference 21Vianet gave for the filed case. JSON: {"dispute_id", "reference": "...", '
+                '"note"?: "..."}.',
+            ),
+            update(
+                "resolve_escalation",
+                ResolveDispute,
+                BillingStatus,
+                'Record 21Vianet\'s answer to an escalated dispute. JSON: {"dispute_id", "outcome": "credit" or '
+                '"uphold", "credit"?: {"amount", "currency"}, "note": "..."}.',
+            ),
+            query(
+                "status",
+                BillingStatus,
+                "The customer's billing status: stage, amounts, invoices, disputes, suspended subscriptions, next"
+                " action, notices sent, rejected messages, the timeline of operator actions and what it waits "
+                "for.",
+            ),
         ),
     ),
     WorkflowEntry(
@@ -124,17 +220,28 @@ CATALOG: tuple[WorkflowEntry, ...] = (
             signal(
                 "partner_center_paid",
                 PartnerCenterPaid,
-                "Partner Center shows more paid than the payable knows of; the difference is booked as registered "
-                "by 21Vianet.",
+                "Sent by the daily sweep when Partner Center shows more paid on the invoice than this payable "
+                'knows of. JSON: {"invoice_id": "...", "paid": {"amount": "12000.00", "currency": "CNY"}, '
+                '"as_of": "2026-11-24T06:00:00+08:00"}; paid is the total Partner Center shows. The difference is'
+                " booked as a payment registered by 21Vianet; never lowers what is paid. Invalid ones land in "
+                "status.rejected.",
                 sent_by="DailySweep",
             ),
             update(
                 "record_partner_payment",
                 PartnerPayment,
                 PartnerPayableStatus,
-                "Record a payment the partner made to 21Vianet against this invoice.",
+                'Record a payment the partner made to 21Vianet against this invoice. JSON: {"payment_id": "...", '
+                '"amount": {"amount": "12000.00", "currency": "CNY"}, "paid_on": "2026-12-01", "reference"?: '
+                '"..."}. The amount is in the invoice\'s currency and at most what is outstanding; a repeated '
+                "payment_id counts once. Returns the status after it; paid in full, the reminders stop.",
             ),
-            query("status", PartnerPayableStatus, "The bill: amount, paid, outstanding, late charge, next reminder."),
+            query(
+                "status",
+                PartnerPayableStatus,
+                "The bill at a glance: stage, amount, paid, outstanding, due date, days overdue, the late charge "
+                "accrued at 1.5% a month, the next reminder to finance, payments and notices.",
+            ),
         ),
     ),
     WorkflowEntry(
@@ -149,6 +256,16 @@ CATALOG: tuple[WorkflowEntry, ...] = (
 
 def entry(workflow_type: str) -> WorkflowEntry | None:
     return next((w for w in CATALOG if w.workflow_type == workflow_type), None)
+
+
+def describe(workflow_type: str, name: str) -> str:
+    """The description of a signal, update or query, for its handler (the Temporal UI shows it) and the
+    published schema alike."""
+    workflow = entry(workflow_type)
+    found = next((m for m in workflow.messages if m.name == name), None) if workflow else None
+    if found is None:
+        raise KeyError(f"{workflow_type} has no message {name} in the catalog")
+    return found.description
 
 
 # --- the published schemas ------------------------------------------------------------------------------

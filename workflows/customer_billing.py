@@ -14,10 +14,18 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import inbox
+from workflows.activity_options import (
+    LEDGER_RETRY,
+    LEDGER_TIMEOUT,
+    MAIL_TIMEOUT,
+    OUTSIDE_GIVE_UP_AFTER,
+    OUTSIDE_RETRY,
+    PARTNER_CENTER_CALL_TIMEOUT,
+    SETTINGS_TIMEOUT,
+)
 from workflows.inbox import InboxMessage
 
 with workflow.unsafe.imports_passed_through():
@@ -26,12 +34,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.mailer import MailerActivities
     from activities.partner_center import PartnerCenterActivities
     from billing import search_attributes as attributes
-    from billing.due_dates import due_moment
+    from billing.lifecycle import ledger_requests as requests
     from billing.lifecycle import next_step, notice, transitions
     from billing.lifecycle import operator_rules as rules
     from billing.lifecycle.state import BillingState, DisputeRecord
     from billing.lifecycle.status import build_status, current_details
     from billing.lifecycle.steps import NEXT_ACTION_OF_STEP, Decision, Step, StepKind
+    from billing.message_catalog import describe
     from billing.models import (
         BillingStatus,
         CustomerAccount,
@@ -53,22 +62,13 @@ with workflow.unsafe.imports_passed_through():
     from billing.policy import CollectionsPolicy
     from billing.ports import (
         AccountBalance,
-        AuditEntry,
-        BalanceRequest,
-        CreditNoteRequest,
-        DisputeRecordRequest,
         EscalationCase,
-        EscalationCaseRequest,
-        EscalationChange,
+        EscalationStatus,
         LifecycleSettings,
         PaymentRecorded,
-        RecordInvoiceRequest,
-        RecordPaymentRequest,
-        RescheduleInvoiceRequest,
         SubscriptionQuery,
         SubscriptionStatusChange,
         SubscriptionStatusTarget,
-        WriteOffRequest,
     )
     from billing.refusals import Refused
 
@@ -78,30 +78,6 @@ R = TypeVar("R")
 
 # workflow.patched ids: each guards a change of commands against histories recorded before it.
 PATCH_NOTICE_TIME = "notice-time-is-workflow-time"
-
-# The books must be reachable for anything to proceed: retry the ledger until it answers.
-LEDGER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(minutes=1),
-    non_retryable_error_types=["LedgerRejection"],
-)
-LEDGER_TIMEOUT = timedelta(seconds=30)
-# Mail and Partner Center retry for a while; then the step is marked failed and tried again later, so an
-# outage of either never stops payments from being taken in.
-OUTSIDE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    maximum_interval=timedelta(minutes=2),
-    non_retryable_error_types=[
-        "MailRejected",
-        "MailerNotConfigured",
-        "InvalidRecipient",
-        "InvalidNotice",
-        "PartnerCenterRejected",
-    ],
-)
-OUTSIDE_GIVE_UP_AFTER = timedelta(minutes=30)
-# The client itself waits out 429s (Retry-After up to a minute) and 5xx a few times within one attempt.
-PARTNER_CENTER_CALL_TIMEOUT = timedelta(minutes=5)
 
 
 class CarriedState(BaseModel):
@@ -136,41 +112,21 @@ class CustomerBilling:
 
     # --- messages from other services ----------------------------------------------------------------
 
-    @workflow.signal(
-        name="invoice_issued",
-        description="An invoice issued to the customer (starts the lifecycle by signal-with-start). JSON: "
-        '{"invoice_id", "customer_id", "amount": {"amount": "1234.50", "currency": "CNY"}, "issued_on": '
-        '"2026-11-24", "due_on": "2026-12-24", "due_at"?, "description"?}. Invalid ones land in status.rejected.',
-    )
+    @workflow.signal(name="invoice_issued", description=describe("CustomerBilling", "invoice_issued"))
     def invoice_issued(self, invoice: Any) -> None:
         # Taken as raw JSON and validated by the loop, so an invalid invoice is recorded in `rejected`
         # instead of being dropped by the SDK's decoder.
         self._inbox.signalled("invoice_issued", invoice)
 
-    @workflow.signal(
-        name="payment_received",
-        description='A payment the bank reported. JSON: {"payment_id", "customer_id", "amount": {"amount", '
-        '"currency"}, "received_at": "2026-11-24T10:00:00+08:00", "invoice_id"?}; without invoice_id the oldest '
-        "invoice is paid first. A repeated payment_id counts once.",
-    )
+    @workflow.signal(name="payment_received", description=describe("CustomerBilling", "payment_received"))
     def payment_received(self, payment: Any) -> None:
         self._inbox.signalled("payment_received", payment)
 
-    @workflow.signal(
-        name="dispute_opened",
-        description='The customer disputes an invoice or part of it. JSON: {"dispute_id", "customer_id", '
-        '"invoice_id", "reason", "amount"?: {"amount": "100.00", "currency": "CNY"}} (no amount: the whole '
-        "invoice). The disputed amount leaves the dunning ladder until the dispute is resolved.",
-    )
+    @workflow.signal(name="dispute_opened", description=describe("CustomerBilling", "dispute_opened"))
     def dispute_opened(self, dispute: Any) -> None:
         self._inbox.signalled("dispute_opened", dispute)
 
-    @workflow.signal(
-        name="ledger_changed",
-        description="Sent by the daily sweep when the books differ from what this lifecycle last saw. JSON: "
-        '{"customer_id", "amount_due": {"amount", "currency"}, "open_invoice_ids": ["INV-1"], "checked_at": '
-        '"2026-11-24T06:00:00+08:00"}. The lifecycle re-reads its balance from the ledger and carries on from it.',
-    )
+    @workflow.signal(name="ledger_changed", description=describe("CustomerBilling", "ledger_changed"))
     def ledger_changed(self, change: Any) -> None:
         self._inbox.signalled("ledger_changed", change)
 
@@ -191,12 +147,7 @@ class CustomerBilling:
         await self._inbox.updated(name, payload)
         return build_status(self._require_state(), self._decide(), workflow.now())
 
-    @workflow.update(
-        name="record_payment",
-        description='Record a payment and learn the outcome. JSON: {"payment_id", "customer_id", "amount": '
-        '{"amount": "1234.50", "currency": "CNY"}, "received_at": "2026-11-24T10:00:00+08:00", "invoice_id"?}. '
-        "A repeated payment_id counts once. Returns the status after it.",
-    )
+    @workflow.update(name="record_payment", description=describe("CustomerBilling", "record_payment"))
     async def record_payment(self, payment: Any) -> BillingStatus:
         return await self._operate("record_payment", payment)
 
@@ -204,11 +155,7 @@ class CustomerBilling:
     def _validate_record_payment(self, payment: Any) -> None:
         self._refuse_unless(Payment, payment, rules.check_payment)
 
-    @workflow.update(
-        name="pause_dunning",
-        description='Pause reminders, final notice and suspension. JSON: {"reason": "...", "until"?: '
-        '"2026-12-01T09:00:00+08:00"}; without until the pause lasts until resume_dunning.',
-    )
+    @workflow.update(name="pause_dunning", description=describe("CustomerBilling", "pause_dunning"))
     async def pause_dunning(self, pause: Any) -> BillingStatus:
         return await self._operate("pause_dunning", pause)
 
@@ -216,10 +163,7 @@ class CustomerBilling:
     def _validate_pause_dunning(self, pause: Any) -> None:
         self._refuse_unless(DunningPause, pause, lambda state, action: rules.check_pause(state, action, workflow.now()))
 
-    @workflow.update(
-        name="resume_dunning",
-        description='Resume dunning paused by pause_dunning. JSON: {"reason": "..."}.',
-    )
+    @workflow.update(name="resume_dunning", description=describe("CustomerBilling", "resume_dunning"))
     async def resume_dunning(self, resume: Any) -> BillingStatus:
         return await self._operate("resume_dunning", resume)
 
@@ -227,11 +171,7 @@ class CustomerBilling:
     def _validate_resume_dunning(self, resume: Any) -> None:
         self._refuse_unless(DunningPause, resume, lambda state, _: rules.check_resume(state, workflow.now()))
 
-    @workflow.update(
-        name="extend_due_date",
-        description="Give the customer more time on one invoice; its ladder moves with the new date. JSON: "
-        '{"invoice_id": "INV-1", "due_on": "2026-12-31", "reason": "..."}.',
-    )
+    @workflow.update(name="extend_due_date", description=describe("CustomerBilling", "extend_due_date"))
     async def extend_due_date(self, extension: Any) -> BillingStatus:
         return await self._operate("extend_due_date", extension)
 
@@ -243,11 +183,7 @@ class CustomerBilling:
             lambda state, action: rules.check_extend_due_date(state, action, workflow.now()),
         )
 
-    @workflow.update(
-        name="write_off",
-        description='Write off (part of) an invoice in the ledger. JSON: {"invoice_id": "INV-1", "amount"?: '
-        '{"amount": "100.00", "currency": "CNY"}, "reason": "..."}; without amount: all that is outstanding.',
-    )
+    @workflow.update(name="write_off", description=describe("CustomerBilling", "write_off"))
     async def write_off(self, write_off: Any) -> BillingStatus:
         return await self._operate("write_off", write_off)
 
@@ -255,12 +191,7 @@ class CustomerBilling:
     def _validate_write_off(self, write_off: Any) -> None:
         self._refuse_unless(WriteOff, write_off, rules.check_write_off)
 
-    @workflow.update(
-        name="suspend_now",
-        description='Suspend the customer\'s active subscriptions at once. JSON: {"reason": "non_payment" or '
-        '"fraud_review", "note": "..."}. fraud_review also sends the escalation desk a case for 21Vianet and '
-        "holds the account suspended until reinstate.",
-    )
+    @workflow.update(name="suspend_now", description=describe("CustomerBilling", "suspend_now"))
     async def suspend_now(self, suspension: Any) -> BillingStatus:
         return await self._operate("suspend_now", suspension)
 
@@ -268,10 +199,7 @@ class CustomerBilling:
     def _validate_suspend_now(self, suspension: Any) -> None:
         self._refuse_unless(SuspendNow, suspension, rules.check_suspend_now)
 
-    @workflow.update(
-        name="reinstate",
-        description='Reactivate the subscriptions this engine suspended (only those). JSON: {"note": "..."}.',
-    )
+    @workflow.update(name="reinstate", description=describe("CustomerBilling", "reinstate"))
     async def reinstate(self, reinstatement: Any) -> BillingStatus:
         return await self._operate("reinstate", reinstatement)
 
@@ -279,12 +207,7 @@ class CustomerBilling:
     def _validate_reinstate(self, reinstatement: Any) -> None:
         self._refuse_unless(Reinstate, reinstatement, rules.check_reinstate)
 
-    @workflow.update(
-        name="resolve_dispute",
-        description='Settle a dispute without 21Vianet. JSON: {"dispute_id", "outcome": "credit" or "uphold", '
-        '"credit"?: {"amount": "100.00", "currency": "CNY"}, "note": "..."}. credit posts a credit note; uphold '
-        "returns the amount to the ladder after a grace period.",
-    )
+    @workflow.update(name="resolve_dispute", description=describe("CustomerBilling", "resolve_dispute"))
     async def resolve_dispute(self, resolution: Any) -> BillingStatus:
         return await self._operate("resolve_dispute", resolution)
 
@@ -292,11 +215,7 @@ class CustomerBilling:
     def _validate_resolve_dispute(self, resolution: Any) -> None:
         self._refuse_unless(ResolveDispute, resolution, rules.check_resolve_dispute)
 
-    @workflow.update(
-        name="escalate_dispute",
-        description="Escalate a dispute to 21Vianet: the escalation desk gets the case to file in the Partner "
-        'Center portal. JSON: {"dispute_id", "note": "..."}.',
-    )
+    @workflow.update(name="escalate_dispute", description=describe("CustomerBilling", "escalate_dispute"))
     async def escalate_dispute(self, escalation: Any) -> BillingStatus:
         return await self._operate("escalate_dispute", escalation)
 
@@ -304,11 +223,7 @@ class CustomerBilling:
     def _validate_escalate_dispute(self, escalation: Any) -> None:
         self._refuse_unless(EscalateDispute, escalation, rules.check_escalate_dispute)
 
-    @workflow.update(
-        name="record_escalation",
-        description="Record the reference 21Vianet gave for the filed case. JSON: "
-        '{"dispute_id", "reference": "...", "note"?: "..."}.',
-    )
+    @workflow.update(name="record_escalation", description=describe("CustomerBilling", "record_escalation"))
     async def record_escalation(self, record: Any) -> BillingStatus:
         return await self._operate("record_escalation", record)
 
@@ -316,11 +231,7 @@ class CustomerBilling:
     def _validate_record_escalation(self, record: Any) -> None:
         self._refuse_unless(RecordEscalation, record, rules.check_record_escalation)
 
-    @workflow.update(
-        name="resolve_escalation",
-        description='Record 21Vianet\'s answer to an escalated dispute. JSON: {"dispute_id", "outcome": '
-        '"credit" or "uphold", "credit"?: {"amount", "currency"}, "note": "..."}.',
-    )
+    @workflow.update(name="resolve_escalation", description=describe("CustomerBilling", "resolve_escalation"))
     async def resolve_escalation(self, resolution: Any) -> BillingStatus:
         return await self._operate("resolve_escalation", resolution)
 
@@ -328,11 +239,7 @@ class CustomerBilling:
     def _validate_resolve_escalation(self, resolution: Any) -> None:
         self._refuse_unless(ResolveDispute, resolution, rules.check_resolve_escalation)
 
-    @workflow.query(
-        name="status",
-        description="The customer's billing status: stage, amounts, invoices, disputes, suspended subscriptions, "
-        "next action, notices sent, rejected messages, the timeline of operator actions and what it waits for.",
-    )
+    @workflow.query(name="status", description=describe("CustomerBilling", "status"))
     def status(self) -> BillingStatus:
         state = self._require_state()
         return build_status(state, self._decide(), workflow.now())
@@ -403,7 +310,7 @@ class CustomerBilling:
     async def _load_settings(self) -> LifecycleSettings:
         return await workflow.execute_activity_method(
             PolicyActivities.load_lifecycle_settings,
-            start_to_close_timeout=timedelta(seconds=10),
+            start_to_close_timeout=SETTINGS_TIMEOUT,
             retry_policy=LEDGER_RETRY,
             summary="Load the collections policy",
         )
@@ -527,25 +434,8 @@ class CustomerBilling:
     async def _audit(self, message: InboxMessage) -> None:
         """Every accepted operator action goes to the ledger's audit trail and the status's timeline."""
         state = self._require_state()
-        payload = message.payload if isinstance(message.payload, dict) else {}
-        reason = str(payload.get("reason") or payload.get("note") or "")
-        details = {
-            key: str(value)
-            for key, value in payload.items()
-            if key not in ("reason", "note") and isinstance(value, str | int | float)
-        }
-        reference = next(
-            (str(payload[key]) for key in ("dispute_id", "invoice_id", "payment_id") if payload.get(key)),
-            None,
-        )
-        entry = AuditEntry(
-            action_id=self._action_id(message),
-            customer_id=state.account.customer_id,
-            action=message.name,
-            reason=reason,
-            details=details,
-            at=message.received_at,
-        )
+        payload, at = message.payload, message.received_at
+        entry = requests.audit_entry(state, message.name, payload, self._action_id(message), at)
         await workflow.execute_activity_method(
             LedgerActivities.record_audit,
             entry,
@@ -553,7 +443,8 @@ class CustomerBilling:
             retry_policy=LEDGER_RETRY,
             summary=f"Audit trail: {message.name}",
         )
-        transitions.operator_action_recorded(state, message.name, reason, reference, message.received_at)
+        reason, reference = requests.audit_reason(payload), requests.audit_reference(payload)
+        transitions.operator_action_recorded(state, message.name, reason, reference, at)
 
     # --- doing the next step ----------------------------------------------------------------------------
 
@@ -603,102 +494,52 @@ class CustomerBilling:
             raise
 
     async def _record_invoice(self, invoice: Invoice) -> AccountBalance:
-        state = self._require_state()
-        request = RecordInvoiceRequest(
-            account=state.account,
-            invoice=invoice,
-            due_at=due_moment(invoice.due_on, state.account.zone, invoice.due_at),
-            known_invoice_ids=[*state.invoice_ids, invoice.invoice_id],
-        )
+        request = requests.record_invoice(self._require_state(), invoice)
         summary = f"Record invoice {invoice.invoice_id}"
         return await self._ledger(LedgerActivities.record_invoice, request, invoice.invoice_id, summary)
 
     async def _record_payment(self, payment: Payment) -> PaymentRecorded:
-        request = RecordPaymentRequest(payment=payment, known_invoice_ids=self._require_state().invoice_ids)
+        request = requests.record_payment(self._require_state(), payment)
         summary = f"Record payment {payment.payment_id}"
         return await self._ledger(LedgerActivities.record_payment, request, payment.payment_id, summary)
 
     async def _record_dispute(self, dispute: Dispute, amount: Money, opened_at: datetime) -> None:
-        request = DisputeRecordRequest(
-            dispute_id=dispute.dispute_id,
-            customer_id=self._account.customer_id,
-            invoice_id=dispute.invoice_id,
-            amount=amount,
-            reason=dispute.reason,
-            opened_at=opened_at,
-        )
+        request = requests.record_dispute(self._require_state(), dispute, amount, opened_at)
         summary = f"Record dispute {dispute.dispute_id} on {dispute.invoice_id}"
         await self._ledger(LedgerActivities.record_dispute, request, dispute.dispute_id, summary)
 
     async def _read_balance(self, known_invoice_ids: list[str]) -> AccountBalance:
-        state = self._require_state()
-        request = BalanceRequest(
-            customer_id=state.account.customer_id, currency=state.currency, known_invoice_ids=known_invoice_ids
-        )
-        return await self._ledger(
-            LedgerActivities.get_balance, request, "ledger", "Re-read the balance from the ledger"
-        )
+        request = requests.read_balance(self._require_state(), known_invoice_ids)
+        summary = "Re-read the balance from the ledger"
+        return await self._ledger(LedgerActivities.get_balance, request, "ledger", summary)
 
     async def _reschedule(self, extension: ExtendDueDate, change_id: str) -> AccountBalance:
-        state = self._require_state()
-        request = RescheduleInvoiceRequest(
-            change_id=change_id,
-            customer_id=state.account.customer_id,
-            invoice_id=extension.invoice_id,
-            due_on=extension.due_on,
-            due_at=due_moment(extension.due_on, state.account.zone),
-            reason=extension.reason,
-            known_invoice_ids=state.invoice_ids,
-        )
+        request = requests.reschedule(self._require_state(), extension, change_id)
         summary = f"Move the due date of {extension.invoice_id} to {extension.due_on}"
         return await self._ledger(LedgerActivities.reschedule_invoice, request, extension.invoice_id, summary)
 
     async def _write_off(self, write_off: WriteOff, write_off_id: str) -> AccountBalance:
-        state = self._require_state()
-        request = WriteOffRequest(
-            write_off_id=write_off_id,
-            customer_id=state.account.customer_id,
-            invoice_id=write_off.invoice_id,
-            amount=write_off.amount,
-            reason=write_off.reason,
-            known_invoice_ids=state.invoice_ids,
-        )
+        request = requests.write_off(self._require_state(), write_off, write_off_id)
         summary = f"Write off {write_off.invoice_id}"
         return await self._ledger(LedgerActivities.write_off_invoice, request, write_off.invoice_id, summary)
 
     async def _post_credit(self, dispute: DisputeRecord, resolution: ResolveDispute) -> AccountBalance:
-        state = self._require_state()
-        assert resolution.credit is not None
-        request = CreditNoteRequest(
-            credit_id=f"credit-{dispute.dispute_id}",
-            dispute_id=dispute.dispute_id,
-            customer_id=state.account.customer_id,
-            invoice_id=dispute.invoice_id,
-            amount=resolution.credit,
-            reason=resolution.note,
-            known_invoice_ids=state.invoice_ids,
-        )
+        request = requests.credit_note(self._require_state(), dispute, resolution)
         summary = f"Credit {resolution.credit} on {dispute.invoice_id} for dispute {dispute.dispute_id}"
         return await self._ledger(LedgerActivities.post_credit_note, request, dispute.dispute_id, summary)
 
     async def _record_escalation_change(
         self,
         dispute: DisputeRecord,
-        status: str,
+        status: EscalationStatus,
         *,
         reference: str | None = None,
         note: str | None = None,
         case: EscalationCase | None = None,
     ) -> None:
-        change = EscalationChange(
-            change_id=f"{workflow.info().workflow_id}/{dispute.dispute_id}/{status}/{reference or ''}",
-            customer_id=self._account.customer_id,
-            dispute_id=dispute.dispute_id,
-            status=status,  # type: ignore[arg-type]
-            reference=reference,
-            note=note,
-            at=workflow.now(),
-            case=case,
+        workflow_id, now = workflow.info().workflow_id, workflow.now()
+        change = requests.escalation_change(
+            self._require_state(), dispute, status, workflow_id, now, reference=reference, note=note, case=case
         )
         summary = f"Escalation of {dispute.dispute_id}: {status}"
         await self._ledger(LedgerActivities.record_escalation, change, dispute.dispute_id, summary)
@@ -710,9 +551,7 @@ class CustomerBilling:
         assert dispute is not None
         case = await workflow.execute_activity_method(
             LedgerActivities.build_escalation_case,
-            EscalationCaseRequest(
-                customer_id=state.account.customer_id, dispute_id=dispute.dispute_id, invoice_id=dispute.invoice_id
-            ),
+            requests.escalation_case(state, dispute),
             start_to_close_timeout=LEDGER_TIMEOUT,
             retry_policy=LEDGER_RETRY,
             summary=f"Build the escalation case for dispute {dispute.dispute_id}",
@@ -728,7 +567,7 @@ class CustomerBilling:
         receipt = await workflow.execute_activity_method(
             MailerActivities.send_notice,
             request,
-            start_to_close_timeout=timedelta(seconds=60),
+            start_to_close_timeout=MAIL_TIMEOUT,
             schedule_to_close_timeout=OUTSIDE_GIVE_UP_AFTER,
             retry_policy=OUTSIDE_RETRY,
             summary=notice.notice_summary(step),

@@ -12,14 +12,22 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import inbox
+from workflows.activity_options import (
+    LEDGER_RETRY,
+    LEDGER_TIMEOUT,
+    MAIL_TIMEOUT,
+    OUTSIDE_GIVE_UP_AFTER,
+    OUTSIDE_RETRY,
+    SETTINGS_TIMEOUT,
+)
 
 with workflow.unsafe.imports_passed_through():
     from billing import partner_payable as core
     from billing import search_attributes as attributes
+    from billing.message_catalog import describe
     from billing.models import CustomerAccount, NextActionKind, NoticeKind, NoticeRecord, RejectedMessage
     from billing.money import Money
     from billing.partner_payable import (
@@ -52,17 +60,6 @@ with workflow.unsafe.imports_passed_through():
 PARTNER_ACCOUNT_ID = "partner"
 _FINANCE_TEAM = {"zh-CN": "财务团队", "en-US": "Finance team"}
 
-LEDGER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(minutes=1),
-    non_retryable_error_types=["LedgerRejection"],
-)
-MAIL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    maximum_interval=timedelta(minutes=2),
-    non_retryable_error_types=["MailRejected", "MailerNotConfigured", "InvalidRecipient", "InvalidNotice"],
-)
-MAIL_GIVE_UP_AFTER = timedelta(minutes=30)
 STEP_RETRY_BASE = timedelta(minutes=15)
 STEP_RETRY_MAX = timedelta(hours=6)
 HISTORY_EVENT_LIMIT = 10_000
@@ -81,13 +78,7 @@ class PartnerPayable:
 
     # --- finance records a payment ----------------------------------------------------------------------
 
-    @workflow.update(
-        name="record_partner_payment",
-        description="Record a payment the partner made to 21Vianet against this invoice. JSON: "
-        '{"payment_id": "...", "amount": {"amount": "12000.00", "currency": "CNY"}, "paid_on": "2026-12-01", '
-        '"reference"?: "..."}. The amount is in the invoice\'s currency and at most what is outstanding; a '
-        "repeated payment_id counts once. Returns the status after it; paid in full, the reminders stop.",
-    )
+    @workflow.update(name="record_partner_payment", description=describe("PartnerPayable", "record_partner_payment"))
     async def record_partner_payment(self, payment: Any) -> PartnerPayableStatus:
         await self._payments.updated("record_partner_payment", payment)
         return self._status()
@@ -102,23 +93,13 @@ class PartnerPayable:
 
     # --- 21Vianet registered a payment ------------------------------------------------------------------
 
-    @workflow.signal(
-        name="partner_center_paid",
-        description="Sent by the daily sweep when Partner Center shows more paid on the invoice than this payable "
-        'knows of. JSON: {"invoice_id": "...", "paid": {"amount": "12000.00", "currency": "CNY"}, "as_of": '
-        '"2026-11-24T06:00:00+08:00"}; paid is the total Partner Center shows. The difference is booked as a '
-        "payment registered by 21Vianet; never lowers what is paid. Invalid ones land in status.rejected.",
-    )
+    @workflow.signal(name="partner_center_paid", description=describe("PartnerPayable", "partner_center_paid"))
     def partner_center_paid(self, report: Any) -> None:
         # Taken as raw JSON and validated in the main loop, so an invalid report is recorded in `rejected`
         # instead of being dropped by the SDK's decoder.
         self._reports.signalled("partner_center_paid", report)
 
-    @workflow.query(
-        name="status",
-        description="The bill at a glance: stage, amount, paid, outstanding, due date, days overdue, the late "
-        "charge accrued at 1.5% a month, the next reminder to finance, payments and notices.",
-    )
+    @workflow.query(name="status", description=describe("PartnerPayable", "status"))
     def status(self) -> PartnerPayableStatus:
         return self._status()
 
@@ -128,7 +109,7 @@ class PartnerPayable:
     async def run(self, start: PartnerPayableInput) -> PartnerPayableStatus:
         settings = await workflow.execute_activity(
             "load_lifecycle_settings",
-            start_to_close_timeout=timedelta(seconds=10),
+            start_to_close_timeout=SETTINGS_TIMEOUT,
             retry_policy=LEDGER_RETRY,
             result_type=LifecycleSettings,
             summary="Load the reminder ladder for 21Vianet's bills",
@@ -206,7 +187,7 @@ class PartnerPayable:
                 PartnerPaymentBooking(
                     invoice_id=state.invoice.invoice_id, payment=payment, recorded_by=workflow.info().workflow_id
                 ),
-                start_to_close_timeout=timedelta(seconds=30),
+                start_to_close_timeout=LEDGER_TIMEOUT,
                 retry_policy=LEDGER_RETRY,
                 result_type=PartnerPaymentBooked,
                 summary=f"Book payment {payment.payment_id} of {payment.amount} to 21Vianet",
@@ -224,9 +205,9 @@ class PartnerPayable:
             receipt: NoticeReceipt = await workflow.execute_activity(
                 "send_notice",
                 self._notice(step),
-                start_to_close_timeout=timedelta(seconds=60),
-                schedule_to_close_timeout=MAIL_GIVE_UP_AFTER,
-                retry_policy=MAIL_RETRY,
+                start_to_close_timeout=MAIL_TIMEOUT,
+                schedule_to_close_timeout=OUTSIDE_GIVE_UP_AFTER,
+                retry_policy=OUTSIDE_RETRY,
                 result_type=NoticeReceipt,
                 summary=_summary(step, state),
             )

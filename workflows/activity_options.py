@@ -1,0 +1,33 @@
+"""How long the workflows wait for each outside system and how they retry it: one set, for every workflow.
+
+The books must be reachable for anything to proceed, so the ledger is retried until it answers. Mail and
+Partner Center are retried for a while; then the step is marked failed and tried again later, so an outage of
+either never stops payments from being taken in.
+"""
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+SETTINGS_TIMEOUT = timedelta(seconds=10)
+LEDGER_TIMEOUT = timedelta(seconds=30)
+LEDGER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=1),
+    non_retryable_error_types=["LedgerRejection"],
+)
+OUTSIDE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(minutes=2),
+    non_retryable_error_types=[
+        "MailRejected",
+        "MailerNotConfigured",
+        "InvalidRecipient",
+        "InvalidNotice",
+        "PartnerCenterRejected",
+    ],
+)
+OUTSIDE_GIVE_UP_AFTER = timedelta(minutes=30)
+MAIL_TIMEOUT = timedelta(seconds=60)
+# The client itself waits out 429s (Retry-After up to a minute) and 5xx a few times within one attempt.
+PARTNER_CENTER_CALL_TIMEOUT = timedelta(minutes=5)
