@@ -7,13 +7,9 @@ document cannot promise a date the engine would not keep.
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 from billing.lifecycle.schedule import InvoiceSchedule, invoice_schedule, unpaid_invoice
@@ -21,8 +17,7 @@ from billing.lifecycle.steps import StepKind
 from billing.models import DEFAULT_TIME_ZONE, CustomerAccount, Locale
 from billing.money import Money, minor_units
 from billing.notices import Branding, NoticeRenderer
-from billing.policy import DATA_DELETION_AFTER_SUSPENSION, CollectionsPolicy, PolicyError, load_policy
-from billing.settings import SettingsError, document_settings_from_environment
+from billing.policy import DATA_DELETION_AFTER_SUSPENSION, CollectionsPolicy
 
 DocumentFormat = Literal["md", "html"]
 FORMATS: tuple[DocumentFormat, ...] = get_args(DocumentFormat)
@@ -134,36 +129,3 @@ def render_policy_document(
     renderer = renderer or NoticeRenderer()
     context = policy_context(policy, locale, branding or Branding(), schedule)
     return renderer.render_document(f"{locale}/collections_policy.{document_format}", context)
-
-
-# --- `starter.py policy render` --------------------------------------------------------------------------
-
-
-def policy_command(args: argparse.Namespace) -> int:
-    """Render the policy to `--out` or standard output; 2 for bad input or settings, as starter.py does."""
-    try:
-        settings = document_settings_from_environment()
-        policy_file = args.policy or os.environ.get("BILLING_POLICY_FILE") or None
-        policy = load_policy(policy_file) if policy_file else CollectionsPolicy()
-        schedule = None
-        if args.invoice_due is not None:
-            schedule = example_schedule(policy, args.invoice_due, args.time_zone, args.issued_on)
-        document = render_policy_document(
-            policy,
-            args.locale,
-            args.format,
-            branding=settings.branding(),
-            schedule=schedule,
-            renderer=NoticeRenderer(settings.template_dirs),
-        )
-    except (SettingsError, PolicyError, ValueError) as error:
-        print(f"starter.py policy render: {error}", file=sys.stderr)
-        return 2
-    if args.out is None:
-        sys.stdout.write(document)
-        return 0
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(document, encoding="utf-8")
-    print(f"wrote {out}")
-    return 0

@@ -38,7 +38,7 @@ from billing.ledger import LedgerStore
 from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
 from billing.money import Money
 from billing.ports import RecordInvoiceRequest, RecordPaymentRequest, RescheduleInvoiceRequest
-from starter import issue_invoice
+from cli.customers import issue_invoice
 from tests.builders import SHANGHAI, cny
 from tests.conftest import SmtpSink
 from tests.devserver_fixtures import DevServer, RunningWorker, eventually, run_starter

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-import starter
 from activities.mailer import MailerActivities, SmtpTransport
 from billing.ledger import LedgerStore
 from billing.models import CUSTOMER_NOTICE_KINDS, Locale, NoticeKind
@@ -26,6 +25,7 @@ from billing.settings import (
     document_settings_from_environment,
     settings_from_environment,
 )
+from cli import main as starter
 from tests.conftest import SmtpSink
 
 LOCALES: tuple[Locale, ...] = ("zh-CN", "en-US")

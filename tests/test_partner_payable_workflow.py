@@ -191,7 +191,9 @@ async def test_a_bill_in_us_dollars_is_reminded_and_paid_in_us_dollars(
 async def test_finance_records_a_payment_and_reads_the_status_from_the_command_line(
     time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, capsys: Any
 ) -> None:
-    from starter import CommandError, build_parser, partner_payable_command
+    from cli.common import CommandError
+    from cli.main import build_parser
+    from cli.partner_payables import partner_payable_command
 
     env = time_skipping_env
     today = (await env.get_current_time()).astimezone(SHANGHAI).date()

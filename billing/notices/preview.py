@@ -3,34 +3,25 @@ decision core's `forecast()`, and `starter.py notices preview`, which writes the
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 from datetime import UTC, date, datetime, time, timedelta
-from email import policy as email_policy
-from pathlib import Path
 
-from activities.mailer import MailerActivities, OutboxTransport
 from billing.lifecycle.schedule import InvoiceSchedule, ScheduledStep, invoice_schedule, unpaid_invoice
 from billing.lifecycle.steps import StepKind
 from billing.models import CustomerAccount, Locale, NextActionKind, NoticeKind, NoticeRecord, Payment
 from billing.money import Money
-from billing.notices.rendering import NoticeRenderer
 from billing.partner_payable import (
     PartnerInvoice,
     PartnerPayment,
     PayableState,
 )
-from billing.policy import CollectionsPolicy, PolicyError, load_policy
+from billing.policy import CollectionsPolicy
 from billing.ports import (
     InvoiceBalance,
     NoticeDispute,
-    NoticeLogEntry,
     NoticeNextStep,
     NoticePayable,
     NoticeRequest,
 )
-from billing.settings import Settings, SettingsError, document_settings_from_environment
 
 SAMPLE_CUSTOMERS: dict[Locale, CustomerAccount] = {
     "zh-CN": CustomerAccount(
@@ -245,63 +236,3 @@ def _partner_payable_sample(life: _SampleLifecycle) -> NoticeRequest:
         next_step=NoticeNextStep(kind=NextActionKind.REMINDER, on=today + timedelta(days=6)),
         partner_payable=NoticePayable.of(bill, today),
     )
-
-
-# --- `starter.py notices preview` --------------------------------------------------------------------------
-
-
-class _NothingLogged:
-    """A preview is never sent, so nothing is ever logged as sent."""
-
-    def find_notice(self, customer_id: str, key: str) -> NoticeLogEntry | None:
-        return None
-
-    def log_notice(self, entry: NoticeLogEntry) -> NoticeLogEntry:
-        return entry
-
-
-def write_preview(
-    request: NoticeRequest, mailer: MailerActivities, out_dir: Path, sent_at: datetime
-) -> tuple[Path, Path]:
-    """`<kind>.<locale>.eml` (the message as sent, attachments included) and `<kind>.<locale>.html`."""
-    message = mailer.compose_notice(request, sent_at)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{request.kind}.{request.account.locale}"
-    eml = out_dir / f"{stem}.eml"
-    eml.write_bytes(message.as_bytes(policy=email_policy.SMTP))
-    body = message.get_body(preferencelist=("html",))
-    assert body is not None
-    html = out_dir / f"{stem}.html"
-    html.write_text(body.get_content(), encoding="utf-8")
-    return eml, html
-
-
-def preview_command(args: argparse.Namespace) -> int:
-    """Write the preview files of `args.kind` (or every kind) in `args.locale`; 2 for bad settings."""
-    defaults = Settings.model_fields
-    try:
-        settings = document_settings_from_environment()
-        policy_file = args.policy or os.environ.get("BILLING_POLICY_FILE") or None
-        policy = load_policy(policy_file) if policy_file else CollectionsPolicy()
-        mail_from = os.environ.get("BILLING_MAIL_FROM") or str(defaults["mail_from"].default)
-        domain = mail_from.rpartition("@")[2].rstrip(">") or "localhost"
-        mailer = MailerActivities(
-            OutboxTransport(args.out),
-            _NothingLogged(),
-            mail_from,
-            os.environ.get("BILLING_ESCALATION_EMAIL") or f"escalation-desk@{domain}",
-            os.environ.get("BILLING_FINANCE_EMAIL") or f"finance@{domain}",
-            renderer=NoticeRenderer(settings.template_dirs),
-            branding=settings.branding(),
-            collections_policy=policy,
-        )
-    except (SettingsError, PolicyError, ValueError) as error:
-        print(f"starter.py notices preview: {error}", file=sys.stderr)
-        return 2
-    kinds = list(NoticeKind) if args.kind == "all" else [NoticeKind(args.kind)]
-    now = datetime.now(UTC)
-    for kind in kinds:
-        request = sample_request(kind, args.locale, policy, now.date())
-        for path in write_preview(request, mailer, Path(args.out), now):
-            print(f"wrote {path}")
-    return 0

@@ -1,0 +1,57 @@
+"""What every command shares: connecting to Temporal, the error a user can act on, ids, and the dates and
+money a user types."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date, datetime
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+
+class CommandError(Exception):
+    """A failure the user can act on: printed without a traceback, exit status 1."""
+
+
+def workflow_id(customer_id: str) -> str:
+    return f"customer-billing-{customer_id}"
+
+
+async def connect(args: argparse.Namespace) -> Client:
+    try:
+        return await Client.connect(args.address, namespace=args.namespace, data_converter=pydantic_data_converter)
+    except RuntimeError as error:
+        raise CommandError(
+            f"cannot reach Temporal at {args.address} (namespace {args.namespace}): {error}\n"
+            "Is the engine running? Start it with ./dev run"
+        ) from None
+
+
+# An update waits for a worker to take it; without one it would wait for ever.
+OPERATOR_ACTION_TIMEOUT_SECONDS = 60
+
+
+def money_payload(amount: str, currency: str) -> dict[str, str]:
+    return {"amount": amount, "currency": currency}
+
+
+def optional(**fields: object) -> dict[str, object]:
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+
+
+def parse_datetime(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 datetime") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs an offset, e.g. 2026-12-24T18:00:00+08:00")
+    return moment

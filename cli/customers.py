@@ -1,0 +1,181 @@
+"""A customer's invoices, payments and status: signal-with-start of the lifecycle, the payment signal, the
+status query and its table."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
+
+from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
+from billing.money import Money
+from cli.common import CommandError, parse_date, parse_datetime, workflow_id
+from workflows.customer_billing import CustomerBilling
+
+
+async def issue_invoice(client: Client, task_queue: str, account: CustomerAccount, invoice: Invoice) -> str:
+    """Signal-with-start: the first invoice starts the lifecycle, a later one joins the running one."""
+    handle = await client.start_workflow(
+        CustomerBilling.run,
+        account,
+        id=workflow_id(account.customer_id),
+        task_queue=task_queue,
+        start_signal="invoice_issued",
+        start_signal_args=[invoice],
+        # The UI's list shows it; ids only, no personal data.
+        static_summary=f"Billing lifecycle of customer {account.customer_id}",
+    )
+    return handle.result_run_id or handle.run_id or ""
+
+
+async def report_payment(client: Client, payment: Payment) -> None:
+    handle: WorkflowHandle[CustomerBilling, BillingStatus] = client.get_workflow_handle_for(
+        CustomerBilling.run, workflow_id(payment.customer_id)
+    )
+    try:
+        await handle.signal("payment_received", payment)
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            raise CommandError(
+                f"customer {payment.customer_id} has no open billing lifecycle, so the payment was NOT "
+                "delivered; a payment without an open invoice belongs in the ledger as credit"
+            ) from None
+        raise
+
+
+async def fetch_status(client: Client, customer_id: str) -> BillingStatus:
+    handle = client.get_workflow_handle(workflow_id(customer_id))
+    try:
+        return await handle.query("status", result_type=BillingStatus)
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            raise CommandError(f"no billing lifecycle found for customer {customer_id}") from None
+        raise
+
+
+def _paused(status: BillingStatus) -> str:
+    if not status.paused:
+        return "-"
+    if status.paused_until is None:
+        return "until resume-dunning"
+    return f"until {status.paused_until.isoformat(timespec='minutes')}"
+
+
+def status_table(status: BillingStatus) -> str:
+    lines = [
+        f"customer      {status.customer_id}",
+        f"stage         {status.stage.value}",
+        f"amount due    {status.amount_due}",
+        f"overdue       {status.overdue_amount or '-'}",
+        f"oldest due on {status.oldest_due_on or '-'}",
+        f"next action   {status.next_action.kind.value} at {status.next_action.at.isoformat(timespec='seconds')}"
+        if status.next_action
+        else "next action   -",
+        f"suspended     {', '.join(status.suspended_subscription_ids) or '-'}",
+        f"paused        {_paused(status)}",
+        "",
+        f"{'invoice':<22} {'amount':>14} {'paid':>14} {'due on':<10}  state",
+    ]
+    for invoice in status.invoices:
+        lines.append(
+            f"{invoice.invoice_id:<22} {invoice.amount.amount!s:>14} {invoice.paid.amount!s:>14} "
+            f"{invoice.due_on!s:<10}  {invoice.state.value}"
+        )
+    if status.disputes:
+        lines.append("")
+        lines.append(f"{'dispute':<22} {'invoice':<22} {'amount':>14}  state")
+        lines.extend(
+            f"{d.dispute_id:<22} {d.invoice_id:<22} {d.amount.amount!s:>14}  {d.state.value}"
+            + (f" (21Vianet ref {d.escalation_reference})" if d.escalation_reference else "")
+            + (f", {d.outcome}" if d.outcome else "")
+            for d in status.disputes
+        )
+    if status.notices_sent:
+        lines.append("")
+        lines.append("notices sent")
+        lines.extend(
+            f"  {notice.at.isoformat(timespec='seconds')}  {notice.kind.value:<22} {notice.invoice_id or ''}"
+            for notice in status.notices_sent
+        )
+    if status.rejected:
+        lines.append("")
+        lines.append("rejected messages")
+        lines.extend(
+            f"  {item.at.isoformat(timespec='seconds')}  {item.name}: {item.reason}" for item in status.rejected
+        )
+    if status.timeline:
+        lines.append("")
+        lines.append("timeline")
+        lines.extend(
+            f"  {entry.at.isoformat(timespec='seconds')}  {entry.action:<22} {entry.reference or ''}"
+            + (f"  {entry.detail}" if entry.detail else "")
+            for entry in status.timeline
+        )
+    return "\n".join(lines)
+
+
+def add_customer_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    invoice = commands.add_parser("invoice", help="issue an invoice (starts or joins the customer's lifecycle)")
+    invoice.add_argument("--customer-id", required=True)
+    invoice.add_argument("--name", required=True, help="the customer's name as on the invoice")
+    invoice.add_argument("--email", required=True, help="where billing notices go")
+    invoice.add_argument("--locale", choices=["zh-CN", "en-US"], default="zh-CN")
+    invoice.add_argument("--time-zone", default="Asia/Shanghai", help="IANA zone for business hours")
+    invoice.add_argument("--tenant-id", default="", help="Partner Center tenant id (default: the customer id)")
+    invoice.add_argument("--invoice-id", required=True)
+    invoice.add_argument("--amount", required=True, help="decimal amount, e.g. 1234.50")
+    invoice.add_argument("--currency", default="CNY")
+    invoice.add_argument("--issued-on", type=parse_date, default=None, help="YYYY-MM-DD (default: today)")
+    invoice.add_argument("--due-on", type=parse_date, required=True, help="YYYY-MM-DD")
+    invoice.add_argument("--due-at", type=parse_datetime, default=None, help="exact due moment with offset")
+    invoice.add_argument("--description", default=None)
+
+    payment = commands.add_parser("payment", help="report a payment received from the customer")
+    payment.add_argument("--customer-id", required=True)
+    payment.add_argument("--payment-id", required=True, help="the bank's reference: a repeat counts once")
+    payment.add_argument("--amount", required=True)
+    payment.add_argument("--currency", default="CNY")
+    payment.add_argument("--received-at", type=parse_datetime, default=None, help="default: now")
+    payment.add_argument("--invoice-id", default=None, help="the invoice it pays (default: oldest first)")
+
+    status = commands.add_parser("status", help="show a customer's billing status")
+    status.add_argument("--customer-id", required=True)
+    status.add_argument("--json", action="store_true", help="print the BillingStatus JSON")
+
+
+async def customer_command(client: Client, args: argparse.Namespace) -> None:
+    if args.command == "invoice":
+        account = CustomerAccount(
+            customer_id=args.customer_id,
+            name=args.name,
+            email=args.email,
+            locale=args.locale,
+            time_zone=args.time_zone,
+            tenant_id=args.tenant_id,
+        )
+        invoice = Invoice(
+            invoice_id=args.invoice_id,
+            customer_id=args.customer_id,
+            amount=Money(amount=args.amount, currency=args.currency),
+            issued_on=args.issued_on or datetime.now(account.zone).date(),
+            due_on=args.due_on,
+            due_at=args.due_at,
+            description=args.description,
+        )
+        await issue_invoice(client, args.task_queue, account, invoice)
+        print(f"invoice {invoice.invoice_id} sent to {workflow_id(account.customer_id)}")
+    elif args.command == "payment":
+        payment = Payment(
+            payment_id=args.payment_id,
+            customer_id=args.customer_id,
+            amount=Money(amount=args.amount, currency=args.currency),
+            received_at=args.received_at or datetime.now(UTC),
+            invoice_id=args.invoice_id,
+        )
+        await report_payment(client, payment)
+        print(f"payment {payment.payment_id} sent to {workflow_id(payment.customer_id)}")
+    elif args.command == "status":
+        result = await fetch_status(client, args.customer_id)
+        print(result.model_dump_json(indent=2) if args.json else status_table(result))

@@ -1,0 +1,108 @@
+"""The command line for finance staff and scripts: the parser, and which area's module runs each command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+from temporalio.service import RPCError
+
+from billing import refusals
+from cli.common import CommandError, connect
+from cli.customers import add_customer_commands, customer_command
+from cli.demo import add_demo_command, demo_command
+from cli.invoice_import import add_import_command, import_command
+from cli.operator_actions import OPERATOR_COMMANDS_BY_NAME, add_operator_commands, operator_command
+from cli.partner_payables import add_partner_payable_commands, partner_payable_command
+from cli.previews import add_preview_commands, policy_command, preview_command
+from cli.sweep import add_sweep_commands, sweep_command
+
+EXAMPLES = """\
+examples:
+  # the first invoice starts the customer's lifecycle; later ones join it
+  python starter.py invoice --customer-id C-1001 --name "Lotus Trading" --email ap@lotus.example.cn \\
+      --invoice-id INV-2026-0001 --amount 1234.50 --issued-on 2026-11-24 --due-on 2026-12-24
+
+  # a payment the bank reported (oldest invoice first unless --invoice-id names one)
+  python starter.py payment --customer-id C-1001 --payment-id PAY-77 --amount 1234.50
+
+  # where the customer stands: stage, amounts, next action, notices sent, rejected messages
+  python starter.py status --customer-id C-1001
+
+  # demo customers through the whole ladder in about a minute (worker on the demo policy: ./dev run --demo)
+  python starter.py demo
+
+  # operator actions: each prints the new status, or the engine's refusal (exit status 1, nothing changed)
+  python starter.py record-payment --customer-id C-1001 --payment-id PAY-78 --amount 1234.50
+  python starter.py pause-dunning --customer-id C-1001 --reason "payment plan talks" \\
+      --until 2026-12-01T09:00:00+08:00
+  python starter.py write-off --customer-id C-1001 --invoice-id INV-2026-0001 --amount 100.00 \\
+      --reason "service credit"
+  python starter.py suspend-now --customer-id C-1001 --reason fraud_review --note "card chargeback"
+  (`python starter.py ACTION --help` shows each action's options and an example)
+
+Connection: TEMPORAL_ADDRESS (default localhost:7233), TEMPORAL_NAMESPACE (default),
+BILLING_TASK_QUEUE (billing); or the --address, --namespace and --task-queue options.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="starter.py",
+        description="Talk to the billing-support engine: invoices, payments, status, demo.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--address", default=os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"))
+    parser.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"))
+    parser.add_argument("--task-queue", default=os.environ.get("BILLING_TASK_QUEUE", "billing"))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    add_customer_commands(commands)
+    add_operator_commands(commands)
+    add_import_command(commands)
+    add_demo_command(commands)
+    add_preview_commands(commands)
+    add_sweep_commands(commands)
+    add_partner_payable_commands(commands)
+    return parser
+
+
+async def execute(args: argparse.Namespace) -> None:
+    client = await connect(args)
+    if args.command in ("invoice", "payment", "status"):
+        await customer_command(client, args)
+    elif args.command in OPERATOR_COMMANDS_BY_NAME:
+        await operator_command(client, args)
+    elif args.command == "sweep":
+        await sweep_command(client, args)
+    elif args.command == "partner-payable":
+        await partner_payable_command(client, args)
+    elif args.command == "demo":
+        await demo_command(client, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "policy":
+        return policy_command(args)
+    if args.command == "notices":
+        return preview_command(args)
+    if args.command == "import-invoices":
+        return import_command(args)
+    try:
+        asyncio.run(execute(args))
+    except ValidationError as error:
+        print(f"starter.py {args.command}: invalid input: {refusals.reason(error)}", file=sys.stderr)
+        return 2
+    except CommandError as error:
+        print(f"starter.py {args.command}: {error}", file=sys.stderr)
+        return 1
+    except RPCError as error:
+        print(f"starter.py {args.command}: Temporal refused the request: {error.message}", file=sys.stderr)
+        return 1
+    return 0
