@@ -58,6 +58,11 @@ class CoreDriver:
         recorded = PaymentRecorded(balance=self._balance(), duplicate=False, allocations=allocations, unapplied=left)
         transitions.payment_booked(self.state, f"PAY-{self._payments}", recorded)
 
+    def extend(self, invoice_id: str, due_at: datetime) -> None:
+        """An operator's `extend_due_date`, as the ledger books it."""
+        self._due[invoice_id] = due_at
+        transitions.due_date_moved(self.state, invoice_id, self._balance())
+
     def pay_everything(self) -> None:
         self.pay(self.state.balance.amount_due)
 

@@ -26,6 +26,7 @@ from billing.partner_payable import PartnerInvoice, PartnerPayableInput
 from billing.ports import RecordInvoiceRequest, RecordPaymentRequest
 from billing.settings import Settings
 from billing.sweep import SweepInput
+from tests.builders import SHANGHAI
 from tests.temporal_fixtures import TEST_POLICY, TEST_SERVER, register_search_attributes
 from worker import billing_worker
 from workflows.customer_billing import CustomerBilling
@@ -92,6 +93,32 @@ async def paid_behind_its_back(env: WorkflowEnvironment, settings: Settings) -> 
     return handle
 
 
+async def extension_after_final_notice(env: WorkflowEnvironment, settings: Settings) -> WorkflowHandle[Any, Any]:
+    """Invoice → reminders → final notice → the operator extends the due date → paid before the new date."""
+    now = await env.get_current_time()
+    handle = await _issue(env, settings.task_queue, "history-6", "INV-H-6", "2400.00", now + timedelta(days=1))
+    await env.sleep(timedelta(days=16))
+    new_due_on = (now + timedelta(days=21)).astimezone(SHANGHAI).date()
+    extension = {"invoice_id": "INV-H-6", "due_on": str(new_due_on), "reason": "budget approval next week"}
+    await handle.execute_update("extend_due_date", extension)
+    await env.sleep(timedelta(days=4))
+    await handle.signal("payment_received", _payment("history-6", "PAY-H-6", "2400.00", now + timedelta(days=20)))
+    return handle
+
+
+async def extension_then_suspension(env: WorkflowEnvironment, settings: Settings) -> WorkflowHandle[Any, Any]:
+    """Invoice → reminders → final notice → extension → still unpaid: the ladder again → suspension → paid."""
+    now = await env.get_current_time()
+    handle = await _issue(env, settings.task_queue, "history-7", "INV-H-7", "2400.00", now + timedelta(days=1))
+    await env.sleep(timedelta(days=16))
+    new_due_on = (now + timedelta(days=21)).astimezone(SHANGHAI).date()
+    extension = {"invoice_id": "INV-H-7", "due_on": str(new_due_on), "reason": "budget approval next week"}
+    await handle.execute_update("extend_due_date", extension)
+    await env.sleep(timedelta(days=50))
+    await handle.signal("payment_received", _payment("history-7", "PAY-H-7", "2400.00", now + timedelta(days=66)))
+    return handle
+
+
 async def daily_sweep(env: WorkflowEnvironment, settings: Settings) -> WorkflowHandle[Any, Any]:
     """A sweep over a ledger where one customer owes without a lifecycle: partner invoices, one page each."""
     now = await env.get_current_time()
@@ -139,6 +166,8 @@ SCENARIOS: dict[str, Scenario] = {
     "customer_billing_full_ladder": full_ladder,
     "customer_billing_dispute_escalation": dispute_and_escalation,
     "customer_billing_ledger_changed": paid_behind_its_back,
+    "customer_billing_extension_after_final_notice": extension_after_final_notice,
+    "customer_billing_extension_then_suspension": extension_then_suspension,
     "daily_sweep": daily_sweep,
     "partner_payable": partner_payable,
 }

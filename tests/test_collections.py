@@ -9,12 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing.lifecycle import transitions
+from billing.lifecycle import notice, transitions
 from billing.lifecycle.forecast import forecast
 from billing.lifecycle.next_step import decide, stage
 from billing.lifecycle.steps import StepKind
-from billing.models import BillingStage, CustomerAccount
+from billing.models import BillingStage, CustomerAccount, Dispute, DunningPause, ResolveDispute
 from billing.money import Money
+from billing.notices import render_notice
 from billing.policy import CollectionsPolicy, QuietHours
 from billing.quiet_hours import is_business_moment, next_business_moment
 from tests.builders import SHANGHAI
@@ -60,6 +61,91 @@ def test_full_ladder_to_suspension_then_payment_reinstates_and_closes_the_loop()
     d.run_until(d.now + days(5))
     assert d.kinds()[-2:] == [StepKind.REINSTATE, StepKind.CLOSE_THE_LOOP]
     assert decide(d.state, d.policy, d.now).finished
+
+
+def _performed_after(d: CoreDriver, moment: datetime) -> list[tuple[datetime, StepKind]]:
+    return [(at, step.kind) for at, step in d.performed if at >= moment]
+
+
+def test_a_new_due_date_after_the_final_notice_restarts_the_ladder_and_warns_again_before_suspension():
+    d = driver()
+    d.issue("INV-1", cny("2400.00"), DUE)
+    d.run_until(DUE + days(16))
+    assert StepKind.SEND_FINAL_NOTICE in d.kinds()
+    extended_at, new_due = d.now, DUE + days(30)
+    d.extend("INV-1", new_due)
+    d.run_until(new_due + days(40))
+    after = _performed_after(d, extended_at)
+    kinds = [kind for _, kind in after]
+    assert kinds.count(StepKind.SEND_FINAL_NOTICE) == 1 and StepKind.SUSPEND in kinds
+    final_at = next(at for at, kind in after if kind is StepKind.SEND_FINAL_NOTICE)
+    suspended_at = next(at for at, kind in after if kind is StepKind.SUSPEND)
+    assert new_due < final_at < suspended_at
+    assert suspended_at >= final_at + d.policy.final_notice_warning
+    assert kinds.index(StepKind.SEND_REMINDER) < kinds.index(StepKind.SEND_FINAL_NOTICE)
+
+
+def test_dunning_resumed_after_the_final_notice_warns_again_before_suspension():
+    d = driver()
+    d.issue("INV-1", cny("2400.00"), DUE)
+    d.run_until(DUE + days(16))
+    transitions.dunning_paused(d.state, DunningPause(reason="payment plan talks"))
+    d.run_until(DUE + days(60))
+    assert StepKind.SUSPEND not in d.kinds()
+    resumed_at = d.now
+    transitions.dunning_resumed(d.state)
+    d.run_until(resumed_at + days(30))
+    after = _performed_after(d, resumed_at)
+    # The overdue rungs are due at once: one fresh final notice stands for them, then the full warning period.
+    assert [kind for _, kind in after][:2] == [StepKind.SEND_FINAL_NOTICE, StepKind.SUSPEND]
+    assert after[1][0] >= after[0][0] + d.policy.final_notice_warning
+
+
+def test_an_upheld_dispute_after_the_final_notice_warns_again_before_suspension():
+    d = driver()
+    d.issue("INV-1", cny("2400.00"), DUE)
+    d.run_until(DUE + days(16))
+    dispute = Dispute(dispute_id="D-1", customer_id=ACCOUNT.customer_id, invoice_id="INV-1", reason="seats")
+    transitions.dispute_opened(d.state, dispute, cny("2400.00"), d.now)
+    d.run_until(DUE + days(30))
+    upheld_at = d.now
+    uphold = ResolveDispute(dispute_id="D-1", outcome="uphold", note="the seats were used")
+    transitions.dispute_resolved(
+        d.state,
+        uphold,
+        upheld_at,
+        by_21vianet=False,
+        balance=None,
+        grace_after_uphold=d.policy.dispute.grace_after_uphold,
+    )
+    d.run_until(upheld_at + days(40))
+    after = [
+        (at, kind)
+        for at, kind in _performed_after(d, upheld_at)
+        if kind in (StepKind.SEND_FINAL_NOTICE, StepKind.SUSPEND)
+    ]
+    assert [kind for _, kind in after] == [StepKind.SEND_FINAL_NOTICE, StepKind.SUSPEND]
+    assert after[1][0] >= after[0][0] + d.policy.final_notice_warning
+
+
+def test_close_the_loop_after_an_extension_names_the_extension_not_a_payment():
+    d = driver()
+    d.issue("INV-1", cny("2400.00"), DUE)
+    d.run_until(DUE + days(3))
+    d.extend("INV-1", DUE + days(30))
+    transitions.time_passed(d.state, d.now)
+    step = decide(d.state, d.policy, d.now).step
+    assert step is not None and step.kind is StepKind.CLOSE_THE_LOOP
+    request = notice.notice_request(d.state, d.policy, step, d.now, "customer-billing-C-1")
+    assert request.resolution == "extension"
+    for locale, paid, extended in (
+        ("en-US", "received your payment", "new due date"),
+        ("zh-CN", "收到您的付款", "新的付款期限"),
+    ):
+        text = render_notice(
+            request.model_copy(update={"account": request.account.model_copy(update={"locale": locale})})
+        ).text
+        assert extended in text and paid not in text
 
 
 def test_ladder_counts_from_the_due_moment_in_business_hours():

@@ -78,6 +78,7 @@ R = TypeVar("R")
 
 # workflow.patched ids: each guards a change of commands against histories recorded before it.
 PATCH_NOTICE_TIME = "notice-time-is-workflow-time"
+PATCH_LADDER_RESTARTS = "ladder-restarts-after-extension-or-pause"
 
 
 class CarriedState(BaseModel):
@@ -253,7 +254,9 @@ class CustomerBilling:
         settings = carried.settings if carried else await self._load_settings()
         self._policy = settings.policy
         if self._state is None:
-            self._state = BillingState.new(account, settings.policy.currency)
+            # A ladder restarts after a new due date or a resumed pause; runs recorded before keep their keys.
+            restarts = workflow.patched(PATCH_LADDER_RESTARTS)
+            self._state = BillingState.new(account, settings.policy.currency, restarts_ladders=restarts)
         state = self._state
         self._upsert({attributes.CUSTOMER_ID.name: account.customer_id})
         while True:
@@ -381,7 +384,8 @@ class CustomerBilling:
         elif name == "extend_due_date":
             extension = inbox.parse(ExtendDueDate, payload)
             _check(lambda: rules.check_extend_due_date(state, extension, workflow.now()))
-            transitions.due_date_moved(state, await self._reschedule(extension, self._action_id(message)))
+            balance = await self._reschedule(extension, self._action_id(message))
+            transitions.due_date_moved(state, extension.invoice_id, balance)
         elif name == "write_off":
             write_off = inbox.parse(WriteOff, payload)
             _check(lambda: rules.check_write_off(state, write_off))

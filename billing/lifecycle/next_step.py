@@ -81,7 +81,7 @@ def _ladder(state: BillingState, policy: CollectionsPolicy, now: datetime) -> li
         rungs.append(
             _step(
                 StepKind.SEND_REMINDER,
-                f"reminder-{number}-{anchor_id}",
+                state.rung_key(f"reminder-{number}", anchor_id),
                 due + offset,
                 state,
                 policy,
@@ -91,7 +91,7 @@ def _ladder(state: BillingState, policy: CollectionsPolicy, now: datetime) -> li
             )
         )
     if may_suspend:
-        final_key = f"final-notice-{anchor_id}"
+        final_key = state.rung_key("final-notice", anchor_id)
         rungs.append(
             _step(
                 StepKind.SEND_FINAL_NOTICE,
@@ -353,7 +353,7 @@ def stage(state: BillingState, now: datetime) -> BillingStage:
         BillingStage.DISPUTED: bool(open_disputes),
         BillingStage.PAUSED: is_paused(state, now) and owed,
         BillingStage.FINAL_NOTICE: overdue
-        and any(state.is_done(f"final-notice-{invoice.invoice_id}") for invoice in state.overdue_invoices(now)),
+        and any(state.is_done(state.rung_key("final-notice", i.invoice_id)) for i in state.overdue_invoices(now)),
         BillingStage.OVERDUE: overdue,
         BillingStage.CURRENT: owed,
         BillingStage.RESOLVED: True,

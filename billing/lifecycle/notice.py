@@ -76,9 +76,11 @@ def ladder_outlook(state: BillingState, policy: CollectionsPolicy, now: datetime
 
 
 def resolution(state: BillingState) -> str:
-    """How the issue was resolved, for the close-the-loop notice, e.g. "credit,21vianet_review"."""
+    """How the issue was resolved, for the close-the-loop notice, e.g. "credit,21vianet_review" or "extension";
+    empty when no way was recorded, and the notice then says so neutrally (never "thank you for your payment"
+    when nothing was paid)."""
     ways = [way for way in (state.issue.resolutions if state.issue else []) if way != "uphold"]
-    return ",".join(ways) or "payment"
+    return ",".join(ways)
 
 
 def _notice_dispute(state: BillingState, dispute_id: str | None) -> NoticeDispute | None:

@@ -109,15 +109,20 @@ class BillingState(BaseModel):
     disputes: list[DisputeRecord] = Field(default_factory=list)
     dunning_not_before: datetime | None = None  # grace after an upheld dispute: no dunning step sooner
     suspension_waived_for: list[str] = Field(default_factory=list)  # anchors an operator reinstated
+    # How often each invoice's ladder started again (a new due date, or dunning resumed after its final notice):
+    # its rungs are new steps then, so the customer is warned again before any suspension.
+    ladder_restarts: dict[str, int] = Field(default_factory=dict)
+    # Runs recorded before ladders could restart keep their rung keys (see CustomerBilling's patch).
+    restarts_ladders: bool = False
     timeline: list[TimelineEntry] = Field(default_factory=list)
 
     @classmethod
-    def new(cls, account: CustomerAccount, currency: str) -> BillingState:
+    def new(cls, account: CustomerAccount, currency: str, *, restarts_ladders: bool = True) -> BillingState:
         zero = Money.zero(currency)
         balance = AccountBalance(
             customer_id=account.customer_id, currency=currency, unapplied_credit=zero, amount_due=zero
         )
-        return cls(account=account, currency=currency, balance=balance)
+        return cls(account=account, currency=currency, balance=balance, restarts_ladders=restarts_ladders)
 
     # --- reading the books -----------------------------------------------------------------------------
 
@@ -173,6 +178,11 @@ class BillingState(BaseModel):
 
     def invoice(self, invoice_id: str) -> InvoiceBalance | None:
         return next((inv for inv in self.balance.invoices if inv.invoice_id == invoice_id), None)
+
+    def rung_key(self, rung: str, invoice_id: str) -> str:
+        """The key of a rung of `invoice_id`'s ladder (`reminder-2`, `final-notice`): new after each restart."""
+        restarts = self.ladder_restarts.get(invoice_id, 0)
+        return f"{rung}-{invoice_id}" + (f"-restart-{restarts}" if restarts else "")
 
     def is_done(self, key: str) -> bool:
         return key in self.done_keys

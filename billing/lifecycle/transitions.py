@@ -48,6 +48,7 @@ def time_passed(state: BillingState, now: datetime) -> None:
         state.dunning_paused = False
         state.note(TimelineEntry(at=state.paused_until, action="dunning_resumed", detail="the pause ended"))
         state.paused_until = None
+        _restart_if_warned(state, ladder_anchor(state))
     overdue = state.overdue_amount(now).is_positive or bool(state.open_disputes())
     if overdue and state.issue is None:
         key = f"{ladder_anchor(state) or 'dispute'}-{state.issue_count + 1}"
@@ -106,6 +107,11 @@ def books_changed(state: BillingState, balance: AccountBalance, at: datetime) ->
             state.invoice_ids = [*state.invoice_ids, invoice.invoice_id]
             state.invoice_recorded_at = {**state.invoice_recorded_at, invoice.invoice_id: at}
         earlier = before.get(invoice.invoice_id)
+        if earlier is not None and invoice.due_at > earlier.due_at:
+            # Given more time in the books themselves: as if an operator had extended the due date.
+            if state.restarts_ladders:
+                _restart(state, invoice.invoice_id)
+            _resolved_by(state, "extension")
         if earlier is not None:
             for how, now_settled, was_settled in (
                 ("payment", invoice.paid, earlier.paid),
@@ -138,13 +144,19 @@ def dunning_paused(state: BillingState, pause: DunningPause) -> None:
 
 
 def dunning_resumed(state: BillingState) -> None:
+    """An operator resumed dunning: a ladder that had reached its final notice warns again before suspending."""
     state.dunning_paused = False
     state.paused_until = None
+    _restart_if_warned(state, ladder_anchor(state))
 
 
-def due_date_moved(state: BillingState, balance: AccountBalance) -> None:
-    """The ledger moved an invoice's due date; the ladder follows the books."""
+def due_date_moved(state: BillingState, invoice_id: str, balance: AccountBalance) -> None:
+    """The ledger moved an invoice's due date: its ladder starts again from the new due moment, so reminders
+    and the final notice go out again at the right distance before any suspension."""
     state.balance = balance
+    if state.restarts_ladders:
+        _restart(state, invoice_id)
+    _resolved_by(state, "extension")
 
 
 def written_off(state: BillingState, balance: AccountBalance) -> None:
@@ -197,6 +209,7 @@ def dispute_resolved(
     else:
         grace_ends = at + grace_after_uphold
         state.dunning_not_before = max(grace_ends, state.dunning_not_before or grace_ends)
+        _restart_if_warned(state, dispute.invoice_id)
     dispute.state = DisputeState.RESOLVED
     dispute.outcome = resolution.outcome
     dispute.credit = resolution.credit
@@ -283,6 +296,17 @@ def step_failed(state: BillingState, step: Step, error: str, at: datetime) -> St
     failure = StepFailure(key=step.key, attempts=attempts, retry_at=at + delay, error=error)
     state.failures = {**state.failures, step.key: failure}
     return failure
+
+
+def _restart(state: BillingState, invoice_id: str) -> None:
+    state.ladder_restarts = {**state.ladder_restarts, invoice_id: state.ladder_restarts.get(invoice_id, 0) + 1}
+
+
+def _restart_if_warned(state: BillingState, invoice_id: str | None) -> None:
+    """After an interruption (a pause, an upheld dispute's grace), a ladder whose final notice already went out
+    starts again, so the next suspension is announced afresh instead of following at once."""
+    if state.restarts_ladders and invoice_id is not None and state.is_done(state.rung_key("final-notice", invoice_id)):
+        _restart(state, invoice_id)
 
 
 def _resolved_by(state: BillingState, how: str) -> None:
