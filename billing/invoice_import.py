@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from billing import refusals
 from billing.due_dates import due_moment
-from billing.ledger.store import LedgerRejection
+from billing.ledger import LedgerRejection
 from billing.models import CustomerAccount, Invoice
 from billing.ports import AccountBalance, InvoiceBalance, RecordInvoiceRequest
 
