@@ -13,7 +13,7 @@ from billing.lifecycle import notice, transitions
 from billing.lifecycle.forecast import forecast
 from billing.lifecycle.next_step import decide, stage
 from billing.lifecycle.steps import StepKind
-from billing.models import BillingStage, CustomerAccount, Dispute, DunningPause, ResolveDispute
+from billing.models import BillingStage, CustomerAccount, Dispute, DunningPause, EscalateDispute, ResolveDispute
 from billing.money import Money
 from billing.notices import render_notice
 from billing.policy import CollectionsPolicy, QuietHours
@@ -388,24 +388,14 @@ def test_forecast_is_what_the_core_then_does():
 
 
 def test_desk_steps_go_out_at_night_while_customer_notices_wait_for_business_hours():
-    from billing.lifecycle.state import DisputeRecord
-
     d = driver()
     d.issue("INV-1", cny(500), DUE)
     d.run_until(DUE - days(2))
     friday_night = datetime(2026, 12, 18, 22, 0, tzinfo=SHANGHAI)
     d.now = friday_night
-    d.state.disputes = [
-        DisputeRecord(
-            dispute_id="D-1",
-            invoice_id="INV-1",
-            amount=cny(500),
-            reason="r",
-            opened_at=friday_night,
-            state="escalated",
-            escalated_at=friday_night,
-        )
-    ]
+    dispute = Dispute(dispute_id="D-1", customer_id=ACCOUNT.customer_id, invoice_id="INV-1", reason="r")
+    transitions.dispute_opened(d.state, dispute, cny(500), friday_night)
+    transitions.dispute_escalated(d.state, EscalateDispute(dispute_id="D-1", note="n"), friday_night)
     d.run_until(friday_night + days(3))
     moments: dict[StepKind, datetime] = {}
     for at, step in d.performed:
