@@ -11,8 +11,9 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from billing.models import BillingStage, BillingStatus, NoticeKind
+from tests.builders import SHANGHAI
 from tests.temporal_fixtures import EngineFactory
-from tests.test_customer_billing_workflow import account, cny, invoice, payment, status_when
+from tests.test_customer_billing_workflow import account, cny, invoice, notice_kinds, payment, status_when
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -193,6 +194,37 @@ async def test_extend_due_date_moves_the_ladder(time_skipping_env: WorkflowEnvir
         assert status.stage is BillingStage.CURRENT
         assert NoticeKind.FINAL_NOTICE not in [n.kind for n in status.notices_sent]
         await accepted(handle, "record_payment", payment("extend", "PAY-EX-1", "700.00", now).model_dump(mode="json"))
+        await handle.result()
+
+
+async def test_extend_due_date_after_the_final_notice_warns_again_before_suspending(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+):
+    """The ladder starts again from the new due date: a fresh final notice, then suspension a full warning
+    period later; the close-the-loop notice after the extension names it, not a payment."""
+    env = time_skipping_env
+    now = await env.get_current_time()
+    async with engine_factory(env.client) as engine:
+        handle = await issued(
+            engine, account("re-anchor"), invoice("re-anchor", "INV-RA-1", "900.00", now + timedelta(days=1))
+        )
+        await env.sleep(timedelta(days=16))
+        before = await status_when(engine, "re-anchor", lambda s: NoticeKind.FINAL_NOTICE in notice_kinds(s))
+        new_due = (now + timedelta(days=21)).astimezone(SHANGHAI).date()
+        await accepted(handle, "extend_due_date", {"invoice_id": "INV-RA-1", "due_on": str(new_due), "reason": "x"})
+        await env.sleep(timedelta(days=40))
+        status = await status_when(engine, "re-anchor", lambda s: s.stage is BillingStage.SUSPENDED)
+        later = status.notices_sent[len(before.notices_sent) :]
+        kinds = [n.kind for n in later]
+        assert kinds[0] is NoticeKind.CLOSE_THE_LOOP  # nothing overdue once the date moved
+        assert NoticeKind.FINAL_NOTICE in kinds and kinds.index(NoticeKind.FINAL_NOTICE) < kinds.index(
+            NoticeKind.SUSPENSION
+        )
+        final = next(n for n in later if n.kind is NoticeKind.FINAL_NOTICE)
+        assert final.at.astimezone(SHANGHAI).date() > new_due
+        await accepted(
+            handle, "record_payment", payment("re-anchor", "PAY-RA-1", "900.00", now).model_dump(mode="json")
+        )
         await handle.result()
 
 
