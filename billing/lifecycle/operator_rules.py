@@ -49,9 +49,7 @@ def _dispute(state: BillingState, dispute_id: str) -> DisputeRecord:
 
 
 def check_payment(state: BillingState, payment: Payment) -> None:
-    if payment.customer_id != state.account.customer_id:
-        raise Refused(f"payment is for customer {payment.customer_id}, not {state.account.customer_id}")
-    _same_currency(state, payment.amount, "the payment")
+    check_owner(state, payment.customer_id, payment.amount.currency)
     if payment.invoice_id is not None:
         _invoice(state, payment.invoice_id)
 
