@@ -352,8 +352,9 @@ class CustomerBilling:
             if message.update_id is not None:
                 _check(lambda: rules.check_payment(state, payment))
             else:
-                check_owner = lambda: rules.check_owner(state, payment.customer_id, payment.amount.currency)  # noqa: E731
-                _check(check_owner, payment.payment_id)
+                _check(
+                    lambda: rules.check_owner(state, payment.customer_id, payment.amount.currency), payment.payment_id
+                )
             if payment.payment_id not in state.payment_ids:
                 transitions.payment_booked(state, payment.payment_id, await self._record_payment(payment))
         elif name == "dispute_opened":
