@@ -67,24 +67,34 @@ def ms_correlation_id(correlation_id: str) -> str:
 class RateLimiter:
     """At most `calls` starts in any sliding window of `period` seconds, across every task sharing it."""
 
-    def __init__(self, calls: int, period: float = 1.0) -> None:
+    def __init__(
+        self,
+        calls: int,
+        period: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         if calls < 1 or period <= 0:
             raise ValueError("a rate limit needs at least one call per positive period")
         self._calls = calls
         self._period = period
+        self._clock = clock  # a test hands in a clock it moves itself: the limit is checked without timing
+        self._sleep = sleep
         self._starts: deque[float] = deque()
         self._lock = asyncio.Lock()  # FIFO: waiting callers start in the order they asked
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float:
+        """Wait for a free place in the window; returns the moment (of the clock) the call may start."""
         async with self._lock:
             while True:
-                now = time.monotonic()
+                now = self._clock()
                 while self._starts and now - self._starts[0] >= self._period:
                     self._starts.popleft()
                 if len(self._starts) < self._calls:
                     self._starts.append(now)
-                    return
-                await asyncio.sleep(self._period - (now - self._starts[0]))
+                    return now
+                await self._sleep(self._period - (now - self._starts[0]))
 
 
 @dataclass(frozen=True)
