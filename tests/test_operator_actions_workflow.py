@@ -72,6 +72,7 @@ async def test_operator_actions_refuse_bad_input_and_change_nothing(
             ("resume_dunning", {"reason": "done"}, "not paused"),
             ("reinstate", {"note": "please"}, "nothing is suspended"),
             ("suspend_now", {"reason": "because", "note": "x"}, "non_payment"),
+            ("suspend_now", {"reason": "non_payment", "note": "x"}, "nothing is overdue"),
             ("resolve_dispute", {"dispute_id": "D-NOPE", "outcome": "uphold", "note": "x"}, "no dispute D-NOPE"),
             ("escalate_dispute", {"dispute_id": "D-NOPE", "note": "x"}, "no dispute D-NOPE"),
             ("record_escalation", {"dispute_id": "D-NOPE", "reference": "R"}, "no dispute D-NOPE"),

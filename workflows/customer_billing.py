@@ -198,7 +198,9 @@ class CustomerBilling:
 
     @suspend_now.validator
     def _validate_suspend_now(self, suspension: Any) -> None:
-        self._refuse_unless(SuspendNow, suspension, rules.check_suspend_now)
+        self._refuse_unless(
+            SuspendNow, suspension, lambda state, action: rules.check_suspend_now(state, action, workflow.now())
+        )
 
     @workflow.update(name="reinstate", description=describe("CustomerBilling", "reinstate"))
     async def reinstate(self, reinstatement: Any) -> BillingStatus:
@@ -395,7 +397,7 @@ class CustomerBilling:
             transitions.written_off(state, await self._write_off(write_off, self._action_id(message)))
         elif name == "suspend_now":
             action = inbox.parse(SuspendNow, payload)
-            _check(lambda: rules.check_suspend_now(state, action))
+            _check(lambda: rules.check_suspend_now(state, action, workflow.now()))
             now = workflow.now()
             active = await self._list_active_subscriptions()
             transitions.suspended_by_operator(state, action, active, now)

@@ -87,11 +87,18 @@ def check_resume(state: BillingState, now: datetime) -> None:
         raise Refused("dunning is not paused, so there is nothing to resume")
 
 
-def check_suspend_now(state: BillingState, action: SuspendNow) -> None:
+def check_suspend_now(state: BillingState, action: SuspendNow, now: datetime) -> None:
     if state.suspension is not None:
         raise Refused(
             f"the account is already suspended ({state.suspension.reason.value} since "
             f"{state.suspension.suspended_at.isoformat(timespec='minutes')})"
+        )
+    if action.reason == "non_payment" and not state.overdue_amount(now).is_positive:
+        # The engine reinstates an account with nothing overdue at once, so this suspension would be undone
+        # before Partner Center heard of it.
+        raise Refused(
+            f"nothing is overdue on this account ({state.balance.amount_due} due, none of it past its due date), "
+            "so there is no non-payment to suspend for; use fraud_review to hold the account for review"
         )
 
 
