@@ -13,7 +13,13 @@ import pytest
 from billing.models import CustomerAccount, Locale, NextActionKind, NoticeKind, NoticeRecord, Payment
 from billing.money import Money
 from billing.notices import IncompleteNotice, NoticeRenderer, render_notice
-from billing.notices.formatting import format_amount, format_date, format_datetime, format_money
+from billing.notices.formatting import (
+    format_amount,
+    format_date,
+    format_datetime,
+    format_formal_money,
+    format_money,
+)
 from billing.ports import InvoiceBalance, NoticeDispute, NoticeNextStep, NoticeRequest
 from tests.builders import cny
 
@@ -138,6 +144,21 @@ def test_decimal_sums_format_without_float_artefacts() -> None:
     assert format_amount(Decimal("12345678901234567.89"), "CNY") == "12,345,678,901,234,567.89"
 
 
+def test_formal_chinese_amounts_name_the_currency_with_grouping_and_two_decimals() -> None:
+    assert format_formal_money(cny("12345.6")) == "人民币12,345.60元"
+    assert format_formal_money(cny("1234567.89")) == "人民币1,234,567.89元"
+    assert format_formal_money(cny("0")) == "人民币0.00元"
+    assert format_formal_money(cny("-5")) == "人民币-5.00元"
+    assert format_formal_money(Money.of("1234.5", "USD")) == "美元1,234.50"
+    assert format_formal_money(Money.of("1234567", "JPY")) == "日元1,234,567"
+    assert format_formal_money(Money.of("1234.5", "SGD")) == "SGD 1,234.50"
+
+
+def test_formal_chinese_amounts_are_exact_decimals_never_floats() -> None:
+    assert format_formal_money(cny("0.10") + cny("0.20")) == "人民币0.30元"
+    assert format_formal_money(cny("12345678901234567.89")) == "人民币12,345,678,901,234,567.89元"
+
+
 def test_dates_print_as_each_locale_writes_them() -> None:
     assert format_date(date(2026, 11, 24), "zh-CN") == "2026年11月24日"
     assert format_date(date(2026, 1, 5), "zh-CN") == "2026年1月5日"
@@ -255,6 +276,16 @@ def test_suspension_notice_says_what_suspension_means_and_when_data_goes(locale:
     assert format_date(date(2027, 2, 13), locale) in rendered.text  # data deleted on
     assert "5f0a1c2e-sub-1" in rendered.text
     assert "9b7d3e4f-sub-2" in rendered.html
+
+
+@pytest.mark.parametrize("kind", [NoticeKind.FINAL_NOTICE, NoticeKind.SUSPENSION])
+def test_final_and_suspension_notices_state_the_overdue_amount_in_the_formal_chinese_form_too(
+    kind: NoticeKind,
+) -> None:
+    rendered = render_notice(notice(kind, overdue_amount=cny("12345.6"), amount_due=cny("12345.6")))
+
+    assert "¥12,345.60（人民币12,345.60元）" in rendered.text
+    assert "¥12,345.60</strong>（人民币12,345.60元）" in rendered.html
 
 
 def test_suspension_for_fraud_review_does_not_ask_for_payment() -> None:

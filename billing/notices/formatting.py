@@ -1,4 +1,5 @@
-"""Amounts, dates and durations as readers expect them: `¥1,234.50`, `2026年11月24日`, `24 Nov 2026`."""
+"""Amounts, dates and durations as readers expect them: `¥1,234.50`, `人民币1,234.50元`, `2026年11月24日`,
+`24 Nov 2026`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,17 @@ from billing.money import Money, minor_units
 
 # Month names are spelled out here rather than taken from strftime("%b"), which follows the process locale.
 _EN_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+# The names Chinese contracts and bank forms write before an amount; the yuan's unit 元 also follows it.
+_ZH_CURRENCY_NAMES = {
+    "CNY": "人民币",
+    "USD": "美元",
+    "HKD": "港元",
+    "EUR": "欧元",
+    "JPY": "日元",
+    "KRW": "韩元",
+    "TWD": "新台币",
+}
 
 
 def format_amount(amount: Decimal, currency: str) -> str:
@@ -26,6 +38,17 @@ def format_money(money: Money, locale: Locale) -> str:
     if money.currency == "CNY":
         return f"{sign}¥{digits}"
     return f"{sign}{money.currency} {digits}"
+
+
+def format_formal_money(money: Money) -> str:
+    """The formal Chinese form of an amount, as contracts and bank forms write it: `人民币12,345.60元`,
+    `美元1,234.50`; a currency without a Chinese name here keeps its code, `SGD 1,234.50`."""
+    digits = format_amount(money.amount, money.currency)
+    sign = "-" if money.amount < 0 else ""
+    name = _ZH_CURRENCY_NAMES.get(money.currency)
+    if name is None:
+        return f"{money.currency} {sign}{digits}"
+    return f"{name}{sign}{digits}{'元' if money.currency == 'CNY' else ''}"
 
 
 def format_date(value: date, locale: Locale) -> str:

@@ -20,7 +20,13 @@ from jinja2.runtime import Context
 from billing.models import CUSTOMER_NOTICE_KINDS, Locale, NoticeKind
 from billing.money import Money, total
 from billing.notices.branding import Branding
-from billing.notices.formatting import format_date, format_datetime, format_duration, format_money
+from billing.notices.formatting import (
+    format_date,
+    format_datetime,
+    format_duration,
+    format_formal_money,
+    format_money,
+)
 from billing.policy import DATA_DELETION_AFTER_SUSPENSION
 from billing.ports import NoticeRequest
 
@@ -46,6 +52,10 @@ class RenderedNotice:
 @pass_context
 def _money(context: Context, value: Money) -> str:
     return format_money(value, context["locale"])
+
+
+def _formal_money(value: Money) -> str:
+    return format_formal_money(value)
 
 
 @pass_context
@@ -95,7 +105,8 @@ class NoticeRenderer:
 
 
 def template_environment(template_dirs: Sequence[Path | str] = ()) -> Environment:
-    """Templates of `template_dirs` first, then the built-in ones, with the money and date filters."""
+    """Templates of `template_dirs` first, then the built-in ones, with the money and date filters
+    (`formal_money` is the Chinese formal form, `人民币12,345.60元`, for zh-CN templates)."""
     env = Environment(
         loader=FileSystemLoader([*template_dirs, TEMPLATE_DIR]),
         # Every value reaching an .html template is escaped unless a template says otherwise, so a
@@ -106,7 +117,7 @@ def template_environment(template_dirs: Sequence[Path | str] = ()) -> Environmen
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(money=_money, date=_date, moment=_moment, duration=_duration)
+    env.filters.update(money=_money, formal_money=_formal_money, date=_date, moment=_moment, duration=_duration)
     return env
 
 
