@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from billing.models import CustomerAccount, Locale, NextActionKind, NoticeKind, NoticeRecord, Payment
+from billing.models import (
+    CUSTOMER_NOTICE_KINDS,
+    CustomerAccount,
+    Locale,
+    NextActionKind,
+    NoticeKind,
+    NoticeRecord,
+    Payment,
+)
 from billing.money import Money
 from billing.notices import IncompleteNotice, NoticeRenderer, render_notice
 from billing.notices.formatting import (
@@ -459,10 +467,24 @@ def test_partner_template_overrides_the_built_in_one_file_by_file(tmp_path: Path
     assert "截至目前，我们尚未收到以下发票的付款" in rendered.text  # the built-in body still applies
 
 
-def test_signature_uses_the_senders_display_name() -> None:
-    rendered = render_notice(notice(NoticeKind.INVOICE), sender_name="Fabrikam 账务部")
+@pytest.mark.parametrize("kind", sorted(CUSTOMER_NOTICE_KINDS))
+def test_chinese_letters_close_with_cizhi_then_jingli_on_its_own_line_then_the_senders_name(kind: NoticeKind) -> None:
+    rendered = render_notice(notice(kind), sender_name="Fabrikam 账务部")
 
-    assert rendered.text.rstrip().endswith("Fabrikam 账务部")
+    # 此致 indented two characters (two ideographic spaces), 敬礼 at the margin of the next line.
+    assert "\n\n\u3000\u3000此致\n敬礼！\nFabrikam 账务部\n" in rendered.text
+    assert "<p>\u3000\u3000此致<br>敬礼！<br>Fabrikam 账务部</p>" in rendered.html
+    # The close follows the letter's last sentence; the contact details come after it, in both parts.
+    assert rendered.text.index("敬礼！") < rendered.text.index("【联系我们】")
+    assert rendered.html.index("敬礼！") < rendered.html.index("联系我们")
+
+
+def test_staff_notices_are_signed_by_the_system_without_a_letters_close() -> None:
+    for kind in (NoticeKind.ESCALATION_CASE, NoticeKind.PARTNER_PAYABLE):
+        rendered = render_notice(notice(kind), sender_name="Fabrikam 账务部")
+
+        assert rendered.text.endswith("\n\nFabrikam 账务部\n")
+        assert "此致" not in rendered.text
 
 
 @pytest.mark.parametrize(
