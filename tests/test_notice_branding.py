@@ -18,7 +18,7 @@ from billing.notices import BankAccount, Branding, NoticeRenderer, render_notice
 from billing.notices.formatting import format_duration
 from billing.notices.preview import sample_request
 from billing.policy import CollectionsPolicy
-from billing.policy_document import render_policy_document
+from billing.policy_document import DocumentFormat, example_schedule, render_policy_document
 from billing.settings import (
     ENVIRONMENT_NAMES,
     SettingsError,
@@ -181,7 +181,7 @@ def test_notices_that_ask_for_payment_give_the_bank_account_and_the_invoice_as_r
 
     rendered = render_notice(request, branding=BRANDING)
 
-    reference = {"zh-CN": "转账附言中注明发票号 ", "en-US": "quote invoice number "}[locale]
+    reference = {"zh-CN": "转账附言中注明账单号 ", "en-US": "quote invoice number "}[locale]
     for part in (rendered.text, rendered.html):
         assert "招商银行北京分行" in part
         assert "1109081234" in part
@@ -192,7 +192,7 @@ def test_notices_that_ask_for_payment_give_the_bank_account_and_the_invoice_as_r
 def test_without_bank_details_the_notice_points_to_the_account_on_the_invoice(locale: Locale) -> None:
     rendered = render_notice(sample_request(NoticeKind.REMINDER, locale), branding=Branding())
 
-    assert {"zh-CN": "请按发票上载明的收款账户付款", "en-US": "bank account shown on the invoice"}[
+    assert {"zh-CN": "请按账单上载明的收款账户付款", "en-US": "bank account shown on the invoice"}[
         locale
     ] in rendered.text
 
@@ -222,6 +222,16 @@ def test_close_the_loop_says_when_21vianet_reviewed_and_what_was_credited(locale
     for phrase in expected:
         assert phrase in rendered.text
         assert phrase in rendered.html
+
+
+@pytest.mark.parametrize("document_format", ["md", "html"])
+def test_the_chinese_policy_calls_our_bill_a_bill_never_a_fapiao(document_format: DocumentFormat) -> None:
+    schedule = example_schedule(CollectionsPolicy(), date(2026, 12, 24))
+
+    document = render_policy_document(CollectionsPolicy(), "zh-CN", document_format, schedule=schedule)
+
+    assert "账单" in document
+    assert "发票" not in document
 
 
 # --- escaping --------------------------------------------------------------------------------------------------

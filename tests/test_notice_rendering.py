@@ -208,12 +208,23 @@ def test_invoice_notice_lists_amount_issue_and_due_date(locale: Locale) -> None:
 
     due = format_date(date(2026, 11, 24), locale)
     expected = {
-        "zh-CN": f"发票 INV-2026-1107：应付 ¥1,234.50，到期日{due}",
+        "zh-CN": f"账单 INV-2026-1107：应付 ¥1,234.50，到期日{due}",
         "en-US": f"Invoice INV-2026-1107: ¥1,234.50 due {due}",
     }[locale]
     assert rendered.subject == expected
     assert format_date(date(2026, 10, 25), locale) in rendered.text
     assert "Microsoft 365 商业标准版 2026年11月" in rendered.text
+
+
+@pytest.mark.parametrize("kind", [kind for kind in NoticeKind if kind is not NoticeKind.PARTNER_PAYABLE])
+def test_chinese_notices_call_our_bill_a_bill_never_a_fapiao(kind: NoticeKind) -> None:
+    # 发票 is the tax fapiao; what these notices list and ask to be paid is the partner's bill (账单).
+    # The partner payable reminder is left out: it names 21Vianet's invoice as Partner Center does.
+    rendered = render_notice(notice(kind))
+
+    for part in (rendered.subject, rendered.text, rendered.html):
+        assert "发票" not in part
+        assert "开票" not in part
 
 
 def test_reminder_shows_a_sum_of_tenths_as_exact_fen() -> None:
@@ -464,7 +475,7 @@ def test_partner_template_overrides_the_built_in_one_file_by_file(tmp_path: Path
     rendered = NoticeRenderer(template_dirs=[tmp_path]).render(notice(NoticeKind.REMINDER))
 
     assert rendered.subject == "【Fabrikam】请支付 ¥1,234.50"
-    assert "截至目前，我们尚未收到以下发票的付款" in rendered.text  # the built-in body still applies
+    assert "截至目前，我们尚未收到以下账单的付款" in rendered.text  # the built-in body still applies
 
 
 @pytest.mark.parametrize("kind", sorted(CUSTOMER_NOTICE_KINDS))

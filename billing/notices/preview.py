@@ -111,7 +111,7 @@ def sample_request(
         dispute_id="D-2026-0007",
         invoice_id=invoice.invoice_id,
         reason={
-            "zh-CN": "许可证数量与订单不符：订单为 40 个许可证，发票按 50 个计费",
+            "zh-CN": "许可证数量与订单不符：订单为 40 个许可证，账单按 50 个计费",
             "en-US": "Licence count does not match our order: we ordered 40 licences, the invoice bills 50",
         }[locale],
         amount=life.money(DISPUTED_AMOUNT),
