@@ -59,6 +59,7 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "BILLING_BANK_ACCOUNT_NUMBER": "bank_account_number",
     "BILLING_BANK_SWIFT": "bank_swift",
     "BILLING_POLICY_URL": "policy_url",
+    "BILLING_FAPIAO_NOTE": "fapiao_note",
     "BILLING_TEMPLATE_DIR": "template_dir",
 }
 
@@ -69,7 +70,8 @@ class SettingsError(ValueError):
 
 class DocumentSettings(BaseModel):
     """What customer-facing texts need: the partner's branding and template folder. All optional: left out,
-    the texts leave the line out (no logo, no phone) or fall back (reply to the sender, "around the clock").
+    the texts leave the line out (no logo, no phone) or fall back (reply to the sender, "around the clock", a
+    fapiao on request after payment).
 
     `starter.py policy render` and `notices preview` read only these, so they need no Temporal or Partner
     Center settings.
@@ -87,9 +89,10 @@ class DocumentSettings(BaseModel):
     bank_account_number: str | None = None
     bank_swift: str | None = None
     policy_url: str | None = None
+    fapiao_note: str | None = None
     template_dir: Path | None = None
 
-    @field_validator("partner_name", "support_hours", "bank_name", "bank_account_name")
+    @field_validator("partner_name", "support_hours", "bank_name", "bank_account_name", "fapiao_note")
     @classmethod
     def _printed(cls, value: str | None) -> str | None:
         return None if value is None else one_line(value)
@@ -155,6 +158,7 @@ class DocumentSettings(BaseModel):
             support_hours=self.support_hours,
             bank=bank,
             policy_url=self.policy_url,
+            fapiao_note=self.fapiao_note,
         )
 
     @property

@@ -45,6 +45,7 @@ BRANDING_ENVIRONMENT = {
     "BILLING_BANK_ACCOUNT_NUMBER": "1109 0812 3456 789",
     "BILLING_BANK_SWIFT": "cmbccnbs",
     "BILLING_POLICY_URL": "https://partner.example.cn/billing/policy",
+    "BILLING_FAPIAO_NOTE": "付款后7个工作日内开具电子发票 / e-fapiao within 7 working days of payment",
 }
 BRANDING = Branding(
     partner_name="Contoso Cloud",
@@ -87,6 +88,7 @@ def test_branding_settings_become_the_branding_every_notice_shows(tmp_path: Path
         swift="CMBCCNBS",
     )
     assert branding.policy_url == "https://partner.example.cn/billing/policy"
+    assert branding.fapiao_note == "付款后7个工作日内开具电子发票 / e-fapiao within 7 working days of payment"
     assert settings.template_dirs == [tmp_path]
 
 
@@ -99,6 +101,7 @@ def test_branding_settings_become_the_branding_every_notice_shows(tmp_path: Path
         ("BILLING_SUPPORT_PHONE", "110", "not a phone number"),
         ("BILLING_SUPPORT_EMAIL", "support", "not an email address"),
         ("BILLING_SUPPORT_HOURS", "   ", "must not be empty"),
+        ("BILLING_FAPIAO_NOTE", "发票\n随后寄出", "single line"),
         ("BILLING_PARTNER_NAME", "Contoso\nBcc: x@example.cn", "single line"),
         ("BILLING_BANK_ACCOUNT_NUMBER", "see invoice", "not a bank account number"),
         ("BILLING_BANK_SWIFT", "CMB", "not a SWIFT/BIC code"),
@@ -197,6 +200,36 @@ def test_without_bank_details_the_notice_points_to_the_account_on_the_invoice(lo
     ] in rendered.text
 
 
+FAPIAO_DEFAULT = {
+    "zh-CN": "本邮件为付款通知，并非发票。如需发票，请在付款后与我们联系并提供开票信息（单位名称、纳税人识别号等），"
+    "我们将按开票流程为贵公司开具。",
+    "en-US": "This email is a request for payment, not a tax invoice (fapiao). If you need a fapiao, please contact us "
+    "after payment with your invoicing details (company name, taxpayer identification number), and we will issue "
+    "it following our invoicing process.",
+}
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_invoice_notice_says_it_is_no_fapiao_and_how_the_fapiao_is_issued(locale: Locale) -> None:
+    rendered = render_notice(sample_request(NoticeKind.INVOICE, locale), branding=BRANDING)
+
+    assert FAPIAO_DEFAULT[locale] in rendered.text
+    assert FAPIAO_DEFAULT[locale] in rendered.html
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_the_partners_fapiao_note_replaces_the_default_and_is_shown_as_written(locale: Locale) -> None:
+    note = "付款后7个工作日内开具电子发票 / e-fapiao within 7 working days of payment"
+    branding = BRANDING.model_copy(update={"fapiao_note": note})
+
+    rendered = render_notice(sample_request(NoticeKind.INVOICE, locale), branding=branding)
+
+    not_a_fapiao = {"zh-CN": "本邮件为付款通知，并非发票。", "en-US": "not a tax invoice (fapiao). "}[locale]
+    for part in (rendered.text, rendered.html):
+        assert not_a_fapiao + note in part
+        assert FAPIAO_DEFAULT[locale] not in part
+
+
 @pytest.mark.parametrize("locale", LOCALES)
 def test_close_the_loop_says_when_21vianet_reviewed_and_what_was_credited(locale: Locale) -> None:
     request = sample_request(NoticeKind.DISPUTE_RESOLVED, locale)
@@ -240,6 +273,7 @@ HOSTILE_BRANDING = Branding(
     partner_name="<b>Contoso</b> & Co",
     logo_url='https://partner.example.cn/logo.png"onerror="alert(1)',
     support_hours="<i>24/7</i>",
+    fapiao_note="<u>fapiao</u> on request",
     bank=BankAccount(bank_name="<script>bank()</script>", account_name="A & B", account_number="1109081234"),
     policy_url='https://partner.example.cn/"><script>x()</script>',
 )
@@ -253,7 +287,7 @@ def test_html_escapes_the_partners_settings_as_well_as_the_customers_text(kind: 
 
     rendered = render_notice(request, branding=HOSTILE_BRANDING)
 
-    for raw in ("<svg", "<b>Contoso", "<i>24/7", "<script>", '"onerror="'):
+    for raw in ("<svg", "<b>Contoso", "<i>24/7", "<u>fapiao", "<script>", '"onerror="'):
         assert raw not in rendered.html
     assert "&lt;svg onload=x()&gt;" in rendered.html
     assert "<svg onload=x()>" in rendered.text  # plain text is not HTML: the name reads as written

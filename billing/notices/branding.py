@@ -96,6 +96,8 @@ class Branding(BrandingModel):
     `support_email` absent: the mailer uses the sender's address, which receives replies anyway.
     `support_hours` absent: the templates say "around the clock" in the reader's language.
     `policy_url` absent: the invoice notice attaches the rendered collections policy instead.
+    `fapiao_note` absent: the invoice notice says a fapiao is issued after payment on request, in the reader's
+    language. Either way it first says the notice itself is a bill, not a fapiao.
     """
 
     partner_name: str | None = None
@@ -105,8 +107,9 @@ class Branding(BrandingModel):
     support_hours: str | None = None
     bank: BankAccount | None = None
     policy_url: str | None = None
+    fapiao_note: str | None = None  # how the partner issues the tax invoice (fapiao), as one sentence
 
-    @field_validator("partner_name", "support_hours")
+    @field_validator("partner_name", "support_hours", "fapiao_note")
     @classmethod
     def _printed(cls, value: str | None) -> str | None:
         return None if value is None else one_line(value)
