@@ -29,6 +29,7 @@ from cli import main as starter
 from tests.conftest import SmtpSink
 
 LOCALES: tuple[Locale, ...] = ("zh-CN", "en-US")
+README = Path(__file__).parent.parent / "README.md"
 PARTNER_CENTER = {
     "BILLING_PARTNER_CENTER_TOKEN_URL": "https://login.partner.microsoftonline.cn/t/oauth2/token",
     "BILLING_PARTNER_CENTER_CLIENT_ID": "id",
@@ -163,6 +164,30 @@ def test_every_customer_notice_gives_the_support_channels(kind: NoticeKind, loca
         assert "support@partner.example.cn" in part
         assert "24/7" in part
         assert sample_request(kind, locale).account.customer_id in part
+
+
+SUPPORT_HOURS_DEFAULT = {"zh-CN": "7×24小时", "en-US": "24 hours a day, 7 days a week"}
+SUPPORT_HOURS_LABEL = {"zh-CN": "服务时间：", "en-US": "Hours: "}
+
+
+def support_hours_shown(part: str, locale: Locale) -> set[str]:
+    label = SUPPORT_HOURS_LABEL[locale]
+    return {line.split(label, 1)[1].split("<", 1)[0] for line in part.splitlines() if label in line}
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_without_support_hours_every_notice_and_the_policy_promise_the_same_hours_in_both_languages(
+    locale: Locale,
+) -> None:
+    parts = [render_policy_document(CollectionsPolicy(), locale, document_format) for document_format in ("md", "html")]
+    for kind in sorted(CUSTOMER_NOTICE_KINDS):
+        rendered = render_notice(sample_request(kind, locale), branding=Branding())
+        parts += [rendered.text, rendered.html]
+
+    for part in parts:
+        assert support_hours_shown(part, locale) == {SUPPORT_HOURS_DEFAULT[locale]}
+    [documented] = [line for line in README.read_text(encoding="utf-8").splitlines() if "BILLING_SUPPORT_HOURS" in line]
+    assert f'"{SUPPORT_HOURS_DEFAULT["zh-CN"]}" / "{SUPPORT_HOURS_DEFAULT["en-US"]}"' in documented
 
 
 @pytest.mark.parametrize("kind", [NoticeKind.ESCALATION_CASE, NoticeKind.PARTNER_PAYABLE])

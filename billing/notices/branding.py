@@ -94,7 +94,8 @@ class Branding(BrandingModel):
     """What is left out is left out of the texts too (no logo, no phone line); nothing is ever invented.
 
     `support_email` absent: the mailer uses the sender's address, which receives replies anyway.
-    `support_hours` absent: the templates say "around the clock" in the reader's language.
+    `support_hours` absent: the templates say "7×24小时" / "24 hours a day, 7 days a week" (`default_support_hours`
+    of `templates/<locale>/_phrases.txt`).
     `policy_url` absent: the invoice notice attaches the rendered collections policy instead.
     `fapiao_note` absent: the invoice notice says a fapiao is issued after payment on request, in the reader's
     language. Either way it first says the notice itself is a bill, not a fapiao.
