@@ -3,6 +3,7 @@ escaping, and the partner's template overrides."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +29,7 @@ from billing.notices.formatting import (
     format_formal_money,
     format_money,
 )
+from billing.notices.preview import sample_request
 from billing.ports import InvoiceBalance, NoticeDispute, NoticeNextStep, NoticeRequest
 from tests.builders import cny
 
@@ -176,7 +178,7 @@ def test_dates_print_as_each_locale_writes_them() -> None:
 
 def test_moments_print_in_the_readers_time_zone() -> None:
     moment = datetime(2026, 11, 24, 16, 30, tzinfo=UTC)
-    assert format_datetime(moment, "zh-CN", "Asia/Shanghai") == "2026年11月25日 00:30 (Asia/Shanghai)"
+    assert format_datetime(moment, "zh-CN", "Asia/Shanghai") == "2026年11月25日 00:30（Asia/Shanghai）"
     assert format_datetime(moment, "en-US", "Asia/Shanghai") == "25 Nov 2026 00:30 (Asia/Shanghai)"
 
 
@@ -200,6 +202,43 @@ def test_every_notice_kind_renders_subject_text_and_html_in_both_locales(kind: N
     assert invoice_id in rendered.text
     assert invoice_id in rendered.html
     assert "\n\n\n" not in rendered.text  # no holes left by optional paragraphs
+
+
+# ASCII punctuation touching Chinese text, where Chinese takes the full-width form (`18:00 (Asia/Shanghai)到账`),
+# or a space after full-width punctuation, which carries its own spacing (`18:00（Asia/Shanghai） 收到付款`).
+HALF_WIDTH_IN_CHINESE = re.compile(
+    r"[\u4e00-\u9fff\u3001-\u303f\uff01-\uff5e] ?[()\[\],;!?]"
+    r"|[()\[\],;!?] ?[\u4e00-\u9fff]"
+    r"|[\u3001-\u303f\uff01-\uff5e] "
+)
+
+
+@pytest.mark.parametrize("kind", list(NoticeKind))
+def test_chinese_notices_use_full_width_punctuation(kind: NoticeKind) -> None:
+    requests = [sample_request(kind, "zh-CN", issued_on=date(2026, 11, 24))]
+    if kind is NoticeKind.ESCALATION_CASE:
+        request = requests[0]
+        assert request.dispute is not None
+        recorded = request.dispute.model_copy(update={"escalation_reference": "21V-CASE-314"})
+        requests += [
+            request.model_copy(update={"desk_purpose": "desk_reminder"}),
+            request.model_copy(update={"desk_purpose": "chase", "dispute": recorded}),
+            request.model_copy(update={"desk_purpose": "fraud_review", "dispute": None}),
+        ]
+
+    for request in requests:
+        rendered = render_notice(request)
+
+        for part in (rendered.subject, rendered.text):
+            assert HALF_WIDTH_IN_CHINESE.search(part) is None, HALF_WIDTH_IN_CHINESE.search(part)
+
+
+def test_chinese_escalation_subjects_carry_their_tag_in_full_width_brackets() -> None:
+    request = sample_request(NoticeKind.ESCALATION_CASE, "zh-CN")
+
+    rendered = render_notice(request)
+
+    assert rendered.subject.startswith("【待提交世纪互联】客户 北京示例科技有限公司（C-1001）")
 
 
 @pytest.mark.parametrize("locale", LOCALES)

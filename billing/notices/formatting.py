@@ -59,8 +59,12 @@ def format_date(value: date, locale: Locale) -> str:
 
 
 def format_datetime(value: datetime, locale: Locale, time_zone: str) -> str:
-    """A moment in the reader's time zone: `2026年11月24日 18:00 (Asia/Shanghai)`."""
+    """A moment in the reader's time zone: `2026年11月24日 18:00（Asia/Shanghai）`, `24 Nov 2026 18:00 (Asia/Shanghai)`.
+
+    Chinese text takes full-width brackets, as the notices' other asides (`（账单 INV-…）`) do."""
     local = value.astimezone(ZoneInfo(time_zone))
+    if locale == "zh-CN":
+        return f"{format_date(local.date(), locale)} {local:%H:%M}（{time_zone}）"
     return f"{format_date(local.date(), locale)} {local:%H:%M} ({time_zone})"
 
 
