@@ -568,3 +568,24 @@ def test_dispute_decision_without_an_outcome_is_refused() -> None:
 
     with pytest.raises(IncompleteNotice, match="outcome"):
         render_notice(request)
+
+
+@pytest.mark.parametrize("locale", ["zh-CN", "en-US"])
+def test_the_close_the_loop_html_escapes_what_an_operator_typed_into_the_21vianet_reference(locale: Locale) -> None:
+    """The resolution sentence comes from a text macro; the reference in it is typed by the desk."""
+    request = notice(
+        NoticeKind.CLOSE_THE_LOOP,
+        locale,
+        resolution="21vianet_review",
+        dispute=NoticeDispute(
+            dispute_id="D-77",
+            invoice_id="INV-2026-1107",
+            reason="r",
+            amount=cny("234.50"),
+            escalation_reference='<script>alert("x")</script>',
+        ),
+    )
+    rendered = render_notice(request)
+    assert "<script>" not in rendered.html
+    assert "&lt;script&gt;" in rendered.html
+    assert '<script>alert("x")</script>' in rendered.text  # the plain-text part shows it as typed
