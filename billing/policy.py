@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from billing.business_days import Calendar
 from billing.money import Money
 
 # Partner Center operated by 21Vianet deletes a subscription's data this long after it was suspended.
@@ -25,12 +26,20 @@ class PolicyModel(BaseModel):
 
 
 class QuietHours(PolicyModel):
-    """Customer-facing steps wait for the customer's local business hours."""
+    """Customer-facing steps wait for the customer's local business hours.
+
+    With `business_days_only`, `calendar` says which days are business days: `"CN"` China's working calendar
+    (public holidays off, make-up working days 调休 on) for every customer, `"weekends"` Monday to Friday for
+    every customer. Without the key (the default), customers in mainland China's time zones get China's
+    calendar and everyone else Monday to Friday. In a year China's calendar does not know yet, its business
+    days are Monday to Friday.
+    """
 
     enabled: bool = True
     start: time = time(9, 0)
     end: time = time(18, 0)
     business_days_only: bool = True
+    calendar: Calendar | None = None
 
     @model_validator(mode="after")
     def _start_before_end(self) -> QuietHours:

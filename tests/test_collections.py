@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import chinese_calendar
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from billing.lifecycle import notice, transitions
 from billing.lifecycle.forecast import forecast
 from billing.lifecycle.next_step import decide, stage
-from billing.lifecycle.steps import StepKind
+from billing.lifecycle.steps import CUSTOMER_FACING_STEPS, StepKind
 from billing.models import BillingStage, CustomerAccount, Dispute, DunningPause, EscalateDispute, ResolveDispute
 from billing.money import Money
 from billing.notices import render_notice
@@ -295,10 +296,12 @@ payment_plans = st.lists(st.tuples(st.integers(min_value=-5, max_value=90), amou
 
 
 @st.composite
-def lifecycles(draw: st.DrawFn) -> CoreDriver:
+def lifecycles(
+    draw: st.DrawFn, zones: st.SearchStrategy[str] = zones, starts: st.SearchStrategy[datetime] = moments
+) -> CoreDriver:
     zone = draw(zones)
     account = CustomerAccount(customer_id="C-P", name="P", email="p@p.example.cn", time_zone=zone)
-    start = draw(moments)
+    start = draw(starts)
     d = CoreDriver(policy=CollectionsPolicy(), account=account, now=start)
     for number in range(draw(st.integers(min_value=1, max_value=3))):
         offset = draw(st.integers(min_value=-10, max_value=40))
@@ -366,16 +369,94 @@ def test_property_never_suspends_a_paid_up_or_below_minimum_account():
     assert suspensions_due, "no example reached a suspension: the property checked nothing"
 
 
+# China's calendar as the package itself answers, for the years the tests draw from: the oracle for mainland
+# customers (Monday to Friday in a year it does not know yet).
+CHINA_KNOWN = range(2024, 2027)
+CHINA_DAYS_OFF = sorted(day for day in chinese_calendar.holidays if day.year in CHINA_KNOWN)
+MAKE_UP_WORKING_DAYS = sorted(
+    day for day in chinese_calendar.workdays if day.year in CHINA_KNOWN and day.weekday() >= 5
+)
+# The longest run of days off in those years: Spring Festival 2026, 15-23 February.
+CHINA_LONGEST_BREAK = days(9)
+
+
+def works(day: date, zone: str) -> bool:
+    if zone == "Asia/Shanghai":
+        try:
+            return chinese_calendar.is_workday(day)
+        except NotImplementedError:  # a year the package does not know yet
+            pass
+    return day.weekday() < 5
+
+
+around_days_off = st.builds(
+    lambda day, minutes: datetime.combine(day, time(0), tzinfo=SHANGHAI) + timedelta(minutes=minutes),
+    st.sampled_from(CHINA_DAYS_OFF + MAKE_UP_WORKING_DAYS),
+    st.integers(min_value=-24 * 60, max_value=24 * 60),
+).map(lambda at: at.astimezone(UTC))
+
+
 @pytest.mark.parametrize("zone", ["Asia/Shanghai", "Pacific/Auckland", "America/Los_Angeles"])
-@given(at=moments)
-def test_property_next_business_moment_is_inside_business_hours_and_not_before(zone: str, at: datetime):
+@given(at=st.one_of(moments, around_days_off))
+def test_property_next_business_moment_is_the_first_moment_inside_business_hours_on_a_working_day(
+    zone: str, at: datetime
+):
     quiet = QuietHours()
     moment = next_business_moment(at, ZoneInfo(zone), quiet)
     local = moment.astimezone(ZoneInfo(zone))
+    start = at.astimezone(ZoneInfo(zone))
     assert moment >= at
-    assert local.weekday() < 5
+    assert works(local.date(), zone), local
     assert quiet.start <= local.time() < quiet.end
-    assert moment - at < days(4)
+    # Nothing earlier would do: the day of `at` was off or already closed, and every day between was off.
+    if local.date() > start.date():
+        assert not works(start.date(), zone) or start.time() >= quiet.end, start
+        between = (start.date() + timedelta(days=n) for n in range(1, (local.date() - start.date()).days))
+        assert not any(works(day, zone) for day in between), (start, local)
+    # A weekend at most; in mainland China the longest break of the calendar (and the evening before it).
+    assert moment - at < (CHINA_LONGEST_BREAK + days(2) if zone == "Asia/Shanghai" else days(4))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lifecycles(
+        zones=st.just("Asia/Shanghai"),
+        starts=st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2026, 8, 31), timezones=st.just(UTC)),
+    ),
+    payment_plans,
+)
+def test_property_no_customer_facing_step_falls_on_a_china_holiday_for_a_shanghai_customer(
+    d: CoreDriver, plan: list[tuple[int, Money]]
+):
+    start = d.now
+    for day, amount in sorted(plan, key=lambda item: item[0]):
+        d.run_until(max(d.now, start + days(day)))
+        d.pay(amount.min(d.state.balance.amount_due) if d.state.balance.amount_due.is_positive else amount)
+    d.run_until(start + days(120))
+    checked = 0
+    for at, step in d.performed:
+        day = at.astimezone(SHANGHAI).date()
+        if step.kind in CUSTOMER_FACING_STEPS and day.year in CHINA_KNOWN:
+            assert not chinese_calendar.is_holiday(day), (step.key, at.astimezone(SHANGHAI))
+            checked += 1
+    assert checked, "no customer-facing step in the years the calendar knows: the property checked nothing"
+
+
+@settings(deadline=None)
+@given(day=st.sampled_from(MAKE_UP_WORKING_DAYS), minutes=st.integers(min_value=0, max_value=18 * 60 - 1))
+def test_property_a_make_up_working_day_carries_the_step_planned_for_it(day: date, minutes: int):
+    """A weekend day China's calendar makes a working day (调休): a reminder falling due on it goes out then."""
+    planned = datetime.combine(day, time(0), tzinfo=SHANGHAI) + timedelta(minutes=minutes)
+    due = planned - CollectionsPolicy().reminders[1]  # the reminder one day after payment fell due
+    account = CustomerAccount(customer_id="C-M", name="M", email="m@m.example.cn", time_zone="Asia/Shanghai")
+    d = CoreDriver(policy=CollectionsPolicy(), account=account, now=due - days(30))
+    d.issue("INV-1", cny(500), due)
+
+    d.run_until(planned + days(1))
+
+    [at] = [at for at, step in d.performed if step.key == "reminder-2-INV-1"]
+    assert at == max(planned, datetime.combine(day, time(9), tzinfo=SHANGHAI))
+    assert at.astimezone(SHANGHAI).weekday() >= 5
 
 
 def test_forecast_is_what_the_core_then_does():

@@ -48,6 +48,13 @@ def test_contract_policy_file_loads_and_equals_the_built_in_default(tmp_path: Pa
     assert policy.minimum_to_suspend == Money.of("100.00", "CNY")
 
 
+def test_business_day_calendar_is_chosen_by_zone_unless_the_policy_names_one(tmp_path: Path):
+    assert load_policy(write(tmp_path, CONTRACT_POLICY)).quiet_hours.calendar is None
+    for calendar in ("CN", "weekends"):
+        text = CONTRACT_POLICY.replace("\nend = ", f'\ncalendar = "{calendar}"\nend = ')
+        assert load_policy(write(tmp_path, text)).quiet_hours.calendar == calendar
+
+
 def test_demo_policy_runs_the_ladder_in_seconds():
     policy = parse_policy(tomllib.loads(DEMO_POLICY_TOML))
     assert policy.suspend_after <= timedelta(minutes=1)
@@ -69,6 +76,7 @@ def test_demo_policy_runs_the_ladder_in_seconds():
             '[quiet_hours]\nstart = "18:00"\nend = "09:00"',
             "quiet_hours: start 18:00 must be before end 09:00",
         ),
+        ('[quiet_hours]\ncalendar = "China"', "quiet_hours.calendar: Input should be 'CN' or 'weekends'"),
         ('[dispute]\ngrace = "P7D"', "dispute.grace: unknown key"),
         ('currency = "yuan"', "currency: currency 'yuan' is not an ISO 4217 code"),
     ],
