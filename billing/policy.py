@@ -151,6 +151,9 @@ class CollectionsPolicy(PolicyModel):
             )
         return self
 
+    def with_business_day_calendar(self, calendar: Calendar) -> CollectionsPolicy:
+        return self.model_copy(update={"quiet_hours": self.quiet_hours.model_copy(update={"calendar": calendar})})
+
     @property
     def minimum_to_suspend(self) -> Money:
         return Money(amount=self.minimum_amount_to_suspend, currency=self.currency)

@@ -162,6 +162,16 @@ async def partner_payable(env: WorkflowEnvironment, settings: Settings) -> Workf
     return handle
 
 
+async def quiet_hours(env: WorkflowEnvironment, settings: Settings) -> WorkflowHandle[Any, Any]:
+    """Invoice → reminder before the due date → payment → close the loop, each notice in business hours
+    (Asia/Shanghai): `test_replay.py` moves it onto a week of public holidays."""
+    now = await env.get_current_time()
+    handle = await _issue(env, settings.task_queue, "history-6", "INV-H-6", "800.00", now + timedelta(days=4))
+    await env.sleep(timedelta(days=3))
+    await handle.signal("payment_received", _payment("history-6", "PAY-H-6", "800.00", now + timedelta(days=3)))
+    return handle
+
+
 SCENARIOS: dict[str, Scenario] = {
     "customer_billing_full_ladder": full_ladder,
     "customer_billing_dispute_escalation": dispute_and_escalation,
@@ -170,7 +180,11 @@ SCENARIOS: dict[str, Scenario] = {
     "customer_billing_extension_then_suspension": extension_then_suspension,
     "daily_sweep": daily_sweep,
     "partner_payable": partner_payable,
+    "customer_billing_quiet_hours": quiet_hours,
 }
+# The recorded runs do without quiet hours (TEST_POLICY), except these.
+QUIET_HOURS_POLICY = TEST_POLICY.replace("enabled = false", "enabled = true")
+POLICIES = {"customer_billing_quiet_hours": QUIET_HOURS_POLICY}
 
 
 async def _issue(
@@ -206,7 +220,7 @@ async def record(scenario: str, name: str) -> Path:
     await register_search_attributes(env.client)
     with tempfile.TemporaryDirectory() as tmp, PartnerCenterEmulator() as emulator:
         policy = Path(tmp) / "policy.toml"
-        policy.write_text(TEST_POLICY, encoding="utf-8")
+        policy.write_text(POLICIES.get(scenario, TEST_POLICY), encoding="utf-8")
         settings = Settings(
             task_queue="billing-history",
             ledger_url=f"sqlite:///{tmp}/ledger.db",

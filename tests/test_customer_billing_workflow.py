@@ -4,6 +4,7 @@ Partner Center emulator. Days of dunning pass in seconds."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,6 +17,7 @@ from billing.due_dates import due_moment
 from billing.models import BillingStage, CustomerAccount, Invoice, NoticeKind, Payment
 from tests.builders import SHANGHAI, cny
 from tests.temporal_fixtures import TEST_POLICY, EngineFactory
+from workflows.customer_billing import PATCH_CHINA_CALENDAR
 
 
 def account(customer_id: str, **extra: Any) -> CustomerAccount:
@@ -266,6 +268,28 @@ async def test_quiet_hours_and_weekends_hold_customer_notices(
         local = notice.at.astimezone(zone)
         assert local.weekday() < 5, notice
         assert 9 <= local.hour < 18, notice
+
+
+async def test_a_new_lifecycle_records_that_it_follows_the_policys_business_day_calendar(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+):
+    """The marker tells a replay that this run counts China's holidays (runs without it count Monday to
+    Friday: tests/test_replay.py); the core's tests show what the calendar does to the dates."""
+    env = time_skipping_env
+    now = await env.get_current_time()
+    async with engine_factory(env.client) as engine:
+        due = now + timedelta(days=9)
+        handle = await engine.issue(account("calendar"), invoice("calendar", "INV-K-1", "880.00", due))
+        await handle.signal("payment_received", payment("calendar", "PAY-K-1", "880.00", now))
+        await handle.result()
+        history = await handle.fetch_history()
+    patches = [
+        json.loads(payload.data)["id"]
+        for event in history.events
+        if event.HasField("marker_recorded_event_attributes")
+        for payload in event.marker_recorded_event_attributes.details["patch-data"].payloads
+    ]
+    assert PATCH_CHINA_CALENDAR in patches
 
 
 async def test_continue_as_new_keeps_the_state(time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory):

@@ -3,7 +3,13 @@ alters commands without `workflow.patched` fails here before it breaks running l
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -25,3 +31,56 @@ async def test_recorded_history_replays_against_current_code(path: Path):
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
+
+
+# --- a run recorded before business days followed China's calendar, moved onto National Day ----------------
+
+QUIET_HOURS_HISTORY = Path(__file__).parent / "histories" / "customer_billing_quiet_hours_v1.json"
+NATIONAL_DAY_2026 = [date(2026, 10, 1) + timedelta(days=n) for n in range(7)]  # 1-7 October, all off
+ISO_DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})(?=T|\b)")
+
+
+def shifted(node: Any, by: timedelta) -> Any:
+    """The history `by` days earlier or later: every event time and every date in every payload. A whole number
+    of weeks keeps each moment's weekday and (in a zone without daylight saving) its local time."""
+
+    def move(text: str) -> str:
+        return ISO_DATE.sub(lambda match: str(date.fromisoformat(match[1]) + by), text)
+
+    if isinstance(node, list):
+        return [shifted(item, by) for item in node]
+    if not isinstance(node, dict):
+        return node
+    moved = {key: shifted(value, by) for key, value in node.items()}
+    if isinstance(node.get("eventTime"), str):
+        moved["eventTime"] = move(node["eventTime"])
+    if isinstance(node.get("data"), str) and "metadata" in node:
+        moved["data"] = base64.b64encode(move(base64.b64decode(node["data"]).decode()).encode()).decode()
+    return moved
+
+
+def reminder_sent_at(events: list[dict[str, Any]]) -> datetime:
+    for event in events:
+        scheduled = event.get("activityTaskScheduledEventAttributes")
+        if scheduled and scheduled["activityType"]["name"] == "send_notice":
+            request = json.loads(base64.b64decode(scheduled["input"]["payloads"][0]["data"]))
+            if request["kind"] == "reminder":
+                return datetime.fromisoformat(event["eventTime"])
+    raise AssertionError("the recorded run sent no reminder")
+
+
+async def test_a_run_recorded_before_china_calendar_replays_though_its_reminder_went_out_on_national_day():
+    """The run skipped weekends only: moved onto National Day, its reminder went out on a public holiday. The
+    core would now hold that reminder back a week; the run must keep the weekends it was recorded with, or its
+    replay meets the reminder where it would start a timer, and the lifecycle stops on a nondeterminism error."""
+    recorded = json.loads(QUIET_HOURS_HISTORY.read_text(encoding="utf-8"))
+    sent_on = reminder_sent_at(recorded["events"]).astimezone(ZoneInfo("Asia/Shanghai")).date()
+    holiday = next(day for day in NATIONAL_DAY_2026 if day.weekday() == sent_on.weekday())
+    moved = shifted(recorded, holiday - sent_on)
+    assert reminder_sent_at(moved["events"]).astimezone(ZoneInfo("Asia/Shanghai")).date() == holiday
+
+    history = WorkflowHistory.from_json("customer-billing-history-6", json.dumps(moved))
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+
+    assert result.replay_failure is None, result.replay_failure

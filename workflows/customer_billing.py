@@ -79,6 +79,7 @@ R = TypeVar("R")
 # workflow.patched ids: each guards a change of commands against histories recorded before it.
 PATCH_NOTICE_TIME = "notice-time-is-workflow-time"
 PATCH_LADDER_RESTARTS = "ladder-restarts-after-extension-or-pause"
+PATCH_CHINA_CALENDAR = "business-days-follow-china-calendar"
 
 
 class CarriedState(BaseModel):
@@ -254,7 +255,11 @@ class CustomerBilling:
         account = self._account
         carried = start.carried_over
         settings = carried.settings if carried else await self._load_settings()
-        self._policy = settings.policy
+        # A run recorded while business days were Monday to Friday everywhere keeps them: its replay would
+        # otherwise hold back a notice it sent on a public holiday. Its successor after continue-as-new
+        # follows the policy's calendar.
+        patched = workflow.patched(PATCH_CHINA_CALENDAR)
+        self._policy = settings.policy if patched else settings.policy.with_business_day_calendar("weekends")
         if self._state is None:
             # A ladder restarts after a new due date or a resumed pause; runs recorded before keep their keys.
             restarts = workflow.patched(PATCH_LADDER_RESTARTS)
