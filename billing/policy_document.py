@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo
 
+from billing.business_days import KNOWN_YEARS, calendar_for, unknown_years
 from billing.lifecycle.schedule import InvoiceSchedule, invoice_schedule, unpaid_invoice
 from billing.lifecycle.steps import StepKind
 from billing.models import DEFAULT_TIME_ZONE, CustomerAccount, Locale
@@ -93,6 +95,16 @@ def example_schedule(
     return invoice_schedule(policy, account, invoice, recorded_at)
 
 
+def calendar_unknown_years(policy: CollectionsPolicy, schedule: InvoiceSchedule) -> list[int]:
+    """The years of the schedule's steps in which China's calendar applies but is not known: Monday to Friday."""
+    quiet = policy.quiet_hours
+    if not (quiet.enabled and quiet.business_days_only):
+        return []
+    if calendar_for(ZoneInfo(schedule.time_zone), quiet.calendar) != "CN":
+        return []
+    return unknown_years(step.on.year for step in schedule.steps)
+
+
 def policy_context(
     policy: CollectionsPolicy,
     locale: Locale,
@@ -113,6 +125,8 @@ def policy_context(
         "schedule": schedule,
         "rows": schedule_rows(schedule) if schedule else [],
         "example_amount": schedule.invoice.amount if schedule else None,
+        "calendar_known_through": KNOWN_YEARS[-1],
+        "calendar_unknown_years": calendar_unknown_years(policy, schedule) if schedule else [],
     }
 
 

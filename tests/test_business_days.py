@@ -12,6 +12,7 @@ from billing.business_days import KNOWN_YEARS, calendar_for, is_business_day, un
 from billing.lifecycle.steps import StepKind
 from billing.models import CustomerAccount
 from billing.policy import CollectionsPolicy, QuietHours
+from billing.policy_document import render_policy_document
 from billing.quiet_hours import next_business_moment
 from tests.builders import SHANGHAI, cny
 from tests.core_driver import CoreDriver, days
@@ -123,3 +124,22 @@ def test_every_day_stays_every_day_whatever_the_calendar():
     every_day = QuietHours(business_days_only=False, calendar="CN")
     assert next_business_moment(national_day, SHANGHAI, every_day) == national_day
     assert next_business_moment(national_day + timedelta(days=2), SHANGHAI, every_day) == national_day + days(2)
+
+
+@pytest.mark.parametrize(
+    ("quiet", "says", "does_not_say"),
+    [
+        (QuietHours(), "In the time zones of mainland China, working days are China's working days", "wherever"),
+        (QuietHours(calendar="CN"), "on China's working days (", "Monday to Friday, and public holidays"),
+        (QuietHours(calendar="weekends"), "Monday to Friday (default time zone", "调休"),
+        (QuietHours(business_days_only=False), "every day (default time zone", "调休"),
+    ],
+)
+def test_the_policy_document_names_the_calendar_the_engine_counts_business_days_by(
+    quiet: QuietHours, says: str, does_not_say: str
+):
+    document = render_policy_document(CollectionsPolicy(quiet_hours=quiet), "en-US", "md")
+    assert says in document
+    assert does_not_say not in document
+    if quiet.business_days_only and quiet.calendar != "weekends":
+        assert f"knows that calendar up to {KNOWN_YEARS[-1]}" in document

@@ -10,7 +10,8 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from hypothesis import HealthCheck, given, settings
+import chinese_calendar
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from billing.lifecycle import notice
@@ -35,9 +36,16 @@ ROWS_OF_STEP = {
 }
 
 locales = st.sampled_from(LOCALES)
-due_dates = st.dates(min_value=date(2025, 1, 1), max_value=date(2032, 12, 31))
-# Any zone of the tz database: half-hour offsets, date-line zones, daylight saving in both hemispheres.
-zone_names = st.timezone_keys(allow_prefix=False).filter(lambda key: "/" in key and not key.startswith("Etc/"))
+# From years China's calendar knows (holidays, make-up working days) into years it does not know yet.
+due_dates = st.dates(min_value=date(2024, 1, 1), max_value=date(2032, 12, 31))
+MAINLAND_CHINA = ["Asia/Shanghai", "Asia/Urumqi", "Asia/Chongqing", "PRC"]
+# Any zone of the tz database: half-hour offsets, date-line zones, daylight saving in both hemispheres; and
+# often mainland China's, whose business days follow China's calendar.
+zone_names = st.one_of(
+    st.sampled_from(MAINLAND_CHINA),
+    st.timezone_keys(allow_prefix=False).filter(lambda key: "/" in key and not key.startswith("Etc/")),
+)
+CALENDAR_NOT_KNOWN = {"en-US": "is not yet known to our billing system", "zh-CN": "我们的账务系统尚未载入"}
 
 
 @st.composite
@@ -55,6 +63,8 @@ def policies(draw: st.DrawFn) -> CollectionsPolicy:
                 QuietHours(enabled=False),
                 QuietHours(business_days_only=False),
                 QuietHours(start=time(8, 30), end=time(17, 0)),
+                QuietHours(calendar="CN"),
+                QuietHours(calendar="weekends"),
             ]
         )
     )
@@ -110,9 +120,35 @@ def test_dates_in_the_rendered_policy_are_the_decision_cores_for_that_invoice(
 
     rows = [match["date"] for match in TABLE_ROW.finditer(document)][2:]  # after the header and the rule
     assert rows == [format_date(on, locale) for _, on in expected]
+    # The document says when a date counts Monday to Friday because China's calendar does not know its year.
+    quiet = policy.quiet_hours
+    china = quiet.calendar == "CN" or (quiet.calendar is None and zone in MAINLAND_CHINA)
+    unknown = sorted(
+        {
+            step.at.astimezone(ZoneInfo(zone)).year
+            for step in predicted
+            if step.kind is not StepKind.SEND_INVOICE and not knows(step.at, zone)
+        }
+    )
+    says_so = [line for line in document.splitlines() if CALENDAR_NOT_KNOWN[locale] in line]
+    if quiet.enabled and quiet.business_days_only and china and unknown:
+        [sentence] = says_so
+        event("the document says China's calendar does not know a year")
+        assert all(str(year) in sentence for year in unknown), (unknown, sentence)
+    else:
+        assert not says_so
     if suspension is None:
         # Below the minimum nothing is suspended, so the document promises no suspension date either.
         assert not any(kind == "suspension" for kind, _ in expected)
+
+
+def knows(at: datetime, zone: str) -> bool:
+    """Whether China's calendar (the package itself) knows the year of `at` in `zone`."""
+    try:
+        chinese_calendar.is_workday(at.astimezone(ZoneInfo(zone)).date())
+    except NotImplementedError:
+        return False
+    return True
 
 
 # --- the notices ---------------------------------------------------------------------------------------------
