@@ -12,8 +12,9 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 from temporalio.client import Client
@@ -26,10 +27,13 @@ from activities.mailer import MailerActivities, OutboxTransport, SmtpTransport
 from activities.partner_center import PartnerCenterActivities, PartnerCenterClient
 from activities.partner_payables import PartnerPayableActivities
 from activities.sweep import SweepActivities
+from billing.business_days import KNOWN_YEARS, unknown_years
 from billing.ledger import LedgerStore
 from billing.ledger.partner_payments import PartnerPaymentBook
 from billing.logging import configure_logging
+from billing.models import DEFAULT_TIME_ZONE
 from billing.notices import NoticeRenderer
+from billing.policy import CollectionsPolicy
 from billing.settings import Settings, SettingsError, settings_from_environment
 from workflows.customer_billing import CustomerBilling
 from workflows.daily_sweep import DailySweep
@@ -56,6 +60,26 @@ async def connect(settings: Settings, attempts: int = CONNECT_ATTEMPTS) -> Clien
             log.info("temporal not reachable yet", temporal_address=settings.temporal_address, error=str(error))
             await asyncio.sleep(1)
     raise AssertionError("unreachable")
+
+
+def warn_if_china_calendar_runs_out(policy: CollectionsPolicy, today: date) -> None:
+    """Say once, as the worker starts, if China's calendar does not know this year or next: in such a year
+    business days of China's calendar are Monday to Friday until the package is upgraded.
+
+    Here and not where the fallback happens: that is the decision core, which workflow code runs on every
+    replay and every query, so a warning there would repeat for every lifecycle and every replay (and log from
+    inside the sandbox). This year and next cover the steps of the lifecycles this worker will run."""
+    quiet = policy.quiet_hours
+    if not (quiet.enabled and quiet.business_days_only) or quiet.calendar == "weekends":
+        return
+    years = unknown_years([today.year, today.year + 1])
+    if years:
+        log.warning(
+            "china calendar not known for these years: their business days are Monday to Friday",
+            years=years,
+            known_through=KNOWN_YEARS[-1],
+            package="chinesecalendar",
+        )
 
 
 @asynccontextmanager
@@ -91,6 +115,7 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
     )
     ledger = LedgerActivities(store)
     policy = PolicyActivities(settings.policy(), settings.history_event_limit)
+    warn_if_china_calendar_runs_out(settings.policy(), datetime.now(ZoneInfo(DEFAULT_TIME_ZONE)).date())
     payables = PartnerPayableActivities(partner_center, client, settings.task_queue, PartnerPaymentBook(store.engine))
     sweep = SweepActivities(store, client, settings.task_queue)
     activities: list[Callable[..., Any]] = [

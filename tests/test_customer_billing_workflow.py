@@ -10,9 +10,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from structlog.testing import capture_logs
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from billing.business_days import unknown_years
 from billing.due_dates import due_moment
 from billing.models import BillingStage, CustomerAccount, Invoice, NoticeKind, Payment
 from tests.builders import SHANGHAI, cny
@@ -290,6 +292,26 @@ async def test_a_new_lifecycle_records_that_it_follows_the_policys_business_day_
         for payload in event.marker_recorded_event_attributes.details["patch-data"].payloads
     ]
     assert PATCH_CHINA_CALENDAR in patches
+
+
+async def test_the_worker_says_once_when_china_calendar_does_not_know_this_year_or_next(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+):
+    """Once per worker, however many workflow tasks its lifecycles run: the core falls back without a word."""
+    env = time_skipping_env
+    now = await env.get_current_time()
+    today = datetime.now(SHANGHAI).date()  # the worker's clock, not the skipped-ahead workflow time
+    policy = TEST_POLICY.replace("enabled = false", "enabled = true")
+    with capture_logs() as logs:
+        async with engine_factory(env.client, policy=policy) as engine:
+            handle = await engine.issue(account("once"), invoice("once", "INV-O-1", "880.00", now + timedelta(days=4)))
+            await env.sleep(timedelta(days=8))
+            await handle.signal("payment_received", payment("once", "PAY-O-1", "880.00", now))
+            result = await handle.result()
+    assert len(result.notices_sent) >= 2  # the invoice and the reminder before it is due, at least
+    warnings = [entry for entry in logs if entry["event"].startswith("china calendar not known")]
+    expected = unknown_years([today.year, today.year + 1])
+    assert [warning["years"] for warning in warnings] == ([expected] if expected else [])
 
 
 async def test_continue_as_new_keeps_the_state(time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory):
