@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 # A static table, imported once here: asking it a question does no I/O, so the decision core stays pure and
 # the workflow sandbox (which passes this module through) can call it on every replay.
-import chinese_calendar
+import chinese_calendar  # type: ignore[import-untyped]  # no py.typed
 
 Calendar = Literal["CN", "weekends"]
 SATURDAY = 5
