@@ -17,7 +17,6 @@ from billing.policy_document import render_policy_document
 from billing.quiet_hours import next_business_moment
 from tests.builders import SHANGHAI, cny
 from tests.core_driver import CoreDriver, days
-from worker import warn_if_china_calendar_runs_out
 
 # A year the package will not know for a long time: its calendar is published a few weeks ahead.
 UNKNOWN_YEAR = 2099
@@ -147,23 +146,9 @@ def test_the_policy_document_names_the_calendar_the_engine_counts_business_days_
         assert f"knows that calendar up to {KNOWN_YEARS[-1]}" in document
 
 
-def test_the_worker_warns_at_start_up_about_this_year_and_next_when_china_calendar_does_not_know_them():
-    with capture_logs() as logs:
-        warn_if_china_calendar_runs_out(CollectionsPolicy(), date(UNKNOWN_YEAR, 6, 1))
-    [warning] = logs
-    assert warning["log_level"] == "warning"
-    assert warning["years"] == [UNKNOWN_YEAR, UNKNOWN_YEAR + 1]
-    assert warning["known_through"] == KNOWN_YEARS[-1]
-
-    with capture_logs() as logs:
-        warn_if_china_calendar_runs_out(CollectionsPolicy(), date(KNOWN_YEARS[-2], 6, 1))  # both years known
-        for quiet in (QuietHours(calendar="weekends"), QuietHours(enabled=False), QuietHours(business_days_only=False)):
-            warn_if_china_calendar_runs_out(CollectionsPolicy(quiet_hours=quiet), date(UNKNOWN_YEAR, 6, 1))
-    assert logs == []
-
-
 def test_the_core_falls_back_to_weekends_without_logging_so_replays_say_nothing():
-    """The decision core runs in workflow code on every replay: the warning is the worker's, at start-up."""
+    """The decision core runs in workflow code on every replay: the warning is the worker's, at start-up
+    (tests/test_customer_billing_workflow.py)."""
     due = datetime(UNKNOWN_YEAR, 9, 17, tzinfo=SHANGHAI)
     with capture_logs() as logs:
         at = final_notice_at(CollectionsPolicy(), due)

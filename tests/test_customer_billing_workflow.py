@@ -14,11 +14,13 @@ from structlog.testing import capture_logs
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from billing.business_days import unknown_years
+from billing.business_days import KNOWN_YEARS, unknown_years
 from billing.due_dates import due_moment
 from billing.models import BillingStage, CustomerAccount, Invoice, NoticeKind, Payment
+from billing.policy import CollectionsPolicy, QuietHours
 from tests.builders import SHANGHAI, cny
 from tests.temporal_fixtures import TEST_POLICY, EngineFactory
+from worker import warn_if_china_calendar_runs_out
 from workflows.customer_billing import PATCH_CHINA_CALENDAR
 
 
@@ -292,6 +294,22 @@ async def test_a_new_lifecycle_records_that_it_follows_the_policys_business_day_
         for payload in event.marker_recorded_event_attributes.details["patch-data"].payloads
     ]
     assert PATCH_CHINA_CALENDAR in patches
+
+
+def test_the_worker_warns_at_start_up_about_this_year_and_next_when_china_calendar_does_not_know_them():
+    unknown = 2099  # China's calendar is published a few weeks ahead of each year
+    with capture_logs() as logs:
+        warn_if_china_calendar_runs_out(CollectionsPolicy(), date(unknown, 6, 1))
+    [warning] = logs
+    assert warning["log_level"] == "warning"
+    assert warning["years"] == [unknown, unknown + 1]
+    assert warning["known_through"] == KNOWN_YEARS[-1]
+
+    with capture_logs() as logs:
+        warn_if_china_calendar_runs_out(CollectionsPolicy(), date(KNOWN_YEARS[-2], 6, 1))  # both years known
+        for quiet in (QuietHours(calendar="weekends"), QuietHours(enabled=False), QuietHours(business_days_only=False)):
+            warn_if_china_calendar_runs_out(CollectionsPolicy(quiet_hours=quiet), date(unknown, 6, 1))
+    assert logs == []
 
 
 async def test_the_worker_says_once_when_china_calendar_does_not_know_this_year_or_next(

@@ -9,6 +9,7 @@ import sys
 from tests.devserver_fixtures import REPO
 
 FAST_TIER = [
+    "tests.test_business_days",
     "tests.test_collections",
     "tests.test_partner_payable_core",
     "tests.test_policy_and_models",
