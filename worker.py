@@ -37,6 +37,7 @@ from billing.policy import CollectionsPolicy
 from billing.settings import Settings, SettingsError, settings_from_environment
 from workflows.customer_billing import CustomerBilling
 from workflows.daily_sweep import DailySweep
+from workflows.inbox import OnePayloadPerMessage
 from workflows.partner_payable import PartnerPayable
 
 log = structlog.get_logger(__name__)
@@ -144,6 +145,7 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
             activities=activities,
+            interceptors=[OnePayloadPerMessage()],
             activity_executor=ledger_threads,
             graceful_shutdown_timeout=timedelta(seconds=10),
         )

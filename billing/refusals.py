@@ -8,6 +8,7 @@ sentence alone rather than behind an empty location.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -18,6 +19,13 @@ class Refused(ValueError):
     def __init__(self, message: str, reference: str | None = None) -> None:
         super().__init__(message)
         self.reference = reference  # the id the refused message carried, for the status's `rejected`
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A message payload that is no JSON value, or not a single one: rejected with this reason."""
+
+    reason: str
 
 
 def problems(error: ValidationError, names: Mapping[str, str] | None = None, skip: Iterable[str] = ()) -> list[str]:

@@ -11,12 +11,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from structlog.testing import capture_logs
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.api.common.v1 import Payload
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.common import RawValue
 from temporalio.testing import WorkflowEnvironment
 
 from billing.business_days import KNOWN_YEARS, unknown_years
 from billing.due_dates import due_moment
-from billing.models import BillingStage, CustomerAccount, Invoice, NoticeKind, Payment
+from billing.models import BillingStage, BillingStatus, CustomerAccount, Invoice, NoticeKind, Payment
 from billing.policy import CollectionsPolicy, QuietHours
 from tests.builders import SHANGHAI, cny
 from tests.temporal_fixtures import TEST_POLICY, EngineFactory
@@ -246,6 +248,48 @@ async def test_invalid_signals_are_rejected_and_change_nothing(
         assert "USD" in reasons[2]
         assert "INV-NOPE" in reasons[3]
         await handle.signal("payment_received", payment("invalid", "PAY-I-5", "500.00", now))
+        result = await handle.result()
+    assert result.amount_due == cny("0.00")
+
+
+async def test_no_payload_two_payloads_and_non_json_are_rejected_and_nothing_sticks(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+):
+    """What the `temporal` CLI sends without --input, with --input twice, or bytes that are no JSON: each is
+    rejected (signals) or refused (updates) with a sentence, and the next real payment is booked."""
+    env = time_skipping_env
+    now = await env.get_current_time()
+    not_json = RawValue(Payload(metadata={"encoding": b"json/plain"}, data=b"{not json"))
+    binary = RawValue(Payload(metadata={"encoding": b"binary/plain"}, data=b"\xff\xfe"))
+    good = payment("raw", "PAY-R-0", "1.00", now).model_dump(mode="json")
+    async with engine_factory(env.client) as engine:
+        handle = await engine.issue(account("raw"), invoice("raw", "INV-R-1", "500.00", now + timedelta(days=9)))
+        await handle.signal("payment_received")
+        await handle.signal("payment_received", args=[good, good])
+        await handle.signal("payment_received", not_json)
+        await handle.signal("dispute_opened", binary)
+        status = await status_when(engine, "raw", lambda s: len(s.rejected) == 4)
+        reasons = [(r.name, r.reason) for r in status.rejected]
+        assert reasons[0] == (
+            "payment_received",
+            "invalid input: the message carried no payload (send one JSON object)",
+        )
+        assert reasons[1] == (
+            "payment_received",
+            "invalid input: the message carried 2 payloads; it takes one JSON object",
+        )
+        assert reasons[2][1].startswith("invalid input: the payload is not JSON (encoding json/plain")
+        assert reasons[3][0] == "dispute_opened" and reasons[3][1].startswith("invalid input:")
+        for args, expected in (
+            ([], "carried no payload"),
+            ([good, good], "carried 2 payloads"),
+            ([not_json], "not JSON"),
+        ):
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update("record_payment", args=args, result_type=BillingStatus)
+            assert expected in str(getattr(refused.value.cause, "message", refused.value.cause))
+        assert (await engine.status("raw")).amount_due == cny("500.00")
+        await handle.signal("payment_received", payment("raw", "PAY-R-1", "500.00", now))
         result = await handle.result()
     assert result.amount_due == cny("0.00")
 

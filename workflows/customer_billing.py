@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import inbox
@@ -115,70 +116,71 @@ class CustomerBilling:
     # --- messages from other services ----------------------------------------------------------------
 
     @workflow.signal(name="invoice_issued", description=describe("CustomerBilling", "invoice_issued"))
-    def invoice_issued(self, invoice: Any) -> None:
+    def invoice_issued(self, invoice: RawValue = inbox.NO_PAYLOAD) -> None:
         # Taken as raw JSON and validated by the loop, so an invalid invoice is recorded in `rejected`
         # instead of being dropped by the SDK's decoder.
         self._inbox.signalled("invoice_issued", invoice)
 
     @workflow.signal(name="payment_received", description=describe("CustomerBilling", "payment_received"))
-    def payment_received(self, payment: Any) -> None:
+    def payment_received(self, payment: RawValue = inbox.NO_PAYLOAD) -> None:
         self._inbox.signalled("payment_received", payment)
 
     @workflow.signal(name="dispute_opened", description=describe("CustomerBilling", "dispute_opened"))
-    def dispute_opened(self, dispute: Any) -> None:
+    def dispute_opened(self, dispute: RawValue = inbox.NO_PAYLOAD) -> None:
         self._inbox.signalled("dispute_opened", dispute)
 
     @workflow.signal(name="ledger_changed", description=describe("CustomerBilling", "ledger_changed"))
-    def ledger_changed(self, change: Any) -> None:
+    def ledger_changed(self, change: RawValue = inbox.NO_PAYLOAD) -> None:
         self._inbox.signalled("ledger_changed", change)
 
     # --- operator actions: validated updates, applied by the main loop in order -----------------------
 
-    def _refuse_unless(self, model: type[M], payload: Any, check: Callable[[BillingState, M], None]) -> None:
+    def _refuse_unless(self, model: type[M], payload: RawValue, check: Callable[[BillingState, M], None]) -> None:
         """Validator body: parse the payload and check it against the state; raise to refuse the update."""
         try:
             action = inbox.parse(model, payload)
-            # Before the first activity returns there is no state to check against: the main loop checks
-            # again when it applies the action, and refuses it then if it must.
-            if self._state is not None:
+            # Before the first activity returns there is no state to check against, and while earlier messages
+            # are being applied the state is not yet theirs: the main loop checks again when it applies the
+            # action, and refuses it then if it must.
+            if self._state is not None and self._inbox.settled:
                 check(self._state, action)
         except Refused as refusal:
             raise inbox.refused(str(refusal)) from None
 
-    async def _operate(self, name: str, payload: Any) -> BillingStatus:
+    async def _operate(self, name: str, payload: RawValue) -> BillingStatus:
         await self._inbox.updated(name, payload)
         return build_status(self._require_state(), self._decide(), workflow.now())
 
     @workflow.update(name="record_payment", description=describe("CustomerBilling", "record_payment"))
-    async def record_payment(self, payment: Any) -> BillingStatus:
+    async def record_payment(self, payment: RawValue = inbox.NO_PAYLOAD) -> BillingStatus:
         return await self._operate("record_payment", payment)
 
     @record_payment.validator
-    def _validate_record_payment(self, payment: Any) -> None:
+    def _validate_record_payment(self, payment: RawValue = inbox.NO_PAYLOAD) -> None:
         self._refuse_unless(Payment, payment, rules.check_payment)
 
     @workflow.update(name="pause_dunning", description=describe("CustomerBilling", "pause_dunning"))
-    async def pause_dunning(self, pause: Any) -> BillingStatus:
+    async def pause_dunning(self, pause: RawValue = inbox.NO_PAYLOAD) -> BillingStatus:
         return await self._operate("pause_dunning", pause)
 
     @pause_dunning.validator
-    def _validate_pause_dunning(self, pause: Any) -> None:
+    def _validate_pause_dunning(self, pause: RawValue = inbox.NO_PAYLOAD) -> None:
         self._refuse_unless(DunningPause, pause, lambda state, action: rules.check_pause(state, action, workflow.now()))
 
     @workflow.update(name="resume_dunning", description=describe("CustomerBilling", "resume_dunning"))
-    async def resume_dunning(self, resume: Any) -> BillingStatus:
+    async def resume_dunning(self, resume: RawValue = inbox.NO_PAYLOAD) -> BillingStatus:
         return await self._operate("resume_dunning", resume)
 
     @resume_dunning.validator
-    def _validate_resume_dunning(self, resume: Any) -> None:
+    def _validate_resume_dunning(self, resume: RawValue = inbox.NO_PAYLOAD) -> None:
         self._refuse_unless(DunningPause, resume, lambda state, _: rules.check_resume(state, workflow.now()))
 
     @workflow.update(name="extend_due_date", description=describe("CustomerBilling", "extend_due_date"))
-    async def extend_due_date(self, extension: Any) -> BillingStatus:
+    async def extend_due_date(self, extension: RawValue = inbox.NO_PAYLOAD) -> BillingStatus:
         return await self._operate("extend_due_date", extension)
 
     @extend_due_date.validator
-    def _validate_extend_due_date(self, extension: Any) -> None:
+    def _validate_extend_due_date(self, extension: RawValue = inbox.NO_PAYLOAD) -> None:
         self._refuse_unless(
             ExtendDueDate,
             extension,
@@ -186,61 +188,61 @@ class CustomerBilling:
         )
 
     @workflow.update(name="write_off", description=describe("CustomerBilling", "write_off"))
-    async def write_off(self, write_off: Any) -> BillingStatus:
+    async def write_off(self, write_off: RawValue = inbox.NO_PAYLOAD) -> BillingStatus:
         return await self._operate("write_off", write_off)
 
     @write_off.validator
-    def _validate_write_off(self, write_off: Any) -> None:
+    def _validate_write_off(self, write_off: RawValue = inbox.NO_PAYLOAD) -> None:
         self._refuse_unless(WriteOff, write_off, rules.check_write_off)
 
     @workflow.update(name="suspend_now", description=describe("CustomerBilling", "suspend_now"))
-    async def suspend_now(self, suspension: Any) -> BillingStatus:
+    async def suspend_now(self, suspension: RawValue = inbox.NO_PAYLOAD) -> BillingStatus:
         return await self._operate("suspend_now", suspension)
 
     @suspend_now.validator
-    def _validate_suspend_now(self, suspension: Any) -> None:
+    def _validate_suspend_now(self, suspension: RawValue = inbox.NO_PAYLOAD) -> None:
         self._refuse_unless(
             SuspendNow, suspension, lambda state, action: rules.check_suspend_now(state, action, workflow.now())
         )
 
     @workflow.update(name="reinstate", description=describe("CustomerBilling", "reinstate"))
-    async def reinstate(self, reinstatement: Any) -> BillingStatus:
+    async def reinstate(self, reinstatement: RawValue = inbox.NO_PAYLOAD) -> BillingStatus:
         return await self._operate("reinstate", reinstatement)
 
     @reinstate.validator
-    def _validate_reinstate(self, reinstatement: Any) -> None:
+    def _validate_reinstate(self, reinstatement: RawValue = inbox.NO_PAYLOAD) -> None:
         self._refuse_unless(Reinstate, reinstatement, rules.check_reinstate)
 
     @workflow.update(name="resolve_dispute", description=describe("CustomerBilling", "resolve_dispute"))
-    async def resolve_dispute(self, resolution: Any) -> BillingStatus:
+    async def resolve_dispute(self, resolution: RawValue = inbox.NO_PAYLOAD) -> BillingStatus:
         return await self._operate("resolve_dispute", resolution)
 
     @resolve_dispute.validator
-    def _validate_resolve_dispute(self, resolution: Any) -> None:
+    def _validate_resolve_dispute(self, resolution: RawValue = inbox.NO_PAYLOAD) -> None:
         self._refuse_unless(ResolveDispute, resolution, rules.check_resolve_dispute)
 
     @workflow.update(name="escalate_dispute", description=describe("CustomerBilling", "escalate_dispute"))
-    async def escalate_dispute(self, escalation: Any) -> BillingStatus:
+    async def escalate_dispute(self, escalation: RawValue = inbox.NO_PAYLOAD) -> BillingStatus:
         return await self._operate("escalate_dispute", escalation)
 
     @escalate_dispute.validator
-    def _validate_escalate_dispute(self, escalation: Any) -> None:
+    def _validate_escalate_dispute(self, escalation: RawValue = inbox.NO_PAYLOAD) -> None:
         self._refuse_unless(EscalateDispute, escalation, rules.check_escalate_dispute)
 
     @workflow.update(name="record_escalation", description=describe("CustomerBilling", "record_escalation"))
-    async def record_escalation(self, record: Any) -> BillingStatus:
+    async def record_escalation(self, record: RawValue = inbox.NO_PAYLOAD) -> BillingStatus:
         return await self._operate("record_escalation", record)
 
     @record_escalation.validator
-    def _validate_record_escalation(self, record: Any) -> None:
+    def _validate_record_escalation(self, record: RawValue = inbox.NO_PAYLOAD) -> None:
         self._refuse_unless(RecordEscalation, record, rules.check_record_escalation)
 
     @workflow.update(name="resolve_escalation", description=describe("CustomerBilling", "resolve_escalation"))
-    async def resolve_escalation(self, resolution: Any) -> BillingStatus:
+    async def resolve_escalation(self, resolution: RawValue = inbox.NO_PAYLOAD) -> BillingStatus:
         return await self._operate("resolve_escalation", resolution)
 
     @resolve_escalation.validator
-    def _validate_resolve_escalation(self, resolution: Any) -> None:
+    def _validate_resolve_escalation(self, resolution: RawValue = inbox.NO_PAYLOAD) -> None:
         self._refuse_unless(ResolveDispute, resolution, rules.check_resolve_escalation)
 
     @workflow.query(name="status", description=describe("CustomerBilling", "status"))

@@ -159,7 +159,9 @@ class PartnerPayable:
                 )
                 self._state.rejected = [*self._state.rejected, rejection]
                 inbox.log_rejection(reported.name, str(refusal), reference)
+                self._reports.refused(reported, str(refusal))
                 continue
+            self._reports.applied(reported)
             if payment is not None:
                 workflow.logger.info(
                     "payment registered by 21Vianet booked",
