@@ -83,16 +83,22 @@ def warn_if_china_calendar_runs_out(policy: CollectionsPolicy, today: date) -> N
         )
 
 
-@asynccontextmanager
-async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """A worker wired to real adapters from `settings`; the adapters close when the context ends."""
-    store = LedgerStore.from_url(settings.ledger_url)
-    partner_center = PartnerCenterClient(
+def partner_center_client(settings: Settings) -> PartnerCenterClient:
+    """The worker's one Partner Center client (its token cache and rate limit are shared by every activity)."""
+    return PartnerCenterClient(
         settings.partner_center_url,
         settings.partner_center_token_url or "",
         settings.partner_center_client_id or "",
         settings.partner_center_client_secret or "",
+        resource=settings.partner_center_resource,
     )
+
+
+@asynccontextmanager
+async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """A worker wired to real adapters from `settings`; the adapters close when the context ends."""
+    store = LedgerStore.from_url(settings.ledger_url)
+    partner_center = partner_center_client(settings)
     transport: SmtpTransport | OutboxTransport
     if settings.smtp_host:
         transport = SmtpTransport(

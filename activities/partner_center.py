@@ -36,7 +36,10 @@ from billing.ports import (
 
 log = structlog.get_logger(__name__)
 
-CHINA_API_RESOURCE = "https://api.partnercenterapi.microsoftonline.cn"
+# The Azure AD resource of Partner Center operated by 21Vianet: the PowerShell module asks for its API root,
+# `ChinaPartnerCenterEndpoint` (microsoft/Partner-Center-PowerShell, src/PowerShell/Models/Authentication/
+# EnvironmentConstants.cs, used as the scope in src/PowerShell/Commands/ConnectPartnerCenter.cs).
+CHINA_API_RESOURCE = "https://partner.partnercenterapi.microsoftonline.cn"
 REJECTED = "PartnerCenterRejected"  # non-retryable: Partner Center refused the call as it stands
 UNAVAILABLE = "PartnerCenterUnavailable"  # retryable: throttled, failing or unreachable after our own retries
 CONFLICT = "PartnerCenterConflict"  # retryable: the subscription kept changing between our GET and PATCH

@@ -23,6 +23,10 @@ from billing.policy import CollectionsPolicy, load_policy
 from billing.sweep import sweep_time_of_day, sweep_time_zone
 
 PRODUCTION_PARTNER_CENTER_URL = "https://partner.partnercenterapi.microsoftonline.cn"
+# The Azure AD resource a Partner Center token is asked for. The PartnerCenter PowerShell module uses one constant,
+# `ChinaPartnerCenterEndpoint`, both as the API's root and as the token's resource (microsoft/Partner-Center-
+# PowerShell, src/PowerShell/Models/Authentication/EnvironmentConstants.cs and Commands/ConnectPartnerCenter.cs).
+PRODUCTION_PARTNER_CENTER_RESOURCE = PRODUCTION_PARTNER_CENTER_URL
 PRODUCTION_TOKEN_URL_TEMPLATE = "https://login.partner.microsoftonline.cn/{tenant}/oauth2/token"
 
 # Environment variable → field. Everything else in the environment is ignored.
@@ -44,6 +48,7 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "BILLING_PARTNER_CENTER_TOKEN_URL": "partner_center_token_url",
     "BILLING_PARTNER_CENTER_CLIENT_ID": "partner_center_client_id",
     "BILLING_PARTNER_CENTER_CLIENT_SECRET": "partner_center_client_secret",
+    "BILLING_PARTNER_CENTER_RESOURCE": "partner_center_resource",
     "BILLING_POLICY_FILE": "policy_file",
     "BILLING_HISTORY_EVENT_LIMIT": "history_event_limit",
     "BILLING_SWEEP_TIME": "sweep_time",
@@ -186,6 +191,7 @@ class Settings(DocumentSettings):
     partner_center_token_url: str | None = None
     partner_center_client_id: str | None = None
     partner_center_client_secret: str | None = None
+    partner_center_resource: str = PRODUCTION_PARTNER_CENTER_RESOURCE
     policy_file: Path | None = None
     history_event_limit: int = 10_000  # a lifecycle continues as new past this many history events
     sweep_time: time = time(6, 0)  # the daily sweep's local time, HH:MM

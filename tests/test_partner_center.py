@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.partner_center import (
+    CHINA_API_RESOURCE,
     CONFLICT,
     REJECTED,
     UNAVAILABLE,
@@ -26,8 +27,10 @@ from activities.partner_center import (
     RateLimiter,
     ms_request_id,
 )
-from billing.devtools.partner_center_emulator import PartnerCenterEmulator
+from billing.devtools.partner_center_emulator import DEFAULT_RESOURCE, PartnerCenterEmulator
 from billing.ports import SubscriptionQuery, SubscriptionStatusChange, SubscriptionStatusChanged
+from billing.settings import Settings, settings_from_environment
+from worker import partner_center_client
 
 TENANT = "8c1f2a9e-0d1b-4d5e-9a53-6c2b7d8e9f01"
 WORKFLOW_ID = "customer-billing-c-1001"
@@ -96,6 +99,74 @@ async def test_refused_token_is_replaced_and_the_call_repeated_once(
     assert len(subscriptions) == 2
     assert [call.status for call in partner_center_emulator.api_requests()] == [200, 401, 200]
     assert len(token_requests(partner_center_emulator)) == 2
+
+
+async def test_token_is_asked_for_the_china_partner_center_resource(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    await client.list_subscriptions(TENANT, WORKFLOW_ID)
+
+    (token,) = token_requests(partner_center_emulator)
+    assert token.body["resource"] == "https://partner.partnercenterapi.microsoftonline.cn"
+    assert "client_secret" not in token.body
+    assert CHINA_API_RESOURCE == DEFAULT_RESOURCE == Settings.model_fields["partner_center_resource"].default
+
+
+async def test_token_for_another_resource_is_refused_with_azure_ads_invalid_resource(
+    partner_center_emulator: PartnerCenterEmulator,
+) -> None:
+    wrong = "https://api.partnercenterapi.microsoftonline.cn"  # what this client asked for before issue 11
+
+    async with client_for(partner_center_emulator, resource=wrong) as client:
+        with pytest.raises(ApplicationError) as failed:
+            await client.list_subscriptions(TENANT, WORKFLOW_ID)
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            partner_center_emulator.token_url,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": partner_center_emulator.client_id,
+                "client_secret": partner_center_emulator.client_secret,
+                "resource": wrong,
+            },
+        )
+
+    assert failed.value.type == REJECTED
+    assert failed.value.non_retryable
+    assert "HTTP 400" in failed.value.message
+    assert f"AADSTS500011: The resource principal named {wrong} was not found" in failed.value.message
+    assert answer.status_code == 400
+    body = answer.json()
+    assert body["error"] == "invalid_resource"
+    assert body["error_codes"] == [500011]
+    assert body["error_description"].startswith("AADSTS500011: The resource principal named")
+    assert partner_center_emulator.api_requests() == []
+
+
+def worker_settings(emulator: PartnerCenterEmulator, **environment: str) -> Settings:
+    return settings_from_environment(
+        {
+            "BILLING_PARTNER_CENTER_URL": emulator.base_url,
+            "BILLING_PARTNER_CENTER_TOKEN_URL": emulator.token_url,
+            "BILLING_PARTNER_CENTER_CLIENT_ID": emulator.client_id,
+            "BILLING_PARTNER_CENTER_CLIENT_SECRET": emulator.client_secret,
+            **environment,
+        }
+    )
+
+
+async def test_worker_asks_for_the_resource_of_billing_partner_center_resource() -> None:
+    with PartnerCenterEmulator(resource="https://partner-center.example.cn") as emulator:
+        configured = worker_settings(emulator, BILLING_PARTNER_CENTER_RESOURCE="https://partner-center.example.cn")
+        async with partner_center_client(configured) as client:
+            subscriptions = await client.list_subscriptions(TENANT, WORKFLOW_ID)
+        unconfigured = worker_settings(emulator)
+        async with partner_center_client(unconfigured) as client:
+            with pytest.raises(ApplicationError, match="AADSTS500011"):
+                await client.list_subscriptions(TENANT, WORKFLOW_ID)
+
+    assert len(subscriptions) == 2
+    assert unconfigured.partner_center_resource == CHINA_API_RESOURCE
 
 
 # --- suspension and reinstatement -------------------------------------------------------------------------
@@ -454,7 +525,7 @@ async def test_emulator_requires_a_bearer_token_a_current_etag_and_a_known_statu
                 "grant_type": "client_credentials",
                 "client_id": partner_center_emulator.client_id,
                 "client_secret": partner_center_emulator.client_secret,
-                "resource": "https://api.partnercenterapi.microsoftonline.cn",
+                "resource": partner_center_emulator.resource,
             },
         )
         auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
@@ -522,7 +593,7 @@ def test_emulator_command_prints_its_urls_and_stops_cleanly_on_sigterm() -> None
     )
     try:
         assert process.stdout is not None
-        banner = [process.stdout.readline() for _ in range(6)]
+        banner = [process.stdout.readline() for _ in range(7)]
         urls = dict(line.strip().split("=", 1) for line in banner if "=" in line)
         token = httpx.post(
             urls["BILLING_PARTNER_CENTER_TOKEN_URL"],
@@ -530,10 +601,11 @@ def test_emulator_command_prints_its_urls_and_stops_cleanly_on_sigterm() -> None
                 "grant_type": "client_credentials",
                 "client_id": urls["BILLING_PARTNER_CENTER_CLIENT_ID"],
                 "client_secret": urls["BILLING_PARTNER_CENTER_CLIENT_SECRET"],
-                "resource": "https://api.partnercenterapi.microsoftonline.cn",
+                "resource": urls["BILLING_PARTNER_CENTER_RESOURCE"],
             },
         )
         assert token.status_code == 200
+        assert urls["BILLING_PARTNER_CENTER_RESOURCE"] == DEFAULT_RESOURCE
         assert urls["BILLING_PARTNER_CENTER_URL"].startswith("http://127.0.0.1:")
         process.send_signal(signal.SIGTERM)
         remaining_output, _ = process.communicate(timeout=10)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from billing import search_attributes
-from billing.devtools.partner_center_emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from billing.devtools.partner_center_emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_RESOURCE
 from billing.policy import DEMO_POLICY_TOML
 
 TEMPORAL_PORT = 7233
@@ -66,6 +66,7 @@ def worker_environment(var: Path, demo: bool) -> dict[str, str]:
     env["BILLING_PARTNER_CENTER_TOKEN_URL"] = f"{emulator}/partner-tenant/oauth2/token"
     env["BILLING_PARTNER_CENTER_CLIENT_ID"] = DEFAULT_CLIENT_ID
     env["BILLING_PARTNER_CENTER_CLIENT_SECRET"] = DEFAULT_CLIENT_SECRET
+    env["BILLING_PARTNER_CENTER_RESOURCE"] = DEFAULT_RESOURCE
     if demo:
         policy = var / "demo-policy.toml"
         policy.write_text(DEMO_POLICY_TOML, encoding="utf-8")

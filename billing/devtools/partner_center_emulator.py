@@ -36,6 +36,12 @@ _CHANGEABLE_STATUSES = frozenset({"active", "suspended"})
 DEFAULT_CLIENT_ID = "emulator-client"
 DEFAULT_CLIENT_SECRET = "emulator-secret"
 DEFAULT_PARTNER_TENANT = "emulator-partner"
+# The only resource the token endpoint issues tokens for, as Azure AD knows Partner Center operated by 21Vianet
+# (microsoft/Partner-Center-PowerShell, src/PowerShell/Models/Authentication/EnvironmentConstants.cs,
+# `ChinaPartnerCenterEndpoint`). Any other is refused as Azure AD refuses an unknown resource principal.
+DEFAULT_RESOURCE = "https://partner.partnercenterapi.microsoftonline.cn"
+# Azure AD for the China cloud (EnvironmentConstants.ChinaActiveDirectoryEndpoint), named in its error links.
+_CHINA_LOGIN = "https://login.chinacloudapi.cn"
 
 _NAMESPACE = uuid.UUID("0a846c45-d379-4a97-9bd6-c0bac978115d")
 _DEMO_OFFERS = (
@@ -56,7 +62,7 @@ class RecordedRequest:
     method: str
     path: str
     headers: Mapping[str, str]  # names in lower case
-    body: Any  # the JSON body of API calls; None for token requests, whose form carries the client secret
+    body: Any  # the JSON body of API calls; a token request's form without its client secret
     status: int  # 0 when the emulator dropped the connection instead of answering
 
     def header(self, name: str) -> str | None:
@@ -94,6 +100,7 @@ class PartnerCenterEmulator:
         client_id: str = DEFAULT_CLIENT_ID,
         client_secret: str = DEFAULT_CLIENT_SECRET,
         partner_tenant: str = DEFAULT_PARTNER_TENANT,
+        resource: str = DEFAULT_RESOURCE,
         token_lifetime: int = 3600,
         state_file: Path | None = None,
         log_requests: bool = False,
@@ -104,6 +111,7 @@ class PartnerCenterEmulator:
         self.client_id = client_id
         self.client_secret = client_secret
         self.partner_tenant = partner_tenant
+        self.resource = resource
         self.token_lifetime = token_lifetime
         self.log_requests = log_requests
         self._address = (host, port)
@@ -270,17 +278,18 @@ class PartnerCenterEmulator:
     ) -> tuple[_Reply | None, Any]:
         parts = [unquote(part) for part in path.strip("/").split("/")]
         if len(parts) == 3 and parts[1:] == ["oauth2", "token"]:
+            form = {key: values[0] for key, values in parse_qs(raw_body.decode("utf-8", "replace")).items()}
+            recorded = {key: value for key, value in form.items() if key != "client_secret"}
             if method != "POST":
-                return _error(405, "MethodNotAllowed", "the token endpoint takes POST"), None
-            return self._issue_token(raw_body), None
+                return _error(405, "MethodNotAllowed", "the token endpoint takes POST"), recorded
+            return self._issue_token(parts[0], form), recorded
         if len(parts) in (4, 5) and parts[:2] == ["v1", "customers"] and parts[3] == "subscriptions":
             body = _json_or_none(raw_body)
             subscription_id = parts[4] if len(parts) == 5 else None
             return self._serve_subscriptions(method, parts[2], subscription_id, headers, body), body
         return _error(404, "NotFound", f"no such endpoint: {method} {path}"), None
 
-    def _issue_token(self, raw_body: bytes) -> _Reply:
-        form = {key: values[0] for key, values in parse_qs(raw_body.decode("utf-8", "replace")).items()}
+    def _issue_token(self, tenant: str, form: Mapping[str, str]) -> _Reply:
         if form.get("grant_type") != "client_credentials":
             return _Reply(400, {"error": "unsupported_grant_type", "error_description": "use client_credentials"})
         if not form.get("resource"):
@@ -288,6 +297,8 @@ class PartnerCenterEmulator:
         known_client = secrets.compare_digest(form.get("client_id", ""), self.client_id)
         if not (known_client and secrets.compare_digest(form.get("client_secret", ""), self.client_secret)):
             return _Reply(401, {"error": "invalid_client", "error_description": "unknown client id or secret"})
+        if form["resource"] != self.resource:
+            return _unknown_resource(form["resource"], tenant)
         now = time.monotonic()
         self._tokens = {token: expiry for token, expiry in self._tokens.items() if expiry > now}
         token = secrets.token_urlsafe(32)
@@ -640,6 +651,32 @@ def _error(status: int, name: str, description: str, headers: Mapping[str, str] 
     return _Reply(status, body, headers or {})
 
 
+def _unknown_resource(resource: str, tenant: str) -> _Reply:
+    """Azure AD's answer to a token request for a resource it does not know: HTTP 400, `invalid_resource`,
+    AADSTS500011, in the shape of the token endpoint's error body (as quoted from a real response in
+    https://github.com/rootinc/laravel-azure-middleware/issues/51)."""
+    timestamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
+    description = (
+        f"AADSTS500011: The resource principal named {resource} was not found in the tenant named {tenant}. "
+        "This can happen if the application has not been installed by the administrator of the tenant or "
+        "consented to by any user in the tenant. You might have sent your authentication request to the wrong "
+        f"tenant.\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {timestamp}"
+    )
+    return _Reply(
+        400,
+        {
+            "error": "invalid_resource",
+            "error_description": description,
+            "error_codes": [500011],
+            "timestamp": timestamp,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+            "error_uri": f"{_CHINA_LOGIN}/error?code=500011",
+        },
+    )
+
+
 def _json_or_none(raw_body: bytes) -> Any:
     try:
         return json.loads(raw_body) if raw_body else None
@@ -676,6 +713,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     parser.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
     parser.add_argument("--partner-tenant", default=DEFAULT_PARTNER_TENANT)
+    parser.add_argument("--resource", default=DEFAULT_RESOURCE, help="the only resource tokens are issued for")
     parser.add_argument("--token-lifetime", type=int, default=3600, help="seconds a bearer token is valid")
     parser.add_argument("--quiet", action="store_true", help="do not print a line per request")
     args = parser.parse_args(argv)
@@ -686,6 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             client_id=args.client_id,
             client_secret=args.client_secret,
             partner_tenant=args.partner_tenant,
+            resource=args.resource,
             token_lifetime=args.token_lifetime,
             state_file=args.state,
             log_requests=not args.quiet,
@@ -703,6 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"  BILLING_PARTNER_CENTER_TOKEN_URL={emulator.token_url}\n"
         f"  BILLING_PARTNER_CENTER_CLIENT_ID={emulator.client_id}\n"
         f"  BILLING_PARTNER_CENTER_CLIENT_SECRET={emulator.client_secret}\n"
+        f"  BILLING_PARTNER_CENTER_RESOURCE={emulator.resource}\n"
         f"  state: {args.state or 'in memory only'}\n"
         "Stop with Ctrl+C.",
         flush=True,
