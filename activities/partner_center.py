@@ -122,6 +122,48 @@ class SubscriptionResource:
 
 
 @dataclass(frozen=True)
+class PartnerCenterError:
+    """An error answer: Partner Center's `{"code", "description", "data", "source"}` with `code` a string
+    (https://learn.microsoft.com/partner-center/developer/error-codes, "Error responses"; the .NET SDK's
+    ApiFault reads the same fields: microsoft/partner-center-sdk-for-dotNET, Source/PartnerSdk.Models/
+    ApiFault.cs), or Azure AD's `{"error", "error_description"}` from the token endpoint.
+
+    `text` is the body as sent (cut to a readable length), so operators see Partner Center's own words.
+    """
+
+    status: int
+    code: str | None
+    description: str | None
+    text: str
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> PartnerCenterError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            body = {}
+        code = body.get("code", body.get("error"))
+        description = body.get("description", body.get("error_description"))
+        return cls(
+            status=response.status_code,
+            code=None if code is None else str(code),
+            description=None if description is None else str(description),
+            text=_text(response),
+        )
+
+    @property
+    def stale_etag(self) -> bool:
+        """The etag sent in If-Match is no longer the resource's: 412, or 400 with code 2055 ("Etag is no longer
+        valid", https://learn.microsoft.com/partner-center/developer/error-codes)."""
+        return self.status == 412 or (self.status == 400 and self.code == "2055")
+
+    def details(self) -> dict[str, Any]:
+        return {"status": self.status, "code": self.code, "description": self.description}
+
+
+@dataclass(frozen=True)
 class _Token:
     value: str
     renew_at: float  # time.monotonic()
@@ -219,7 +261,7 @@ class PartnerCenterClient:
                 log.info("partner_center.subscription_left_as_is", status=current.status, target=status, **context)
                 return SubscriptionStatusChanged(subscription_id=subscription_id, status=current.status, changed=False)
             if conflicts:
-                # Partner Center answers a reused MS-RequestId with its first answer (here: the 412), so the
+                # Partner Center answers a reused MS-RequestId with its first answer (here: the stale etag), so the
                 # PATCH of the re-read resource needs an id of its own, still derived so a retry reuses it.
                 patch_request_id = ms_request_id(f"{request_id}/{current.etag}")
             response = await self._call(
@@ -229,14 +271,23 @@ class PartnerCenterClient:
                 request_id=patch_request_id,
                 headers={"If-Match": current.etag or ""},
                 json={**current.resource, "status": status},
-                accept=(412,),
+                accept=(400, 412),
                 context=context,
             )
-            if response.status_code != 412:
+            if response.is_success:
                 updated = SubscriptionResource.parse(response.json(), response.headers.get("ETag"))
                 log.info("partner_center.subscription_status_changed", status=updated.status, **context)
                 return SubscriptionStatusChanged(subscription_id=subscription_id, status=updated.status, changed=True)
-            log.warning("partner_center.subscription_changed_meanwhile", conflicts=conflicts + 1, **context)
+            error = PartnerCenterError.of(response)
+            if not error.stale_etag:
+                raise _rejected(f"PATCH {_subscriptions_path(tenant_id, subscription_id)}", response)
+            log.warning(
+                "partner_center.subscription_changed_meanwhile",
+                conflicts=conflicts + 1,
+                status_code=error.status,
+                error_code=error.code,
+                **context,
+            )
         raise ApplicationError(
             f"subscription {subscription_id} of tenant {tenant_id} changed between every GET and PATCH "
             f"({self._max_conflicts + 1} times)",
@@ -500,8 +551,10 @@ def _text(response: httpx.Response) -> str:
 
 
 def _rejected(what: str, response: httpx.Response) -> ApplicationError:
+    error = PartnerCenterError.of(response)
     return ApplicationError(
-        f"Partner Center rejected {what}: HTTP {response.status_code} {_text(response)}",
+        f"Partner Center rejected {what}: HTTP {error.status} {error.text}",
+        error.details(),
         type=REJECTED,
         non_retryable=True,
     )

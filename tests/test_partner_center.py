@@ -296,11 +296,15 @@ async def test_list_active_subscriptions_leaves_out_every_other_status(
     assert result.subscription_ids == ["a", "b"]
 
 
+@pytest.mark.parametrize("stale_answer", [400, 412], ids=["400-code-2055", "412"])
 async def test_subscription_changed_between_get_and_patch_is_read_again_and_patched(
-    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient, stale_answer: int
 ) -> None:
     partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
-    partner_center_emulator.simulate_concurrent_edit()
+    if stale_answer == 400:
+        partner_center_emulator.simulate_concurrent_edit()  # the emulator answers a stale etag as 400/2055
+    else:
+        partner_center_emulator.inject_fault(412, method="PATCH")
 
     result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
 
@@ -308,12 +312,13 @@ async def test_subscription_changed_between_get_and_patch_is_read_again_and_patc
     calls = partner_center_emulator.api_requests()
     assert [(call.method, call.status) for call in calls] == [
         ("GET", 200),
-        ("PATCH", 412),
+        ("PATCH", stale_answer),
         ("GET", 200),
         ("PATCH", 200),
     ]
     first, second = calls[1], calls[3]
-    assert first.header("If-Match") != second.header("If-Match")
+    if stale_answer == 400:
+        assert first.header("If-Match") != second.header("If-Match")
     # Partner Center would answer a reused id with the 412 again, so the second PATCH has an id of its own.
     assert first.header("MS-RequestId") == REQUEST_ID
     assert second.header("MS-RequestId") not in (REQUEST_ID, None)
@@ -423,7 +428,7 @@ async def test_bad_request_is_rejected_at_once_with_the_response_text(
     assert failed.value.type == REJECTED
     assert failed.value.non_retryable
     assert "HTTP 400" in failed.value.message
-    assert "InvalidSubscriptionStatus" in failed.value.message
+    assert '"code": "800002"' in failed.value.message
     assert "'frozen' is not one of" in failed.value.message
     assert len(partner_center_emulator.api_requests("PATCH")) == 1
     assert partner_center_emulator.subscription(TENANT, "sub-1")["status"] == "active"
@@ -440,8 +445,21 @@ async def test_unknown_subscription_is_rejected_at_once_with_the_response_text(
     assert failed.value.type == REJECTED
     assert failed.value.non_retryable
     assert "HTTP 404" in failed.value.message
-    assert "subscription sub-gone not found" in failed.value.message
+    assert "Subscription with ID sub-gone not found." in failed.value.message
     assert len(partner_center_emulator.api_requests()) == 1
+
+
+async def test_rejection_carries_partner_centers_code_and_description_as_details(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+
+    with pytest.raises(ApplicationError) as failed:
+        await client.get_subscription(TENANT, "sub-gone", WORKFLOW_ID)
+
+    assert failed.value.details == (
+        {"status": 404, "code": "20003", "description": "Subscription with ID sub-gone not found."},
+    )
 
 
 async def test_wrong_client_secret_is_rejected_at_once(
@@ -537,10 +555,45 @@ async def test_emulator_requires_a_bearer_token_a_current_etag_and_a_known_statu
         unknown = await http.patch(url, headers={**auth, "If-Match": etag}, json={**resource, "status": "frozen"})
 
     assert token.json()["expires_in"] == "3600"
-    assert (without_etag.status_code, stale.status_code) == (412, 412)
-    assert unknown.status_code == 400
-    assert unknown.json()["errorName"] == "InvalidSubscriptionStatus"
+    assert without_etag.status_code == 412
+    assert (stale.status_code, stale.json()["code"]) == (400, "2055")
+    assert (unknown.status_code, unknown.json()["code"]) == (400, "800002")
     assert partner_center_emulator.subscription(TENANT, "sub-1")["attributes"]["etag"] == etag
+
+
+async def test_emulator_answers_every_error_in_partner_centers_error_shape(
+    partner_center_emulator: PartnerCenterEmulator,
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    async with httpx.AsyncClient(base_url=partner_center_emulator.base_url) as http:
+        token = await http.post(
+            partner_center_emulator.token_url,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": partner_center_emulator.client_id,
+                "client_secret": partner_center_emulator.client_secret,
+                "resource": partner_center_emulator.resource,
+            },
+        )
+        auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        url = f"/v1/customers/{TENANT}/subscriptions/sub-1"
+        resource = (await http.get(url, headers=auth)).json()
+        answers = [
+            await http.get(url),
+            await http.get("/v1/nowhere", headers=auth),
+            await http.get(f"/v1/customers/{TENANT}/subscriptions/sub-gone", headers=auth),
+            await http.patch(url, headers={**auth, "If-Match": "stale"}, json={**resource, "status": "suspended"}),
+        ]
+        partner_center_emulator.inject_fault(503)
+        answers.append(await http.get(url, headers=auth))
+
+    assert [answer.status_code for answer in answers] == [401, 404, 404, 400, 503]
+    for answer in answers:
+        body = answer.json()
+        assert set(body) == {"code", "description", "data", "source"}
+        assert isinstance(body["code"], str) and body["description"]
+        assert isinstance(body["data"], list)
+    assert [answer.json()["code"] for answer in answers] == ["400", "1000", "20003", "2055", "503"]
 
 
 async def test_emulator_answers_a_replayed_patch_as_it_did_the_first_time(

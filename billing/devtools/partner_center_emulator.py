@@ -48,6 +48,15 @@ _DEMO_OFFERS = (
     ("Office 365 E3 operated by 21Vianet", 25),
     ("Microsoft 365 Business Standard operated by 21Vianet", 10),
 )
+# Partner Center's error codes (https://learn.microsoft.com/partner-center/developer/error-codes, "Error codes");
+# a condition that table does not name is answered with its HTTP status as the code.
+ACCESS_DENIED = "400"  # 401: the bearer token is missing, unknown or expired
+NOT_FOUND = "1000"
+SUBSCRIPTION_NOT_FOUND = "20003"
+INVALID_REQUEST_INPUT = "800002"
+DELETED_SUBSCRIPTION = "2011"  # "Subscription with ID {0} and deleted status can't be updated."
+STALE_ETAG = "2055"  # "Etag is no longer valid"
+CANNOT_UPDATE_STATUS = "800096"  # "Can't update the status for this subscription"
 # Answers kept per MS-RequestId; the oldest are forgotten so a long local run does not grow without bound.
 _REMEMBERED_ANSWERS = 10_000
 # Partner Center pages a collection of invoices; the emulator's pages are small so that paging is exercised.
@@ -281,13 +290,13 @@ class PartnerCenterEmulator:
             form = {key: values[0] for key, values in parse_qs(raw_body.decode("utf-8", "replace")).items()}
             recorded = {key: value for key, value in form.items() if key != "client_secret"}
             if method != "POST":
-                return _error(405, "MethodNotAllowed", "the token endpoint takes POST"), recorded
+                return _Reply(405, {"error": "invalid_request", "error_description": "use POST"}), recorded
             return self._issue_token(parts[0], form), recorded
         if len(parts) in (4, 5) and parts[:2] == ["v1", "customers"] and parts[3] == "subscriptions":
             body = _json_or_none(raw_body)
             subscription_id = parts[4] if len(parts) == 5 else None
             return self._serve_subscriptions(method, parts[2], subscription_id, headers, body), body
-        return _error(404, "NotFound", f"no such endpoint: {method} {path}"), None
+        return _error(404, NOT_FOUND, f"Not found: no such endpoint {method} {path}"), None
 
     def _issue_token(self, tenant: str, form: Mapping[str, str]) -> _Reply:
         if form.get("grant_type") != "client_credentials":
@@ -322,21 +331,18 @@ class PartnerCenterEmulator:
         """`GET /v1/invoices?size=&offset=`: a page of the partner's invoices, with a `next` link while more remain."""
         fault = self._take_fault(method)
         if fault is not None:
-            if fault.status is None:
-                return None
-            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
-            return _error(fault.status, HTTPStatus(fault.status).phrase, "injected by the emulator", extra)
+            return _fault_reply(fault)
         if not self._authorised(headers.get("authorization", "")):
-            return _error(401, "Unauthorized", "a valid bearer token is required")
+            return _error(401, ACCESS_DENIED, "Access denied: a valid bearer token is required")
         if method != "GET":
-            return _error(405, "MethodNotAllowed", "the invoice collection takes GET")
+            return _error(405, "405", "the invoice collection takes GET")
         try:
             size = int(query.get("size", [str(self.invoice_page_size)])[0])
             offset = int(query.get("offset", ["0"])[0])
         except ValueError:
-            return _error(400, "InvalidQuery", "size and offset are whole numbers")
+            return _error(400, INVALID_REQUEST_INPUT, "Invalid request input: size and offset are whole numbers")
         if size < 1 or offset < 0:
-            return _error(400, "InvalidQuery", "size is at least 1 and offset at least 0")
+            return _error(400, INVALID_REQUEST_INPUT, "Invalid request input: size is at least 1, offset at least 0")
         size = min(size, self.invoice_page_size)
         invoices = list(self._invoices.values())
         page = [_copy(invoice) for invoice in invoices[offset : offset + size]]
@@ -353,16 +359,13 @@ class PartnerCenterEmulator:
     ) -> _Reply | None:
         fault = self._take_fault(method)
         if fault is not None:
-            if fault.status is None:
-                return None
-            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
-            return _error(fault.status, HTTPStatus(fault.status).phrase, "injected by the emulator", extra)
+            return _fault_reply(fault)
         if not self._authorised(headers.get("authorization", "")):
-            return _error(401, "Unauthorized", "a valid bearer token is required")
+            return _error(401, ACCESS_DENIED, "Access denied: a valid bearer token is required")
         subscriptions = self._tenant(tenant_id)
         if subscription_id is None:
             if method != "GET":
-                return _error(405, "MethodNotAllowed", "the subscription collection takes GET")
+                return _error(405, "405", "the subscription collection takes GET")
             items = [_copy(resource) for resource in subscriptions.values()]
             return _Reply(
                 200,
@@ -380,7 +383,7 @@ class PartnerCenterEmulator:
             return _resource_reply(resource)
         if method == "PATCH":
             return self._patch(tenant_id, subscriptions, subscription_id, headers, body)
-        return _error(405, "MethodNotAllowed", "a subscription takes GET or PATCH")
+        return _error(405, "405", "a subscription takes GET or PATCH")
 
     def _patch(
         self,
@@ -418,21 +421,30 @@ class PartnerCenterEmulator:
             resource["attributes"]["etag"] = _new_etag()
         if_match = headers.get("if-match", "").removeprefix("W/").strip('"')
         if not if_match:
-            return _error(412, "PreconditionFailed", "If-Match with the subscription's etag is required")
+            return _error(412, "412", "Precondition failed: If-Match with the subscription's etag is required")
         if if_match != resource["attributes"]["etag"]:
-            return _error(412, "PreconditionFailed", "the subscription changed since it was read; GET it again")
+            # Partner Center answers a stale etag with 400 and code 2055, not (only) with 412.
+            return _error(400, STALE_ETAG, "Etag is no longer valid")
         if not isinstance(body, dict):
-            return _error(400, "InvalidRequestBody", "the body must be the full subscription resource as JSON")
+            return _error(400, INVALID_REQUEST_INPUT, "Invalid request input: the body is the full subscription")
         if body.get("id", subscription_id) != subscription_id:
-            return _error(400, "InvalidRequestBody", "the body's id is not the subscription in the URL")
+            return _error(400, INVALID_REQUEST_INPUT, "Invalid request input: the body's id is not the URL's")
         status = body.get("status")
         if status not in SUBSCRIPTION_STATUSES:
             allowed = ", ".join(sorted(SUBSCRIPTION_STATUSES))
-            return _error(400, "InvalidSubscriptionStatus", f"status {status!r} is not one of: {allowed}")
+            return _error(
+                400, INVALID_REQUEST_INPUT, f"Invalid request input: status {status!r} is not one of {allowed}"
+            )
         current = resource["status"]
         if status != current:
+            if current == "deleted":
+                return _error(
+                    400,
+                    DELETED_SUBSCRIPTION,
+                    f"Subscription with ID {subscription_id} and deleted status can't be updated.",
+                )
             if current not in _CHANGEABLE_STATUSES or status not in _CHANGEABLE_STATUSES:
-                return _error(400, "InvalidStatusTransition", f"a {current} subscription cannot be changed to {status}")
+                return _error(400, CANNOT_UPDATE_STATUS, "Can't update the status for this subscription")
             resource["status"] = status
             resource["attributes"]["etag"] = _new_etag()
         return _resource_reply(resource)
@@ -637,17 +649,23 @@ def _resource_reply(resource: Mapping[str, Any]) -> _Reply:
 
 
 def _not_found(tenant_id: str, subscription_id: str) -> _Reply:
-    return _error(404, "SubscriptionNotFound", f"subscription {subscription_id} not found for customer {tenant_id}")
+    return _error(404, SUBSCRIPTION_NOT_FOUND, f"Subscription with ID {subscription_id} not found.")
 
 
-def _error(status: int, name: str, description: str, headers: Mapping[str, str] | None = None) -> _Reply:
-    body = {
-        "code": status,
-        "errorName": name.replace(" ", ""),
-        "description": description,
-        "isSuccess": False,
-        "source": "PartnerCenterEmulator",
-    }
+def _fault_reply(fault: _Fault) -> _Reply | None:
+    if fault.status is None:
+        return None
+    extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+    return _error(
+        fault.status, str(fault.status), f"{HTTPStatus(fault.status).phrase} (injected by the emulator)", extra
+    )
+
+
+def _error(status: int, code: str, description: str, headers: Mapping[str, str] | None = None) -> _Reply:
+    """Partner Center's error body: `code` (a string), `description`, `data` (a list) and `source`, as the
+    error codes page's "Error responses" shows it and the .NET SDK reads it (microsoft/partner-center-sdk-for-dotNET,
+    Source/PartnerSdk.Models/ApiFault.cs; Test/PartnerSdk.UnitTests/DefaultPartnerServiceErrorHandlerTests.cs)."""
+    body = {"code": code, "description": description, "data": [], "source": "PartnerCenterEmulator"}
     return _Reply(status, body, headers or {})
 
 
