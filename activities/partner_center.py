@@ -59,12 +59,23 @@ def ms_request_id(request_key: str) -> str:
     return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, request_key))
 
 
-def ms_correlation_id(correlation_id: str) -> str:
-    """The workflow id itself, as issue 2 fixes it, so Partner Center's logs and ours name the same thing.
-
-    Partner Center documents MS-CorrelationId as a GUID but treats it as an opaque tracing value.
+def ms_correlation_id() -> str:
+    """A new MS-CorrelationId: a GUID, "reset for every call" (https://learn.microsoft.com/partner-center/developer/
+    headers; "use a new Correlation ID for each call": .../developer/test-and-debug). Each call's log line names it
+    beside the workflow id, so Partner Center's trace of a call and ours can be found from either side.
     """
-    return correlation_id
+    return str(uuid.uuid4())
+
+
+def if_match(etag: str) -> str:
+    """The If-Match value for an etag: in double quotes, exactly once. "ETags values should be included in double
+    quotation marks, like a string: If-Match : "eyJpZCI6..."" (https://learn.microsoft.com/partner-center/developer/
+    test-and-debug). A resource carries its etag bare (`attributes.etag`); an ETag header already quoted, a weak one
+    as W/"..."; those are sent as they are.
+    """
+    quoted = len(etag) >= 2 and etag.startswith('"') and etag.endswith('"')
+    weak = len(etag) >= 4 and etag.startswith('W/"') and etag.endswith('"')
+    return etag if quoted or weak else f'"{etag}"'
 
 
 class RateLimiter:
@@ -228,26 +239,26 @@ class PartnerCenterClient:
 
     # --- subscriptions --------------------------------------------------------------------------------------
 
-    async def list_subscriptions(self, tenant_id: str, correlation_id: str) -> list[SubscriptionResource]:
+    async def list_subscriptions(self, tenant_id: str, workflow_id: str) -> list[SubscriptionResource]:
         response = await self._call(
             "GET",
             _subscriptions_path(tenant_id),
-            correlation_id=correlation_id,
+            workflow_id=workflow_id,
             context={"tenant_id": tenant_id},
         )
         return [SubscriptionResource.parse(item) for item in response.json().get("items", [])]
 
-    async def get_subscription(self, tenant_id: str, subscription_id: str, correlation_id: str) -> SubscriptionResource:
+    async def get_subscription(self, tenant_id: str, subscription_id: str, workflow_id: str) -> SubscriptionResource:
         response = await self._call(
             "GET",
             _subscriptions_path(tenant_id, subscription_id),
-            correlation_id=correlation_id,
+            workflow_id=workflow_id,
             context={"tenant_id": tenant_id, "subscription_id": subscription_id},
         )
         return SubscriptionResource.parse(response.json(), response.headers.get("ETag"))
 
     async def set_subscription_status(
-        self, tenant_id: str, subscription_id: str, status: str, request_id: str, correlation_id: str
+        self, tenant_id: str, subscription_id: str, status: str, request_id: str, workflow_id: str
     ) -> SubscriptionStatusChanged:
         """GET the subscription, then PATCH it whole with `status` under its etag; nothing if already there.
 
@@ -256,7 +267,7 @@ class PartnerCenterClient:
         context = {"tenant_id": tenant_id, "subscription_id": subscription_id}
         patch_request_id = request_id
         for conflicts in range(self._max_conflicts + 1):
-            current = await self.get_subscription(tenant_id, subscription_id, correlation_id)
+            current = await self.get_subscription(tenant_id, subscription_id, workflow_id)
             if current.status == status or current.status not in _CHANGEABLE_STATUSES:
                 log.info("partner_center.subscription_left_as_is", status=current.status, target=status, **context)
                 return SubscriptionStatusChanged(subscription_id=subscription_id, status=current.status, changed=False)
@@ -267,9 +278,9 @@ class PartnerCenterClient:
             response = await self._call(
                 "PATCH",
                 _subscriptions_path(tenant_id, subscription_id),
-                correlation_id=correlation_id,
+                workflow_id=workflow_id,
                 request_id=patch_request_id,
-                headers={"If-Match": current.etag or ""},
+                headers={"If-Match": if_match(current.etag)} if current.etag else {},
                 json={**current.resource, "status": status},
                 accept=(400, 412),
                 context=context,
@@ -296,9 +307,7 @@ class PartnerCenterClient:
 
     # --- the partner's invoices from 21Vianet -------------------------------------------------------------
 
-    async def list_partner_invoices(
-        self, correlation_id: str, page_size: int = INVOICE_PAGE_SIZE
-    ) -> list[dict[str, Any]]:
+    async def list_partner_invoices(self, workflow_id: str, page_size: int = INVOICE_PAGE_SIZE) -> list[dict[str, Any]]:
         """Every Invoice resource of `GET /v1/invoices?size=&offset=`, following the collection's `links.next`
         (and the headers it names, such as a continuation token) page by page.
 
@@ -311,7 +320,7 @@ class PartnerCenterClient:
         for _ in range(_MAX_INVOICE_PAGES):
             seen.add(path)
             response = await self._call(
-                "GET", path, correlation_id=correlation_id, headers=headers, context={"resource": "invoices"}
+                "GET", path, workflow_id=workflow_id, headers=headers, context={"resource": "invoices"}
             )
             page = response.json(parse_float=Decimal)
             invoices.extend(page.get("items") or [])
@@ -331,36 +340,38 @@ class PartnerCenterClient:
         method: str,
         path: str,
         *,
-        correlation_id: str,
+        workflow_id: str,
         context: Mapping[str, str],
         request_id: str | None = None,
         headers: Mapping[str, str] | None = None,
         json: Any = None,
         accept: tuple[int, ...] = (),
     ) -> httpx.Response:
-        request_headers = {
-            **(headers or {}),
-            # A read is safe to repeat, so it only needs an id for tracing; a change brings its stable one.
-            "MS-RequestId": request_id or str(uuid.uuid4()),
-            "MS-CorrelationId": ms_correlation_id(correlation_id),
-        }
-        context = {**context, "request_id": request_headers["MS-RequestId"], "correlation_id": correlation_id}
+        # A read is safe to repeat, so it only needs an id for tracing; a change brings its stable one.
+        request_id = request_id or str(uuid.uuid4())
+        # Every log line of the call names the MS-CorrelationId of the attempt it is about; send() renews it.
+        trace = {**context, "workflow_id": workflow_id, "request_id": request_id, "correlation_id": ""}
         url = f"{self._base_url}{path}"
 
         async def send() -> httpx.Response:
             token = await self._access_token()
             await self._limiter.acquire()
-            return await self._http.request(
-                method, url, headers={**request_headers, "Authorization": f"Bearer {token}"}, json=json
-            )
+            trace["correlation_id"] = ms_correlation_id()
+            request_headers = {
+                **(headers or {}),
+                "MS-RequestId": request_id,
+                "MS-CorrelationId": trace["correlation_id"],
+                "Authorization": f"Bearer {token}",
+            }
+            return await self._http.request(method, url, headers=request_headers, json=json)
 
-        response = await self._with_retries(send, f"{method} {path}", context)
+        response = await self._with_retries(send, f"{method} {path}", trace)
         if response.status_code == 401:
             # Tokens can be revoked or expire early (clock skew, a restarted service): fetch a new one, once.
             self._discard_token(response.request.headers.get("Authorization", "").removeprefix("Bearer "))
-            log.warning("partner_center.token_refused", method=method, **context)
-            response = await self._with_retries(send, f"{method} {path}", context)
-        log.info("partner_center.call", method=method, status_code=response.status_code, **context)
+            log.warning("partner_center.token_refused", method=method, **trace)
+            response = await self._with_retries(send, f"{method} {path}", trace)
+        log.info("partner_center.call", method=method, status_code=response.status_code, **trace)
         if response.is_success or response.status_code in accept:
             return response
         raise _rejected(f"{method} {path}", response)

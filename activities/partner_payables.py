@@ -103,7 +103,7 @@ class PartnerPayableActivities:
             settled=len(tracked.settled),
             unreadable=len(tracked.unreadable),
             told_paid=len(tracked.told_paid),
-            correlation_id=request.correlation_id,
+            workflow_id=request.correlation_id,
         )
         return tracked
 

@@ -334,7 +334,7 @@ SubscriptionStatusTarget = Literal["suspended", "active"]
 
 class SubscriptionQuery(PortModel):
     tenant_id: str
-    correlation_id: str  # the workflow id, sent as MS-CorrelationId
+    correlation_id: str  # the workflow id, logged beside each call's own MS-CorrelationId (a fresh GUID)
 
 
 class ActiveSubscriptions(PortModel):
@@ -346,7 +346,7 @@ class SubscriptionStatusChange(PortModel):
     subscription_id: str
     target: SubscriptionStatusTarget
     request_key: str  # stable across retries: becomes the MS-RequestId
-    correlation_id: str
+    correlation_id: str  # the workflow id, logged beside each call's own MS-CorrelationId (a fresh GUID)
 
 
 class SubscriptionStatusChanged(PortModel):
@@ -374,7 +374,7 @@ class PartnerPaymentBooked(PortModel):
 class TrackPartnerInvoicesRequest(PortModel):
     """`track_partner_invoices`: start a `PartnerPayable` for each 21Vianet invoice with money owed."""
 
-    correlation_id: str  # the caller's workflow id, sent to Partner Center as MS-CorrelationId
+    correlation_id: str  # the caller's workflow id, logged beside each call's own MS-CorrelationId (a fresh GUID)
     checked_at: datetime | None = None  # the caller's now, the `as_of` of what it reads; absent: the clock's
 
 

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -25,6 +27,7 @@ from activities.partner_center import (
     PartnerCenterActivities,
     PartnerCenterClient,
     RateLimiter,
+    if_match,
     ms_request_id,
 )
 from billing.devtools.partner_center_emulator import DEFAULT_RESOURCE, PartnerCenterEmulator
@@ -56,6 +59,37 @@ async def client(partner_center_emulator: PartnerCenterEmulator) -> AsyncIterato
 
 def token_requests(emulator: PartnerCenterEmulator) -> list[Any]:
     return [request for request in emulator.requests if request.path.endswith("/oauth2/token")]
+
+
+async def emulator_token(http: httpx.AsyncClient, emulator: PartnerCenterEmulator) -> str:
+    answer = await http.post(
+        emulator.token_url,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": emulator.client_id,
+            "client_secret": emulator.client_secret,
+            "resource": emulator.resource,
+        },
+    )
+    return str(answer.json()["access_token"])
+
+
+def api_headers(token: str, **headers: str) -> dict[str, str]:
+    """What Partner Center requires of every call, for tests that talk to the emulator themselves."""
+    return {
+        "Authorization": f"Bearer {token}",
+        "MS-RequestId": str(uuid.uuid4()),
+        "MS-CorrelationId": str(uuid.uuid4()),
+        "MS-Contract-Version": "v1",
+        **headers,
+    }
+
+
+def is_guid(value: str | None) -> bool:
+    try:
+        return value is not None and str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
 
 
 # --- token ------------------------------------------------------------------------------------------------
@@ -184,9 +218,11 @@ async def test_suspending_an_active_subscription_reads_it_then_patches_it_whole_
     get, patch = partner_center_emulator.api_requests()
     assert (get.method, patch.method) == ("GET", "PATCH")
     assert patch.path == f"/v1/customers/{TENANT}/subscriptions/sub-1"
-    assert patch.header("If-Match") == before["attributes"]["etag"]
+    assert patch.header("If-Match") == f'"{before["attributes"]["etag"]}"'
     assert patch.header("MS-RequestId") == REQUEST_ID
-    assert get.header("MS-CorrelationId") == patch.header("MS-CorrelationId") == WORKFLOW_ID
+    assert patch.header("MS-Contract-Version") == "v1"
+    assert is_guid(get.header("MS-CorrelationId")) and is_guid(patch.header("MS-CorrelationId"))
+    assert get.header("MS-CorrelationId") != patch.header("MS-CorrelationId")
     assert patch.body == {**before, "status": "suspended"}
     after = partner_center_emulator.subscription(TENANT, "sub-1")
     assert after["status"] == "suspended"
@@ -205,8 +241,80 @@ async def test_patch_retried_after_a_server_error_keeps_its_request_id(
     patches = partner_center_emulator.api_requests("PATCH")
     assert [patch.status for patch in patches] == [503, 200]
     assert {patch.header("MS-RequestId") for patch in patches} == {REQUEST_ID}
-    assert {patch.header("MS-CorrelationId") for patch in patches} == {WORKFLOW_ID}
+    assert len({patch.header("MS-CorrelationId") for patch in patches}) == 2  # a new one for every call
     assert all(patch.header("If-Match") for patch in patches)
+
+
+async def test_every_call_has_a_fresh_guid_correlation_id_logged_beside_the_workflow_id(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.inject_fault(503)
+
+    with capture_logs() as logs:
+        await client.list_subscriptions(TENANT, WORKFLOW_ID)
+        await client.list_subscriptions(TENANT, WORKFLOW_ID)
+
+    sent = [call.header("MS-CorrelationId") for call in partner_center_emulator.api_requests()]
+    assert len(sent) == 3 and all(is_guid(value) for value in sent)
+    assert len(set(sent)) == 3  # the retry of the 503 too: "the value should be reset for every call"
+    retried = [entry for entry in logs if entry["event"] == "partner_center.retrying"]
+    answered = [entry for entry in logs if entry["event"] == "partner_center.call"]
+    assert [entry["correlation_id"] for entry in retried + answered] == sent
+    assert {entry["workflow_id"] for entry in retried + answered} == {WORKFLOW_ID}
+
+
+@pytest.mark.parametrize(
+    ("etag", "sent"),
+    [
+        ("eyJpZCI6IjQyMjI2ZWQ2In0=", '"eyJpZCI6IjQyMjI2ZWQ2In0="'),
+        ('"abc"', '"abc"'),
+        ('W/"abc"', 'W/"abc"'),
+    ],
+    ids=["bare", "quoted", "weak"],
+)
+def test_if_match_carries_the_etag_in_double_quotes_exactly_once(etag: str, sent: str) -> None:
+    assert if_match(etag) == sent
+
+
+async def test_emulator_refuses_calls_without_guid_ids_a_contract_version_or_a_quoted_if_match(
+    partner_center_emulator: PartnerCenterEmulator,
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    url = f"/v1/customers/{TENANT}/subscriptions/sub-1"
+    async with httpx.AsyncClient(base_url=partner_center_emulator.base_url) as http:
+        token = await emulator_token(http, partner_center_emulator)
+        resource = (await http.get(url, headers=api_headers(token))).json()
+        etag = resource["attributes"]["etag"]
+        suspend = {**resource, "status": "suspended"}
+        without_correlation = api_headers(token, **{"If-Match": f'"{etag}"'})
+        del without_correlation["MS-CorrelationId"]
+        without_version = api_headers(token, **{"If-Match": f'"{etag}"'})
+        del without_version["MS-Contract-Version"]
+        answers = {
+            "no correlation id": await http.patch(url, headers=without_correlation, json=suspend),
+            "workflow id as correlation id": await http.patch(
+                url,
+                headers=api_headers(token, **{"MS-CorrelationId": WORKFLOW_ID, "If-Match": f'"{etag}"'}),
+                json=suspend,
+            ),
+            "request key as request id": await http.patch(
+                url,
+                headers=api_headers(token, **{"MS-RequestId": "c-1001/suspension/1", "If-Match": f'"{etag}"'}),
+                json=suspend,
+            ),
+            "no contract version": await http.patch(url, headers=without_version, json=suspend),
+            "unquoted if-match": await http.patch(url, headers=api_headers(token, **{"If-Match": etag}), json=suspend),
+        }
+        quoted = await http.patch(url, headers=api_headers(token, **{"If-Match": f'"{etag}"'}), json=suspend)
+
+    for why, answer in answers.items():
+        assert (answer.status_code, answer.json()["code"]) == (400, "800002"), why
+    assert "MS-CorrelationId must be a GUID" in answers["workflow id as correlation id"].json()["description"]
+    assert "MS-RequestId must be a GUID" in answers["request key as request id"].json()["description"]
+    assert "MS-Contract-Version" in answers["no contract version"].json()["description"]
+    assert "double quotes" in answers["unquoted if-match"].json()["description"]
+    assert quoted.status_code == 200
+    assert partner_center_emulator.subscription(TENANT, "sub-1")["status"] == "suspended"
 
 
 async def test_activity_retried_by_temporal_sends_the_same_request_id(
@@ -537,24 +645,15 @@ async def test_emulator_requires_a_bearer_token_a_current_etag_and_a_known_statu
     url = f"/v1/customers/{TENANT}/subscriptions/sub-1"
     async with httpx.AsyncClient(base_url=partner_center_emulator.base_url) as http:
         assert (await http.get(url)).status_code == 401
-        token = await http.post(
-            partner_center_emulator.token_url,
-            data={
-                "grant_type": "client_credentials",
-                "client_id": partner_center_emulator.client_id,
-                "client_secret": partner_center_emulator.client_secret,
-                "resource": partner_center_emulator.resource,
-            },
-        )
-        auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
-        resource = (await http.get(url, headers=auth)).json()
+        token = await emulator_token(http, partner_center_emulator)
+        resource = (await http.get(url, headers=api_headers(token))).json()
         etag = resource["attributes"]["etag"]
+        suspend, freeze = {**resource, "status": "suspended"}, {**resource, "status": "frozen"}
 
-        without_etag = await http.patch(url, headers=auth, json={**resource, "status": "suspended"})
-        stale = await http.patch(url, headers={**auth, "If-Match": "stale"}, json={**resource, "status": "suspended"})
-        unknown = await http.patch(url, headers={**auth, "If-Match": etag}, json={**resource, "status": "frozen"})
+        without_etag = await http.patch(url, headers=api_headers(token), json=suspend)
+        stale = await http.patch(url, headers=api_headers(token, **{"If-Match": '"stale"'}), json=suspend)
+        unknown = await http.patch(url, headers=api_headers(token, **{"If-Match": f'"{etag}"'}), json=freeze)
 
-    assert token.json()["expires_in"] == "3600"
     assert without_etag.status_code == 412
     assert (stale.status_code, stale.json()["code"]) == (400, "2055")
     assert (unknown.status_code, unknown.json()["code"]) == (400, "800002")
@@ -566,26 +665,18 @@ async def test_emulator_answers_every_error_in_partner_centers_error_shape(
 ) -> None:
     partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
     async with httpx.AsyncClient(base_url=partner_center_emulator.base_url) as http:
-        token = await http.post(
-            partner_center_emulator.token_url,
-            data={
-                "grant_type": "client_credentials",
-                "client_id": partner_center_emulator.client_id,
-                "client_secret": partner_center_emulator.client_secret,
-                "resource": partner_center_emulator.resource,
-            },
-        )
-        auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        token = await emulator_token(http, partner_center_emulator)
         url = f"/v1/customers/{TENANT}/subscriptions/sub-1"
-        resource = (await http.get(url, headers=auth)).json()
+        resource = (await http.get(url, headers=api_headers(token))).json()
+        suspend = {**resource, "status": "suspended"}
         answers = [
             await http.get(url),
-            await http.get("/v1/nowhere", headers=auth),
-            await http.get(f"/v1/customers/{TENANT}/subscriptions/sub-gone", headers=auth),
-            await http.patch(url, headers={**auth, "If-Match": "stale"}, json={**resource, "status": "suspended"}),
+            await http.get("/v1/nowhere", headers=api_headers(token)),
+            await http.get(f"/v1/customers/{TENANT}/subscriptions/sub-gone", headers=api_headers(token)),
+            await http.patch(url, headers=api_headers(token, **{"If-Match": '"stale"'}), json=suspend),
         ]
         partner_center_emulator.inject_fault(503)
-        answers.append(await http.get(url, headers=auth))
+        answers.append(await http.get(url, headers=api_headers(token)))
 
     assert [answer.status_code for answer in answers] == [401, 404, 404, 400, 503]
     for answer in answers:
@@ -611,7 +702,7 @@ async def test_emulator_answers_a_replayed_patch_as_it_did_the_first_time(
             headers={
                 name: value
                 for name, value in patch.headers.items()
-                if name in ("authorization", "if-match", "ms-requestid", "ms-correlationid")
+                if name in ("authorization", "if-match", "ms-requestid", "ms-correlationid", "ms-contract-version")
             },
             json=patch.body,
         )

@@ -334,6 +334,9 @@ class PartnerCenterEmulator:
             return _fault_reply(fault)
         if not self._authorised(headers.get("authorization", "")):
             return _error(401, ACCESS_DENIED, "Access denied: a valid bearer token is required")
+        refused = _refuse_headers(headers)
+        if refused is not None:
+            return refused
         if method != "GET":
             return _error(405, "405", "the invoice collection takes GET")
         try:
@@ -362,6 +365,9 @@ class PartnerCenterEmulator:
             return _fault_reply(fault)
         if not self._authorised(headers.get("authorization", "")):
             return _error(401, ACCESS_DENIED, "Access denied: a valid bearer token is required")
+        refused = _refuse_headers(headers)
+        if refused is not None:
+            return refused
         subscriptions = self._tenant(tenant_id)
         if subscription_id is None:
             if method != "GET":
@@ -393,6 +399,10 @@ class PartnerCenterEmulator:
         headers: Mapping[str, str],
         body: Any,
     ) -> _Reply:
+        if "if-match" in headers and _etag_in(headers["if-match"]) is None:
+            return _error(
+                400, INVALID_REQUEST_INPUT, 'Invalid request input: If-Match carries the etag in double quotes ("...")'
+            )
         request_id = headers.get("ms-requestid")
         if request_id and request_id in self._answers:
             status, answer = self._answers[request_id]
@@ -419,7 +429,7 @@ class PartnerCenterEmulator:
         if self._concurrent_edits:
             self._concurrent_edits -= 1
             resource["attributes"]["etag"] = _new_etag()
-        if_match = headers.get("if-match", "").removeprefix("W/").strip('"')
+        if_match = _etag_in(headers.get("if-match", ""))
         if not if_match:
             return _error(412, "412", "Precondition failed: If-Match with the subscription's etag is required")
         if if_match != resource["attributes"]["etag"]:
@@ -650,6 +660,39 @@ def _resource_reply(resource: Mapping[str, Any]) -> _Reply:
 
 def _not_found(tenant_id: str, subscription_id: str) -> _Reply:
     return _error(404, SUBSCRIPTION_NOT_FOUND, f"Subscription with ID {subscription_id} not found.")
+
+
+def _refuse_headers(headers: Mapping[str, str]) -> _Reply | None:
+    """Partner Center's required headers (https://learn.microsoft.com/partner-center/developer/headers):
+    MS-RequestId and MS-CorrelationId are GUIDs, MS-Contract-Version is required (v1 for these calls)."""
+    for name in ("MS-RequestId", "MS-CorrelationId"):
+        value = headers.get(name.lower(), "")
+        if not _is_guid(value):
+            shown = f"{value!r}" if value else "missing"
+            return _error(400, INVALID_REQUEST_INPUT, f"Invalid request input: {name} must be a GUID ({shown})")
+    if headers.get("ms-contract-version", "").strip() != "v1":
+        return _error(400, INVALID_REQUEST_INPUT, "Invalid request input: MS-Contract-Version: v1 is required")
+    return None
+
+
+def _is_guid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _etag_in(if_match: str) -> str | None:
+    """The etag an If-Match names, which must be in double quotes ("..." or weak W/"..."); None when it is not
+    ("ETags values should be included in double quotation marks": https://learn.microsoft.com/partner-center/
+    developer/test-and-debug). An absent If-Match names the empty etag."""
+    if not if_match:
+        return ""
+    tag = if_match.strip().removeprefix("W/")
+    if len(tag) < 2 or not (tag.startswith('"') and tag.endswith('"')) or '"' in tag[1:-1]:
+        return None
+    return tag[1:-1]
 
 
 def _fault_reply(fault: _Fault) -> _Reply | None:
