@@ -46,6 +46,17 @@ CONFLICT = "PartnerCenterConflict"  # retryable: the subscription kept changing 
 
 # Only these two are moved between; a deleted, expired, pending or disabled subscription is left as it is.
 _CHANGEABLE_STATUSES = frozenset({"active", "suspended"})
+# Answers that mean "not now" rather than "no": request timeout and throttling, retried like server errors.
+_TRANSIENT_CLIENT_ERRORS = frozenset({408, 429})
+# A 403 is about the caller's rights, not one subscription, except these documented ones (error codes page,
+# https://learn.microsoft.com/partner-center/developer/error-codes): 900115 "Azure plan can't be moved to
+# suspended state since you have one or more Azure Subscriptions in the active state".
+_FORBIDDEN_FOR_THE_SUBSCRIPTION = frozenset({"900115"})
+# Every 4xx a subscription call reads itself rather than raise at once; a 401 stays with _call, which renews
+# the token once, and the transient ones are retried before any answer is read.
+_ANSWERS_ABOUT_THE_SUBSCRIPTION = tuple(
+    status for status in range(400, 500) if status != 401 and status not in _TRANSIENT_CLIENT_ERRORS
+)
 _REQUEST_ID_NAMESPACE = uuid.UUID("6fe71630-d5fa-4c97-b150-b168aab6eaa0")
 _MAX_BACKOFF = 10.0
 _MAX_ERROR_TEXT = 2000
@@ -170,6 +181,26 @@ class PartnerCenterError:
         valid", https://learn.microsoft.com/partner-center/developer/error-codes)."""
         return self.status == 412 or (self.status == 400 and self.code == "2055")
 
+    @property
+    def refuses_the_subscription(self) -> bool:
+        """A permanent answer about this one subscription (800096 "Can't update the status for this subscription",
+        2011 deleted, 20003 not found, 900115, any other 4xx): reported, not retried. Not one: the caller's rights
+        (401, and 403 but for the codes about a subscription), a stale etag, and 409, whose documented codes say
+        the subscription is busy ("Try again after sometime", 800082) rather than unchangeable."""
+        if self.status == 403:
+            return self.code in _FORBIDDEN_FOR_THE_SUBSCRIPTION
+        return 400 <= self.status < 500 and self.status not in (401, 409) and not self.stale_etag
+
+    def refusal(self, subscription_id: str, status: str) -> SubscriptionStatusChanged:
+        return SubscriptionStatusChanged(
+            subscription_id=subscription_id,
+            status=status,
+            changed=False,
+            refused=True,
+            error_code=self.code,
+            error_text=self.description or self.text,
+        )
+
     def details(self) -> dict[str, Any]:
         return {"status": self.status, "code": self.code, "description": self.description}
 
@@ -263,11 +294,20 @@ class PartnerCenterClient:
         """GET the subscription, then PATCH it whole with `status` under its etag; nothing if already there.
 
         Only an active or suspended subscription is changed; any other is reported with its status, untouched.
+        A permanent answer about this subscription comes back as a refusal (`refused`, Partner Center's code and
+        words) for the caller to report, so that one subscription cannot hold up the others; the caller's rights
+        (401, 403), outages and throttling still raise.
         """
         context = {"tenant_id": tenant_id, "subscription_id": subscription_id}
+        path = _subscriptions_path(tenant_id, subscription_id)
         patch_request_id = request_id
         for conflicts in range(self._max_conflicts + 1):
-            current = await self.get_subscription(tenant_id, subscription_id, workflow_id)
+            read = await self._call(
+                "GET", path, workflow_id=workflow_id, accept=_ANSWERS_ABOUT_THE_SUBSCRIPTION, context=context
+            )
+            if not read.is_success:
+                return self._refused_or_raise(f"GET {path}", read, status="", context=context)
+            current = SubscriptionResource.parse(read.json(), read.headers.get("ETag"))
             if current.status == status or current.status not in _CHANGEABLE_STATUSES:
                 log.info("partner_center.subscription_left_as_is", status=current.status, target=status, **context)
                 return SubscriptionStatusChanged(subscription_id=subscription_id, status=current.status, changed=False)
@@ -277,12 +317,12 @@ class PartnerCenterClient:
                 patch_request_id = ms_request_id(f"{request_id}/{current.etag}")
             response = await self._call(
                 "PATCH",
-                _subscriptions_path(tenant_id, subscription_id),
+                path,
                 workflow_id=workflow_id,
                 request_id=patch_request_id,
                 headers={"If-Match": if_match(current.etag)} if current.etag else {},
                 json={**current.resource, "status": status},
-                accept=(400, 412),
+                accept=_ANSWERS_ABOUT_THE_SUBSCRIPTION,
                 context=context,
             )
             if response.is_success:
@@ -291,7 +331,7 @@ class PartnerCenterClient:
                 return SubscriptionStatusChanged(subscription_id=subscription_id, status=updated.status, changed=True)
             error = PartnerCenterError.of(response)
             if not error.stale_etag:
-                raise _rejected(f"PATCH {_subscriptions_path(tenant_id, subscription_id)}", response)
+                return self._refused_or_raise(f"PATCH {path}", response, status=current.status, context=context)
             log.warning(
                 "partner_center.subscription_changed_meanwhile",
                 conflicts=conflicts + 1,
@@ -304,6 +344,17 @@ class PartnerCenterClient:
             f"({self._max_conflicts + 1} times)",
             type=CONFLICT,
         )
+
+    @staticmethod
+    def _refused_or_raise(
+        what: str, response: httpx.Response, *, status: str, context: Mapping[str, str]
+    ) -> SubscriptionStatusChanged:
+        error = PartnerCenterError.of(response)
+        if not error.refuses_the_subscription:
+            raise _rejected(what, response)
+        # The code only: Partner Center's words go to the caller, who reports them, not to the logs.
+        log.warning("partner_center.subscription_refused", status_code=error.status, error_code=error.code, **context)
+        return error.refusal(str(context["subscription_id"]), status)
 
     # --- the partner's invoices from 21Vianet -------------------------------------------------------------
 
@@ -379,7 +430,8 @@ class PartnerCenterClient:
     async def _with_retries(
         self, send: Callable[[], Awaitable[httpx.Response]], what: str, context: Mapping[str, str]
     ) -> httpx.Response:
-        """Retry throttling (429), server errors (5xx) and connection failures a bounded number of times."""
+        """Retry throttling (429), request timeouts (408), server errors (5xx) and connection failures a bounded
+        number of times."""
         attempt = 0
         while True:
             attempt += 1
@@ -403,7 +455,7 @@ class PartnerCenterClient:
                 await asyncio.sleep(delay)
                 continue
             status = response.status_code
-            if status != 429 and status < 500:
+            if status not in _TRANSIENT_CLIENT_ERRORS and status < 500:
                 return response
             retry_after = _retry_after(response) if status == 429 else None
             # A wait longer than the cap is left to Temporal's retry, which holds no activity slot meanwhile.

@@ -351,8 +351,15 @@ class SubscriptionStatusChange(PortModel):
 
 class SubscriptionStatusChanged(PortModel):
     subscription_id: str
-    status: str  # the status Partner Center reports after the call
-    changed: bool  # False when it already had the target status
+    # The status Partner Center reports after the call: the target once changed; otherwise the status it kept
+    # (a deleted or expired subscription stays so); empty when Partner Center did not know the subscription.
+    status: str
+    changed: bool  # False when it already had the target status, could not be changed, or was refused
+    # Partner Center refused to change this one subscription (a permanent answer about it, not an outage): reported,
+    # not retried. `error_code` is Partner Center's code (a string, e.g. "800096"), `error_text` its own words.
+    refused: bool = False
+    error_code: str | None = None
+    error_text: str | None = None
 
 
 # --- the partner's own bills from 21Vianet -------------------------------------------------------------

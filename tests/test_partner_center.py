@@ -525,36 +525,100 @@ async def test_lasting_outage_gives_up_with_a_retryable_error(
     assert len(partner_center_emulator.api_requests()) == 3
 
 
-async def test_bad_request_is_rejected_at_once_with_the_response_text(
+async def test_bad_request_is_a_refusal_at_once_with_partner_centers_words(
     partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
 ) -> None:
     partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
 
-    with pytest.raises(ApplicationError) as failed:
-        await client.set_subscription_status(TENANT, "sub-1", "frozen", REQUEST_ID, WORKFLOW_ID)
+    result = await client.set_subscription_status(TENANT, "sub-1", "frozen", REQUEST_ID, WORKFLOW_ID)
 
-    assert failed.value.type == REJECTED
-    assert failed.value.non_retryable
-    assert "HTTP 400" in failed.value.message
-    assert '"code": "800002"' in failed.value.message
-    assert "'frozen' is not one of" in failed.value.message
+    assert (result.refused, result.changed, result.status, result.error_code) == (True, False, "active", "800002")
+    assert result.error_text is not None and "'frozen' is not one of" in result.error_text
     assert len(partner_center_emulator.api_requests("PATCH")) == 1
     assert partner_center_emulator.subscription(TENANT, "sub-1")["status"] == "active"
 
 
-async def test_unknown_subscription_is_rejected_at_once_with_the_response_text(
+async def test_unknown_subscription_is_a_refusal_at_once_with_partner_centers_words(
     partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
 ) -> None:
     partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
 
+    result = await client.set_subscription_status(TENANT, "sub-gone", "suspended", REQUEST_ID, WORKFLOW_ID)
+
+    assert result == SubscriptionStatusChanged(
+        subscription_id="sub-gone",
+        status="",
+        changed=False,
+        refused=True,
+        error_code="20003",
+        error_text="Subscription with ID sub-gone not found.",
+    )
+    assert len(partner_center_emulator.api_requests()) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        ("800096", "Can't update the status for this subscription"),
+        ("900115", "Azure plan can't be moved to suspended state since you have one or more Azure Subscriptions"),
+        ("2011", "Subscription with ID sub-1 and deleted status can't be updated."),
+    ],
+)
+async def test_subscription_partner_center_refuses_is_reported_not_retried(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient, code: str, text: str
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active", "sub-2": "active"})
+    partner_center_emulator.refuse_status_change(TENANT, "sub-1", code)
+    activities = PartnerCenterActivities(client)
+
+    refused, other = [
+        await ActivityEnvironment().run(
+            activities.change_subscription_status,
+            SubscriptionStatusChange(
+                tenant_id=TENANT,
+                subscription_id=subscription_id,
+                target="suspended",
+                request_key=f"{WORKFLOW_ID}/suspension/1/{subscription_id}",
+                correlation_id=WORKFLOW_ID,
+            ),
+        )
+        for subscription_id in ("sub-1", "sub-2")
+    ]
+
+    assert (refused.refused, refused.changed, refused.status, refused.error_code) == (True, False, "active", code)
+    assert refused.error_text is not None and refused.error_text.startswith(text)
+    assert (other.refused, other.changed, other.status) == (False, True, "suspended")
+    patches = [call for call in partner_center_emulator.api_requests("PATCH") if call.path.endswith("/sub-1")]
+    assert [call.status for call in patches] == [403 if code == "900115" else 400]  # once: not retried
+    assert partner_center_emulator.subscription(TENANT, "sub-1")["status"] == "active"
+
+
+@pytest.mark.parametrize(("status", "times"), [(401, 2), (403, 1)])
+async def test_the_callers_rights_refused_still_fail_the_call(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient, status: int, times: int
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    partner_center_emulator.inject_fault(status, times=times, method="PATCH")
+
     with pytest.raises(ApplicationError) as failed:
-        await client.set_subscription_status(TENANT, "sub-gone", "suspended", REQUEST_ID, WORKFLOW_ID)
+        await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
 
     assert failed.value.type == REJECTED
     assert failed.value.non_retryable
-    assert "HTTP 404" in failed.value.message
-    assert "Subscription with ID sub-gone not found." in failed.value.message
-    assert len(partner_center_emulator.api_requests()) == 1
+    assert f"HTTP {status}" in failed.value.message
+    assert [call.status for call in partner_center_emulator.api_requests("PATCH")] == [status] * times
+
+
+async def test_request_timeout_is_retried_like_a_server_error(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    partner_center_emulator.inject_fault(408, method="PATCH")
+
+    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+
+    assert (result.changed, result.refused) == (True, False)
+    assert [call.status for call in partner_center_emulator.api_requests("PATCH")] == [408, 200]
 
 
 async def test_rejection_carries_partner_centers_code_and_description_as_details(
@@ -685,6 +749,43 @@ async def test_emulator_answers_every_error_in_partner_centers_error_shape(
         assert isinstance(body["code"], str) and body["description"]
         assert isinstance(body["data"], list)
     assert [answer.json()["code"] for answer in answers] == ["400", "1000", "20003", "2055", "503"]
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [("deleted", "2011"), ("expired", "800096"), ("pending", "800096"), ("disabled", "800096")]
+)
+async def test_emulator_refuses_to_revive_a_subscription_that_is_not_active_or_suspended(
+    partner_center_emulator: PartnerCenterEmulator, status: str, code: str
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": status})
+    url = f"/v1/customers/{TENANT}/subscriptions/sub-1"
+    async with httpx.AsyncClient(base_url=partner_center_emulator.base_url) as http:
+        token = await emulator_token(http, partner_center_emulator)
+        resource = (await http.get(url, headers=api_headers(token))).json()
+        etag = resource["attributes"]["etag"]
+        answer = await http.patch(
+            url, headers=api_headers(token, **{"If-Match": f'"{etag}"'}), json={**resource, "status": "active"}
+        )
+
+    assert (answer.status_code, answer.json()["code"]) == (400, code)
+    assert partner_center_emulator.subscription(TENANT, "sub-1")["status"] == status
+
+
+async def test_emulator_keeps_a_refusal_across_a_restart_and_forgets_it_once_used(tmp_path: Path) -> None:
+    state_file = tmp_path / "partner-center-emulator.json"
+    with PartnerCenterEmulator(state_file=state_file) as emulator:
+        emulator.seed_tenant(TENANT, {"sub-1": "active"})
+        emulator.refuse_status_change(TENANT, "sub-1", "800096", times=1)
+
+    with PartnerCenterEmulator(state_file=state_file) as restarted:
+        async with client_for(restarted) as client:
+            first = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+            again = await client.set_subscription_status(
+                TENANT, "sub-1", "suspended", ms_request_id("another step"), WORKFLOW_ID
+            )
+
+    assert (first.refused, first.error_code) == (True, "800096")
+    assert (again.refused, again.changed, again.status) == (False, True, "suspended")
 
 
 async def test_emulator_answers_a_replayed_patch_as_it_did_the_first_time(

@@ -57,6 +57,18 @@ INVALID_REQUEST_INPUT = "800002"
 DELETED_SUBSCRIPTION = "2011"  # "Subscription with ID {0} and deleted status can't be updated."
 STALE_ETAG = "2055"  # "Etag is no longer valid"
 CANNOT_UPDATE_STATUS = "800096"  # "Can't update the status for this subscription"
+# What `refuse_status_change` can make a subscription answer to a PATCH: HTTP status and description, as the
+# error codes page lists them.
+REFUSALS: Mapping[str, tuple[int, str]] = {
+    DELETED_SUBSCRIPTION: (400, "Subscription with ID {subscription_id} and deleted status can't be updated."),
+    CANNOT_UPDATE_STATUS: (400, "Can't update the status for this subscription"),
+    "800082": (409, "Subscription is not ready to be updated. Try again after sometime"),
+    "900115": (
+        403,
+        "Azure plan can't be moved to suspended state since you have one or more Azure Subscriptions in the "
+        "active state",
+    ),
+}
 # Answers kept per MS-RequestId; the oldest are forgotten so a long local run does not grow without bound.
 _REMEMBERED_ANSWERS = 10_000
 # Partner Center pages a collection of invoices; the emulator's pages are small so that paging is exercised.
@@ -84,6 +96,12 @@ class _Fault:
     remaining: int
     retry_after: str | None
     method: str | None
+
+
+@dataclass
+class _Refusal:
+    code: str
+    remaining: int | None  # None: every PATCH
 
 
 @dataclass(frozen=True)
@@ -130,6 +148,7 @@ class PartnerCenterEmulator:
         self._answers: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
         self._tokens: dict[str, float] = {}  # token → time.monotonic() when it expires
         self._faults: list[_Fault] = []
+        self._refusals: dict[tuple[str, str], _Refusal] = {}
         self._concurrent_edits = 0
         self._requests: list[RecordedRequest] = []
         self._invoices: dict[str, dict[str, Any]] = {
@@ -193,6 +212,21 @@ class PartnerCenterEmulator:
                 subscription_id: _new_subscription(tenant_id, subscription_id, status, *_DEMO_OFFERS[n % 2])
                 for n, (subscription_id, status) in enumerate(statuses.items())
             }
+            self._save()
+
+    def refuse_status_change(
+        self, tenant_id: str, subscription_id: str, code: str, *, times: int | None = None
+    ) -> None:
+        """Answer the next `times` PATCHes of the subscription (every one, if None) with Partner Center's error
+        `code`, one of `REFUSALS`, as the real service refuses a subscription it cannot change. The answer is a
+        business answer: remembered under its MS-RequestId like any other, and the subscription stays as it is.
+        """
+        if code not in REFUSALS:
+            raise ValueError(f"no documented refusal {code!r}; one of {sorted(REFUSALS)}")
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1")
+        with self._lock:
+            self._refusals[(tenant_id, subscription_id)] = _Refusal(code, times)
             self._save()
 
     def subscription(self, tenant_id: str, subscription_id: str) -> dict[str, Any]:
@@ -445,6 +479,9 @@ class PartnerCenterEmulator:
             return _error(
                 400, INVALID_REQUEST_INPUT, f"Invalid request input: status {status!r} is not one of {allowed}"
             )
+        refused = self._take_refusal(tenant_id, subscription_id)
+        if refused is not None:
+            return refused
         current = resource["status"]
         if status != current:
             if current == "deleted":
@@ -458,6 +495,17 @@ class PartnerCenterEmulator:
             resource["status"] = status
             resource["attributes"]["etag"] = _new_etag()
         return _resource_reply(resource)
+
+    def _take_refusal(self, tenant_id: str, subscription_id: str) -> _Reply | None:
+        refusal = self._refusals.get((tenant_id, subscription_id))
+        if refusal is None:
+            return None
+        if refusal.remaining is not None:
+            refusal.remaining -= 1
+            if refusal.remaining == 0:
+                del self._refusals[(tenant_id, subscription_id)]
+        status, description = REFUSALS[refusal.code]
+        return _error(status, refusal.code, description.format(subscription_id=subscription_id))
 
     def _take_fault(self, method: str) -> _Fault | None:
         for fault in self._faults:
@@ -501,6 +549,10 @@ class PartnerCenterEmulator:
             "tenants": self._tenants,
             "invoices": list(self._invoices.values()),
             "answers": [[request_id, status, body] for request_id, (status, body) in self._answers.items()],
+            "refusals": [
+                [tenant_id, subscription_id, refusal.code, refusal.remaining]
+                for (tenant_id, subscription_id), refusal in self._refusals.items()
+            ],
         }
         _write_atomically(self._state_file, json.dumps(state, indent=2, ensure_ascii=False))
 
@@ -512,6 +564,10 @@ class PartnerCenterEmulator:
         self._answers = OrderedDict(
             (request_id, (status, body)) for request_id, status, body in state.get("answers", [])
         )
+        self._refusals = {
+            (tenant_id, subscription_id): _Refusal(code, remaining)
+            for tenant_id, subscription_id, code, remaining in state.get("refusals", [])
+        }
 
 
 class _Server(ThreadingHTTPServer):
