@@ -11,7 +11,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 import structlog
+from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -43,6 +44,7 @@ CHINA_API_RESOURCE = "https://partner.partnercenterapi.microsoftonline.cn"
 REJECTED = "PartnerCenterRejected"  # non-retryable: Partner Center refused the call as it stands
 UNAVAILABLE = "PartnerCenterUnavailable"  # retryable: throttled, failing or unreachable after our own retries
 CONFLICT = "PartnerCenterConflict"  # retryable: the subscription kept changing between our GET and PATCH
+BUSY = "PartnerCenterBusy"  # retryable: Partner Center answered 409, busy with the subscription; try again later
 
 # Only these two are moved between; a deleted, expired, pending or disabled subscription is left as it is.
 _CHANGEABLE_STATUSES = frozenset({"active", "suspended"})
@@ -65,9 +67,16 @@ INVOICE_PAGE_SIZE = 200
 _MAX_INVOICE_PAGES = 500
 
 
-def ms_request_id(request_key: str) -> str:
-    """The MS-RequestId for a step's request key: the same GUID for every retry of that step."""
-    return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, request_key))
+def ms_request_id(request_key: str, answered: int = 0) -> str:
+    """The MS-RequestId of a step's PATCH: the same GUID for every retry of it, a new one once Partner Center
+    has answered it. "If there's a timeout, the retry call should include the same value. Upon receiving a
+    response (success or business failure), the value should be reset for the next call"
+    (https://learn.microsoft.com/partner-center/developer/headers).
+
+    `answered` counts the answers the step has had (stale etags, a busy 409, refusals); with none the id is the
+    one derived from the key alone, as before, so a step under way when this changed keeps its id.
+    """
+    return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, request_key if not answered else f"{request_key}/{answered}"))
 
 
 def ms_correlation_id() -> str:
@@ -289,7 +298,15 @@ class PartnerCenterClient:
         return SubscriptionResource.parse(response.json(), response.headers.get("ETag"))
 
     async def set_subscription_status(
-        self, tenant_id: str, subscription_id: str, status: str, request_id: str, workflow_id: str
+        self,
+        tenant_id: str,
+        subscription_id: str,
+        status: str,
+        request_key: str,
+        workflow_id: str,
+        *,
+        answered: int = 0,
+        on_answered: Callable[[int], None] | None = None,
     ) -> SubscriptionStatusChanged:
         """GET the subscription, then PATCH it whole with `status` under its etag; nothing if already there.
 
@@ -297,10 +314,13 @@ class PartnerCenterClient:
         A permanent answer about this subscription comes back as a refusal (`refused`, Partner Center's code and
         words) for the caller to report, so that one subscription cannot hold up the others; the caller's rights
         (401, 403), outages and throttling still raise.
+
+        The PATCH's MS-RequestId is `ms_request_id(request_key, n)`, n the answers Partner Center has already
+        given the step: `answered` when called, then one more for each answer but a success. `on_answered(n)`
+        hears each new count, so that a caller whose attempt fails can give the next attempt the count.
         """
         context = {"tenant_id": tenant_id, "subscription_id": subscription_id}
         path = _subscriptions_path(tenant_id, subscription_id)
-        patch_request_id = request_id
         for conflicts in range(self._max_conflicts + 1):
             read = await self._call(
                 "GET", path, workflow_id=workflow_id, accept=_ANSWERS_ABOUT_THE_SUBSCRIPTION, context=context
@@ -311,15 +331,11 @@ class PartnerCenterClient:
             if current.status == status or current.status not in _CHANGEABLE_STATUSES:
                 log.info("partner_center.subscription_left_as_is", status=current.status, target=status, **context)
                 return SubscriptionStatusChanged(subscription_id=subscription_id, status=current.status, changed=False)
-            if conflicts:
-                # Partner Center answers a reused MS-RequestId with its first answer (here: the stale etag), so the
-                # PATCH of the re-read resource needs an id of its own, still derived so a retry reuses it.
-                patch_request_id = ms_request_id(f"{request_id}/{current.etag}")
             response = await self._call(
                 "PATCH",
                 path,
                 workflow_id=workflow_id,
-                request_id=patch_request_id,
+                request_id=ms_request_id(request_key, answered),
                 headers={"If-Match": if_match(current.etag)} if current.etag else {},
                 json={**current.resource, "status": status},
                 accept=_ANSWERS_ABOUT_THE_SUBSCRIPTION,
@@ -329,7 +345,19 @@ class PartnerCenterClient:
                 updated = SubscriptionResource.parse(response.json(), response.headers.get("ETag"))
                 log.info("partner_center.subscription_status_changed", status=updated.status, **context)
                 return SubscriptionStatusChanged(subscription_id=subscription_id, status=updated.status, changed=True)
+            # Partner Center answers a reused MS-RequestId with its first answer, so whatever comes next (the PATCH
+            # of the re-read resource, Temporal's next attempt, a retry after a crash) needs a new id.
+            answered += 1
+            if on_answered is not None:
+                on_answered(answered)
             error = PartnerCenterError.of(response)
+            if error.status == 409:
+                raise ApplicationError(
+                    f"Partner Center is busy with subscription {subscription_id} of tenant {tenant_id}: "
+                    f"HTTP 409 {error.text}",
+                    error.details(),
+                    type=BUSY,
+                )
             if not error.stale_etag:
                 return self._refused_or_raise(f"PATCH {path}", response, status=current.status, context=context)
             log.warning(
@@ -512,6 +540,21 @@ class PartnerCenterClient:
             self._token = None
 
 
+class StepAnswers(BaseModel):
+    """Heartbeat details of `change_subscription_status`: how many MS-RequestIds of the step Partner Center has
+    answered. Heartbeat details outlive a failed attempt (Temporal hands the last ones to the next attempt in
+    `activity.info().heartbeat_details`), so the next attempt starts with an id Partner Center has not seen."""
+
+    answered: int = 0
+
+    @classmethod
+    def of(cls, heartbeat_details: Sequence[Any]) -> StepAnswers:
+        try:
+            return cls.model_validate(heartbeat_details[-1]) if heartbeat_details else cls()
+        except ValidationError:
+            return cls()  # details of another shape: count from nothing, as a first attempt does
+
+
 class PartnerCenterActivities:
     """Suspension and reinstatement of a customer's subscriptions, for the collections workflow."""
 
@@ -529,8 +572,10 @@ class PartnerCenterActivities:
             change.tenant_id,
             change.subscription_id,
             change.target,
-            ms_request_id(change.request_key),
+            change.request_key,
             change.correlation_id,
+            answered=StepAnswers.of(activity.info().heartbeat_details).answered,
+            on_answered=lambda answered: activity.heartbeat(StepAnswers(answered=answered)),
         )
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -16,10 +17,14 @@ from typing import Any
 import httpx
 import pytest
 from structlog.testing import capture_logs
+from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.partner_center import (
+    BUSY,
     CHINA_API_RESOURCE,
     CONFLICT,
     REJECTED,
@@ -27,6 +32,7 @@ from activities.partner_center import (
     PartnerCenterActivities,
     PartnerCenterClient,
     RateLimiter,
+    StepAnswers,
     if_match,
     ms_request_id,
 )
@@ -37,7 +43,8 @@ from worker import partner_center_client
 
 TENANT = "8c1f2a9e-0d1b-4d5e-9a53-6c2b7d8e9f01"
 WORKFLOW_ID = "customer-billing-c-1001"
-REQUEST_ID = ms_request_id(f"{WORKFLOW_ID}/suspension/1/sub-1")
+REQUEST_KEY = f"{WORKFLOW_ID}/suspension/1/sub-1"
+REQUEST_ID = ms_request_id(REQUEST_KEY)
 
 
 def client_for(emulator: PartnerCenterEmulator, **options: Any) -> PartnerCenterClient:
@@ -212,7 +219,7 @@ async def test_suspending_an_active_subscription_reads_it_then_patches_it_whole_
     partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
     before = partner_center_emulator.subscription(TENANT, "sub-1")
 
-    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_KEY, WORKFLOW_ID)
 
     assert result == SubscriptionStatusChanged(subscription_id="sub-1", status="suspended", changed=True)
     get, patch = partner_center_emulator.api_requests()
@@ -235,7 +242,7 @@ async def test_patch_retried_after_a_server_error_keeps_its_request_id(
     partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
     partner_center_emulator.inject_fault(503, method="PATCH")
 
-    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_KEY, WORKFLOW_ID)
 
     assert result.changed
     patches = partner_center_emulator.api_requests("PATCH")
@@ -329,19 +336,101 @@ async def test_activity_retried_by_temporal_sends_the_same_request_id(
         request_key=f"{WORKFLOW_ID}/suspension/1/sub-1",
         correlation_id=WORKFLOW_ID,
     )
-    environment = ActivityEnvironment()
+    first, second = ActivityEnvironment(), ActivityEnvironment()
+    heartbeats: list[Any] = []
+    first.on_heartbeat = lambda *details: heartbeats.append(details)
     async with client_for(partner_center_emulator, max_attempts=2) as client:
         activities = PartnerCenterActivities(client)
         with pytest.raises(ApplicationError) as failed:
-            await environment.run(activities.change_subscription_status, change)
-        result = await environment.run(activities.change_subscription_status, change)  # Temporal's next attempt
+            await first.run(activities.change_subscription_status, change)
+        # Temporal's next attempt: a later attempt number, and the heartbeat details the first one left (none).
+        second.info = replace(first.info, attempt=2, heartbeat_details=[d for beat in heartbeats for d in beat])
+        result = await second.run(activities.change_subscription_status, change)
 
     assert failed.value.type == UNAVAILABLE
     assert not failed.value.non_retryable
+    assert heartbeats == []  # a 503 is no answer: the id stays
     assert result == SubscriptionStatusChanged(subscription_id="sub-1", status="suspended", changed=True)
     patches = partner_center_emulator.api_requests("PATCH")
     assert [patch.status for patch in patches] == [503, 503, 200]
     assert {patch.header("MS-RequestId") for patch in patches} == {ms_request_id(change.request_key)}
+
+
+async def test_activity_retried_by_temporal_after_a_busy_answer_sends_a_new_request_id(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    # 409 800082 "Subscription is not ready to be updated. Try again after sometime", remembered under its id.
+    partner_center_emulator.refuse_status_change(TENANT, "sub-1", "800082", times=1)
+    change = SubscriptionStatusChange(
+        tenant_id=TENANT,
+        subscription_id="sub-1",
+        target="suspended",
+        request_key=REQUEST_KEY,
+        correlation_id=WORKFLOW_ID,
+    )
+    first, second = ActivityEnvironment(), ActivityEnvironment()
+    heartbeats: list[Any] = []
+    first.on_heartbeat = lambda *details: heartbeats.append(details)
+    activities = PartnerCenterActivities(client)
+
+    with pytest.raises(ApplicationError) as busy:
+        await first.run(activities.change_subscription_status, change)
+    second.info = replace(first.info, attempt=2, heartbeat_details=[d for beat in heartbeats for d in beat])
+    result = await second.run(activities.change_subscription_status, change)
+
+    assert busy.value.type == BUSY
+    assert not busy.value.non_retryable
+    assert "Subscription is not ready to be updated" in busy.value.message
+    assert heartbeats == [(StepAnswers(answered=1),)]
+    assert (result.changed, result.status) == (True, "suspended")
+    patches = partner_center_emulator.api_requests("PATCH")
+    assert [patch.status for patch in patches] == [409, 200]
+    assert [patch.header("MS-RequestId") for patch in patches] == [REQUEST_ID, ms_request_id(REQUEST_KEY, 1)]
+
+
+@workflow.defn(name="ChangeOneSubscription")
+class ChangeOneSubscription:
+    """Runs the activity with a quick retry policy, so a test sees what Temporal carries between attempts."""
+
+    @workflow.run
+    async def run(self, change: SubscriptionStatusChange) -> SubscriptionStatusChanged:
+        return await workflow.execute_activity_method(
+            PartnerCenterActivities.change_subscription_status,
+            change,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=3),
+        )
+
+
+async def test_a_real_temporal_retry_after_a_busy_answer_sends_a_new_request_id(
+    time_skipping_env: WorkflowEnvironment, partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    partner_center_emulator.refuse_status_change(TENANT, "sub-1", "800082", times=1)
+    change = SubscriptionStatusChange(
+        tenant_id=TENANT,
+        subscription_id="sub-1",
+        target="suspended",
+        request_key=REQUEST_KEY,
+        correlation_id=WORKFLOW_ID,
+    )
+    task_queue = f"partner-center-{uuid.uuid4()}"
+    async with Worker(
+        time_skipping_env.client,
+        task_queue=task_queue,
+        workflows=[ChangeOneSubscription],
+        activities=[PartnerCenterActivities(client).change_subscription_status],
+        workflow_runner=UnsandboxedWorkflowRunner(),  # the workflow lives in this test module
+    ):
+        result = await time_skipping_env.client.execute_workflow(
+            ChangeOneSubscription.run, change, id=f"change-{uuid.uuid4()}", task_queue=task_queue
+        )
+
+    assert (result.changed, result.status) == (True, "suspended")
+    patches = partner_center_emulator.api_requests("PATCH")
+    assert [patch.status for patch in patches] == [409, 200]
+    assert [patch.header("MS-RequestId") for patch in patches] == [REQUEST_ID, ms_request_id(REQUEST_KEY, 1)]
 
 
 async def test_already_suspended_subscription_is_not_patched(
@@ -349,7 +438,7 @@ async def test_already_suspended_subscription_is_not_patched(
 ) -> None:
     partner_center_emulator.seed_tenant(TENANT, {"sub-1": "suspended"})
 
-    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_KEY, WORKFLOW_ID)
 
     assert result == SubscriptionStatusChanged(subscription_id="sub-1", status="suspended", changed=False)
     assert [call.method for call in partner_center_emulator.api_requests()] == ["GET"]
@@ -361,7 +450,7 @@ async def test_only_an_active_subscription_is_suspended(
 ) -> None:
     partner_center_emulator.seed_tenant(TENANT, {"sub-1": status})
 
-    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_KEY, WORKFLOW_ID)
 
     assert result == SubscriptionStatusChanged(subscription_id="sub-1", status=status, changed=False)
     assert partner_center_emulator.api_requests("PATCH") == []
@@ -414,7 +503,7 @@ async def test_subscription_changed_between_get_and_patch_is_read_again_and_patc
     else:
         partner_center_emulator.inject_fault(412, method="PATCH")
 
-    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_KEY, WORKFLOW_ID)
 
     assert result == SubscriptionStatusChanged(subscription_id="sub-1", status="suspended", changed=True)
     calls = partner_center_emulator.api_requests()
@@ -427,9 +516,9 @@ async def test_subscription_changed_between_get_and_patch_is_read_again_and_patc
     first, second = calls[1], calls[3]
     if stale_answer == 400:
         assert first.header("If-Match") != second.header("If-Match")
-    # Partner Center would answer a reused id with the 412 again, so the second PATCH has an id of its own.
+    # Partner Center would answer a reused id with the stale etag again, so the second PATCH has an id of its own.
     assert first.header("MS-RequestId") == REQUEST_ID
-    assert second.header("MS-RequestId") not in (REQUEST_ID, None)
+    assert second.header("MS-RequestId") == ms_request_id(REQUEST_KEY, 1) != REQUEST_ID
 
 
 async def test_subscription_that_keeps_changing_gives_up_with_a_retryable_conflict(
@@ -438,13 +527,18 @@ async def test_subscription_that_keeps_changing_gives_up_with_a_retryable_confli
     partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
     partner_center_emulator.simulate_concurrent_edit(times=3)
 
+    answers: list[int] = []
     async with client_for(partner_center_emulator, max_conflicts=2) as client:
         with pytest.raises(ApplicationError) as failed:
-            await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+            await client.set_subscription_status(
+                TENANT, "sub-1", "suspended", REQUEST_KEY, WORKFLOW_ID, on_answered=answers.append
+            )
 
     assert failed.value.type == CONFLICT
     assert not failed.value.non_retryable
-    assert len(partner_center_emulator.api_requests("PATCH")) == 3
+    patches = partner_center_emulator.api_requests("PATCH")
+    assert [patch.header("MS-RequestId") for patch in patches] == [ms_request_id(REQUEST_KEY, n) for n in range(3)]
+    assert answers == [1, 2, 3]  # what the next attempt starts from, so it sends none of these ids again
 
 
 # --- throttling, outages and refusals ---------------------------------------------------------------------
@@ -530,7 +624,7 @@ async def test_bad_request_is_a_refusal_at_once_with_partner_centers_words(
 ) -> None:
     partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
 
-    result = await client.set_subscription_status(TENANT, "sub-1", "frozen", REQUEST_ID, WORKFLOW_ID)
+    result = await client.set_subscription_status(TENANT, "sub-1", "frozen", REQUEST_KEY, WORKFLOW_ID)
 
     assert (result.refused, result.changed, result.status, result.error_code) == (True, False, "active", "800002")
     assert result.error_text is not None and "'frozen' is not one of" in result.error_text
@@ -543,7 +637,7 @@ async def test_unknown_subscription_is_a_refusal_at_once_with_partner_centers_wo
 ) -> None:
     partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
 
-    result = await client.set_subscription_status(TENANT, "sub-gone", "suspended", REQUEST_ID, WORKFLOW_ID)
+    result = await client.set_subscription_status(TENANT, "sub-gone", "suspended", REQUEST_KEY, WORKFLOW_ID)
 
     assert result == SubscriptionStatusChanged(
         subscription_id="sub-gone",
@@ -601,7 +695,7 @@ async def test_the_callers_rights_refused_still_fail_the_call(
     partner_center_emulator.inject_fault(status, times=times, method="PATCH")
 
     with pytest.raises(ApplicationError) as failed:
-        await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+        await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_KEY, WORKFLOW_ID)
 
     assert failed.value.type == REJECTED
     assert failed.value.non_retryable
@@ -615,7 +709,7 @@ async def test_request_timeout_is_retried_like_a_server_error(
     partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
     partner_center_emulator.inject_fault(408, method="PATCH")
 
-    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+    result = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_KEY, WORKFLOW_ID)
 
     assert (result.changed, result.refused) == (True, False)
     assert [call.status for call in partner_center_emulator.api_requests("PATCH")] == [408, 200]
@@ -779,10 +873,8 @@ async def test_emulator_keeps_a_refusal_across_a_restart_and_forgets_it_once_use
 
     with PartnerCenterEmulator(state_file=state_file) as restarted:
         async with client_for(restarted) as client:
-            first = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
-            again = await client.set_subscription_status(
-                TENANT, "sub-1", "suspended", ms_request_id("another step"), WORKFLOW_ID
-            )
+            first = await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_KEY, WORKFLOW_ID)
+            again = await client.set_subscription_status(TENANT, "sub-1", "suspended", "another step", WORKFLOW_ID)
 
     assert (first.refused, first.error_code) == (True, "800096")
     assert (again.refused, again.changed, again.status) == (False, True, "suspended")
@@ -792,7 +884,7 @@ async def test_emulator_answers_a_replayed_patch_as_it_did_the_first_time(
     partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
 ) -> None:
     partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
-    await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_ID, WORKFLOW_ID)
+    await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_KEY, WORKFLOW_ID)
     (patch,) = partner_center_emulator.api_requests("PATCH")
     after_first = partner_center_emulator.subscription(TENANT, "sub-1")
 
@@ -819,7 +911,7 @@ async def test_emulator_keeps_subscriptions_across_a_restart(tmp_path: Path) -> 
         async with client_for(emulator) as client:
             suspended, kept = await client.list_subscriptions(TENANT, WORKFLOW_ID)
             await client.set_subscription_status(
-                TENANT, suspended.subscription_id, "suspended", REQUEST_ID, WORKFLOW_ID
+                TENANT, suspended.subscription_id, "suspended", REQUEST_KEY, WORKFLOW_ID
             )
 
     with PartnerCenterEmulator(state_file=state_file) as restarted:
