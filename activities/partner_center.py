@@ -33,6 +33,7 @@ from billing.ports import (
     SubscriptionQuery,
     SubscriptionStatusChange,
     SubscriptionStatusChanged,
+    SubscriptionSummary,
 )
 
 log = structlog.get_logger(__name__)
@@ -145,6 +146,16 @@ class SubscriptionResource:
     @property
     def status(self) -> str:
         return str(self.resource.get("status", "")).lower()
+
+    def summary(self) -> SubscriptionSummary:
+        """Its id, `offerName` and `friendlyName` (the Subscription resource's properties:
+        https://learn.microsoft.com/partner-center/developer/subscription-resources)."""
+        offer_name, friendly_name = self.resource.get("offerName"), self.resource.get("friendlyName")
+        return SubscriptionSummary(
+            subscription_id=self.subscription_id,
+            offer_name=str(offer_name) if offer_name else None,
+            friendly_name=str(friendly_name) if friendly_name else None,
+        )
 
     @classmethod
     def parse(cls, resource: Mapping[str, Any], etag_header: str | None = None) -> SubscriptionResource:
@@ -564,7 +575,11 @@ class PartnerCenterActivities:
     @activity.defn(name="list_active_subscriptions")
     async def list_active_subscriptions(self, query: SubscriptionQuery) -> ActiveSubscriptions:
         subscriptions = await self._client.list_subscriptions(query.tenant_id, query.correlation_id)
-        return ActiveSubscriptions(subscription_ids=[s.subscription_id for s in subscriptions if s.status == "active"])
+        active = [subscription for subscription in subscriptions if subscription.status == "active"]
+        return ActiveSubscriptions(
+            subscription_ids=[subscription.subscription_id for subscription in active],
+            subscriptions=[subscription.summary() for subscription in active],
+        )
 
     @activity.defn(name="change_subscription_status")
     async def change_subscription_status(self, change: SubscriptionStatusChange) -> SubscriptionStatusChanged:

@@ -337,8 +337,17 @@ class SubscriptionQuery(PortModel):
     correlation_id: str  # the workflow id, logged beside each call's own MS-CorrelationId (a fresh GUID)
 
 
+class SubscriptionSummary(PortModel):
+    """One subscription as a notice names it, from Partner Center's Subscription resource."""
+
+    subscription_id: str
+    offer_name: str | None = None  # `offerName`: what was bought, e.g. "Office 365 E3 operated by 21Vianet"
+    friendly_name: str | None = None  # `friendlyName`: the partner's own name for it, to tell like ones apart
+
+
 class ActiveSubscriptions(PortModel):
     subscription_ids: list[str]
+    subscriptions: list[SubscriptionSummary] = Field(default_factory=list)  # the same ones, in order, with names
 
 
 class SubscriptionStatusChange(PortModel):

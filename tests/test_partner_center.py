@@ -37,7 +37,13 @@ from activities.partner_center import (
     ms_request_id,
 )
 from billing.devtools.partner_center_emulator import DEFAULT_RESOURCE, PartnerCenterEmulator
-from billing.ports import SubscriptionQuery, SubscriptionStatusChange, SubscriptionStatusChanged
+from billing.ports import (
+    ActiveSubscriptions,
+    SubscriptionQuery,
+    SubscriptionStatusChange,
+    SubscriptionStatusChanged,
+    SubscriptionSummary,
+)
 from billing.settings import Settings, settings_from_environment
 from worker import partner_center_client
 
@@ -491,6 +497,39 @@ async def test_list_active_subscriptions_leaves_out_every_other_status(
     )
 
     assert result.subscription_ids == ["a", "b"]
+
+
+async def test_list_active_subscriptions_names_each_by_its_offer_name_and_friendly_name(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    e3, standard = "Office 365 E3 operated by 21Vianet", "Microsoft 365 Business Standard operated by 21Vianet"
+    partner_center_emulator.seed_tenant(
+        TENANT,
+        {"a": "active", "s": "suspended", "b": "active"},
+        offer_names={"a": e3, "s": e3, "b": standard},
+        friendly_names={"a": "Shanghai office", "s": "Old seats"},
+    )
+
+    result = await ActivityEnvironment().run(
+        PartnerCenterActivities(client).list_active_subscriptions,
+        SubscriptionQuery(tenant_id=TENANT, correlation_id=WORKFLOW_ID),
+    )
+
+    assert result.subscription_ids == ["a", "b"]
+    assert result.subscriptions == [
+        SubscriptionSummary(subscription_id="a", offer_name=e3, friendly_name="Shanghai office"),
+        SubscriptionSummary(subscription_id="b", offer_name=standard, friendly_name=standard),  # never renamed
+    ]
+
+
+def test_results_recorded_before_names_and_refusals_still_decode() -> None:
+    listed = ActiveSubscriptions.model_validate_json('{"subscription_ids": ["a", "b"]}')
+    changed = SubscriptionStatusChanged.model_validate_json(
+        '{"subscription_id": "a", "status": "suspended", "changed": true}'
+    )
+
+    assert (listed.subscription_ids, listed.subscriptions) == (["a", "b"], [])
+    assert (changed.refused, changed.error_code, changed.error_text) == (False, None, None)
 
 
 @pytest.mark.parametrize("stale_answer", [400, 412], ids=["400-code-2055", "412"])

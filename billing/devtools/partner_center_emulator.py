@@ -203,15 +203,31 @@ class PartnerCenterEmulator:
 
     # --- what tests arrange and inspect ---------------------------------------------------------------------
 
-    def seed_tenant(self, tenant_id: str, statuses: Mapping[str, str]) -> None:
-        """Give the tenant exactly these subscriptions (id → status) instead of the demo ones."""
+    def seed_tenant(
+        self,
+        tenant_id: str,
+        statuses: Mapping[str, str],
+        *,
+        offer_names: Mapping[str, str] | None = None,
+        friendly_names: Mapping[str, str] | None = None,
+    ) -> None:
+        """Give the tenant exactly these subscriptions (id → status) instead of the demo ones.
+
+        `offer_names` and `friendly_names` (id → name) set a subscription's `offerName` and `friendlyName`;
+        left out, it gets a demo offer, and its friendly name is the offer's, as when a partner never named it.
+        """
         for status in statuses.values():
             _require_known_status(status)
+        offer_names, friendly_names = offer_names or {}, friendly_names or {}
         with self._lock:
-            self._tenants[tenant_id] = {
-                subscription_id: _new_subscription(tenant_id, subscription_id, status, *_DEMO_OFFERS[n % 2])
-                for n, (subscription_id, status) in enumerate(statuses.items())
-            }
+            subscriptions = {}
+            for n, (subscription_id, status) in enumerate(statuses.items()):
+                offer, quantity = _DEMO_OFFERS[n % 2]
+                offer = offer_names.get(subscription_id, offer)
+                subscriptions[subscription_id] = _new_subscription(
+                    tenant_id, subscription_id, status, offer, quantity, friendly_names.get(subscription_id)
+                )
+            self._tenants[tenant_id] = subscriptions
             self._save()
 
     def refuse_status_change(
@@ -627,13 +643,17 @@ def _require_known_status(status: str) -> None:
         raise ValueError(f"unknown subscription status {status!r}; one of {sorted(SUBSCRIPTION_STATUSES)}")
 
 
-def _new_subscription(tenant_id: str, subscription_id: str, status: str, offer: str, quantity: int) -> dict[str, Any]:
+def _new_subscription(
+    tenant_id: str, subscription_id: str, status: str, offer: str, quantity: int, friendly_name: str | None = None
+) -> dict[str, Any]:
+    """A Subscription resource with the properties Partner Center documents for it
+    (https://learn.microsoft.com/partner-center/developer/subscription-resources), those this emulator uses."""
     created = datetime.now(UTC).replace(microsecond=0)
     return {
         "id": subscription_id,
         "offerId": str(uuid.uuid5(_NAMESPACE, f"offer/{offer}")).upper(),
         "offerName": offer,
-        "friendlyName": offer,
+        "friendlyName": friendly_name or offer,
         "quantity": quantity,
         "unitType": "Licenses",
         "creationDate": created.isoformat(),
