@@ -484,6 +484,50 @@ async def test_reinstatement_patches_the_subscription_back_to_active(
     assert partner_center_emulator.subscription(TENANT, "sub-1")["status"] == "active"
 
 
+@pytest.mark.parametrize(
+    ("seeded", "refusal", "expected"),
+    [
+        ("deleted", None, SubscriptionStatusChanged(subscription_id="sub-1", status="deleted", changed=False)),
+        ("expired", None, SubscriptionStatusChanged(subscription_id="sub-1", status="expired", changed=False)),
+        (
+            "suspended",
+            "800096",
+            SubscriptionStatusChanged(
+                subscription_id="sub-1",
+                status="suspended",
+                changed=False,
+                refused=True,
+                error_code="800096",
+                error_text="Can't update the status for this subscription",
+            ),
+        ),
+    ],
+    ids=["deleted", "expired", "refused"],
+)
+async def test_reinstatement_that_does_not_take_reports_the_status_partner_center_kept(
+    partner_center_emulator: PartnerCenterEmulator,
+    client: PartnerCenterClient,
+    seeded: str,
+    refusal: str | None,
+    expected: SubscriptionStatusChanged,
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": seeded})
+    if refusal is not None:
+        partner_center_emulator.refuse_status_change(TENANT, "sub-1", refusal)
+    change = SubscriptionStatusChange(
+        tenant_id=TENANT,
+        subscription_id="sub-1",
+        target="active",
+        request_key=f"{WORKFLOW_ID}/reinstatement/1/sub-1",
+        correlation_id=WORKFLOW_ID,
+    )
+
+    result = await ActivityEnvironment().run(PartnerCenterActivities(client).change_subscription_status, change)
+
+    assert result == expected
+    assert partner_center_emulator.subscription(TENANT, "sub-1")["status"] == seeded
+
+
 async def test_list_active_subscriptions_leaves_out_every_other_status(
     partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
 ) -> None:
