@@ -362,13 +362,6 @@ class PartnerCenterClient:
             if on_answered is not None:
                 on_answered(answered)
             error = PartnerCenterError.of(response)
-            if error.status == 409:
-                raise ApplicationError(
-                    f"Partner Center is busy with subscription {subscription_id} of tenant {tenant_id}: "
-                    f"HTTP 409 {error.text}",
-                    error.details(),
-                    type=BUSY,
-                )
             if not error.stale_etag:
                 return self._refused_or_raise(f"PATCH {path}", response, status=current.status, context=context)
             log.warning(
@@ -388,7 +381,13 @@ class PartnerCenterClient:
     def _refused_or_raise(
         what: str, response: httpx.Response, *, status: str, context: Mapping[str, str]
     ) -> SubscriptionStatusChanged:
+        """The refusal a 4xx answer about the subscription is, or the error to raise: busy (409, retryable) or
+        rejected (the caller's rights)."""
         error = PartnerCenterError.of(response)
+        if error.status == 409:
+            raise ApplicationError(
+                f"Partner Center is busy with {what}: HTTP 409 {error.text}", error.details(), type=BUSY
+            )
         if not error.refuses_the_subscription:
             raise _rejected(what, response)
         # The code only: Partner Center's words go to the caller, who reports them, not to the logs.

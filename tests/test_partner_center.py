@@ -395,6 +395,19 @@ async def test_activity_retried_by_temporal_after_a_busy_answer_sends_a_new_requ
     assert [patch.header("MS-RequestId") for patch in patches] == [REQUEST_ID, ms_request_id(REQUEST_KEY, 1)]
 
 
+async def test_busy_answer_to_the_read_is_retryable_too(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    partner_center_emulator.inject_fault(409, method="GET")
+
+    with pytest.raises(ApplicationError) as busy:
+        await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_KEY, WORKFLOW_ID)
+
+    assert (busy.value.type, busy.value.non_retryable) == (BUSY, False)
+    assert partner_center_emulator.api_requests("PATCH") == []
+
+
 @workflow.defn(name="ChangeOneSubscription")
 class ChangeOneSubscription:
     """Runs the activity with a quick retry policy, so a test sees what Temporal carries between attempts."""
