@@ -1,7 +1,11 @@
 """Development emulator of Partner Center operated by 21Vianet for local runs and tests, never for production.
 
-Serves on loopback the token, list, GET and PATCH calls the engine makes, with seeding, faults, a request log;
-and the partner's own invoices from 21Vianet (`GET /v1/invoices`, paged), a few demo ones unless seeded.
+Serves on loopback the token, list, GET and PATCH calls the engine makes, with seeding, faults, refusals, a
+request log; and the partner's own invoices from 21Vianet (`GET /v1/invoices`, paged), a few demo ones unless
+seeded. It is as strict as the real service, so a test catches what Partner Center would refuse: a token for
+any resource but Partner Center's, a call without GUID MS-RequestId and MS-CorrelationId or without
+MS-Contract-Version, an If-Match not in double quotes, a stale etag (400, code 2055); every error in Partner
+Center's error body.
 """
 
 from __future__ import annotations
