@@ -307,6 +307,8 @@ class BillingStatus(Message):
     invoices: list[InvoiceStatus] = Field(default_factory=list)
     disputes: list[DisputeStatus] = Field(default_factory=list)
     suspended_subscription_ids: list[str] = Field(default_factory=list)
+    # The same subscriptions as the customer knows them (offer and friendly name), where Partner Center named them.
+    suspended_subscriptions: list[str] = Field(default_factory=list)
     paused: bool = False
     next_action: NextAction | None = None
     notices_sent: list[NoticeRecord] = Field(default_factory=list)

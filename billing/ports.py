@@ -294,6 +294,16 @@ class NoticePayable(PortModel):
         )
 
 
+class SubscriptionProblem(PortModel):
+    """A subscription Partner Center would not change as asked: why, in Partner Center's words."""
+
+    subscription_id: str
+    name: str | None = None  # as the customer knows it (offer and friendly name), when Partner Center gave one
+    status: str | None = None  # what Partner Center reports it is now, e.g. "active", "deleted", "expired"
+    error_code: str | None = None
+    error_text: str | None = None
+
+
 class NoticeRequest(PortModel):
     """One notice to send. `key` is unique per customer: the same key is never sent twice."""
 
@@ -308,13 +318,19 @@ class NoticeRequest(PortModel):
     suspended_on: date | None = None
     data_deletion_on: date | None = None
     subscription_ids: list[str] = Field(default_factory=list)
+    # How the customer knows each subscription (offer name, friendly name), as Partner Center listed it.
+    subscription_names: dict[str, str] = Field(default_factory=dict)
+    # close_the_loop: suspended subscriptions Partner Center did not reactivate; escalation_case with
+    # desk_purpose "subscriptions": those Partner Center refused to change, for the desk to take up.
+    subscription_problems: list[SubscriptionProblem] = Field(default_factory=list)
+    late_reinstatement: bool = False  # escalation_case: reinstated more than 60 days after suspension
     resolution: str | None = None  # close_the_loop: what resolved the issue ("payment", "credit", ...)
     suspension_reason: Literal["non_payment", "fraud_review"] | None = None  # suspension
     dispute: NoticeDispute | None = None  # dispute_received, dispute_resolved, escalation_case
     payments: list[Payment] = Field(default_factory=list)  # escalation_case: what the customer paid
     notices_sent: list[NoticeRecord] = Field(default_factory=list)  # escalation_case: notices so far
     # escalation_case only: why the desk hears from us, and the case from the books to file with 21Vianet
-    desk_purpose: Literal["case", "chase", "desk_reminder", "fraud_review"] | None = None
+    desk_purpose: Literal["case", "chase", "desk_reminder", "fraud_review", "subscriptions"] | None = None
     escalation_case: EscalationCase | None = None
     partner_payable: NoticePayable | None = None  # partner_payable: the bill, late charge and risk
 

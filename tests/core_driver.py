@@ -17,7 +17,14 @@ from billing.lifecycle.steps import Step, StepKind
 from billing.models import CustomerAccount
 from billing.money import Money
 from billing.policy import CollectionsPolicy
-from billing.ports import AccountBalance, Allocation, InvoiceBalance, PaymentRecorded
+from billing.ports import (
+    AccountBalance,
+    ActiveSubscriptions,
+    Allocation,
+    InvoiceBalance,
+    PaymentRecorded,
+    SubscriptionStatusChanged,
+)
 from tests.builders import cny
 
 
@@ -113,11 +120,20 @@ class CoreDriver:
         self.overdue_when_performed.append(self.state.overdue_amount(self.now))
         if step.kind is StepKind.SUSPEND:
             if self.state.suspension is None:
-                transitions.suspension_started(self.state, step, ["sub-1"], self.now)
-            transitions.suspension_confirmed(self.state)
+                transitions.suspension_started(
+                    self.state, step, ActiveSubscriptions(subscription_ids=["sub-1"]), self.now
+                )
+            ids = self.state.suspension.subscription_ids if self.state.suspension else []
+            transitions.suspension_confirmed(self.state, [self.partner_center(i, "suspended") for i in ids], self.now)
         elif step.kind is StepKind.REINSTATE:
-            transitions.reinstated(self.state)
+            assert self.state.suspension is not None
+            ids = self.state.suspension.suspended_ids
+            transitions.reinstated(self.state, [self.partner_center(i, "active") for i in ids], self.now)
         transitions.step_performed(self.state, step, self.now)
+
+    def partner_center(self, subscription_id: str, target: str) -> SubscriptionStatusChanged:
+        """Partner Center's answer: the change made (the driver's Partner Center always succeeds)."""
+        return SubscriptionStatusChanged(subscription_id=subscription_id, status=target, changed=True)
 
     def kinds(self) -> list[StepKind]:
         return [step.kind for _, step in self.performed]

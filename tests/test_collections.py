@@ -485,3 +485,28 @@ def test_desk_steps_go_out_at_night_while_customer_notices_wait_for_business_hou
     assert moments[StepKind.CHASE_ESCALATION_DESK] == friday_night + days(1)  # Saturday night too
     # The customer hears of the dispute on Monday morning.
     assert moments[StepKind.SEND_DISPUTE_RECEIVED] == datetime(2026, 12, 21, 9, 0, tzinfo=SHANGHAI)
+
+
+def test_a_reinstatement_more_than_60_days_after_suspension_warns_the_desk_that_the_data_may_be_gone():
+    d = driver()
+    d.issue("INV-1", cny("2400.00"), DUE)
+    d.run_until(DUE + days(30))
+    assert d.state.suspension is not None
+    suspended_at = d.state.suspension.suspended_at
+    d.run_until(suspended_at + days(61))
+    d.pay_everything()
+    d.run_until(d.now + days(1))
+    reports = [step for _, step in d.performed if step.kind is StepKind.REPORT_SUBSCRIPTIONS_TO_DESK]
+    assert len(reports) == 1
+    [report] = d.state.desk_reports
+    assert report.late_reinstatement and report.problems == []
+    assert d.kinds()[-3:] == [StepKind.REINSTATE, StepKind.REPORT_SUBSCRIPTIONS_TO_DESK, StepKind.CLOSE_THE_LOOP]
+
+
+def test_a_reinstatement_within_60_days_tells_the_desk_nothing():
+    d = driver()
+    d.issue("INV-1", cny("2400.00"), DUE)
+    d.run_until(DUE + days(30))
+    d.pay_everything()
+    d.run_until(d.now + days(1))
+    assert StepKind.REPORT_SUBSCRIPTIONS_TO_DESK not in d.kinds() and d.state.desk_reports == []

@@ -294,6 +294,57 @@ async def test_no_payload_two_payloads_and_non_json_are_rejected_and_nothing_sti
     assert result.amount_due == cny("0.00")
 
 
+async def test_a_subscription_partner_center_refuses_stays_out_of_the_suspension_and_the_desk_hears_why(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, partner_center_emulator: Any, smtp_sink: Any
+):
+    """One refusal no longer holds the account in a retry loop: what could be suspended is, the notice names
+    exactly that by its name, the desk gets the refused one with Partner Center's code; reinstatement touches
+    only what was suspended and the close-the-loop notice claims only what was restored."""
+    env = time_skipping_env
+    now = await env.get_current_time()
+    partner_center_emulator.seed_tenant(
+        "refusing",
+        {"sub-ok": "active", "sub-stuck": "active"},
+        offer_names={"sub-ok": "Office 365 E3 operated by 21Vianet", "sub-stuck": "Azure plan"},
+        friendly_names={"sub-ok": "Head office", "sub-stuck": "Lab"},
+    )
+    partner_center_emulator.refuse_status_change("refusing", "sub-stuck", "800096")
+    async with engine_factory(env.client) as engine:
+        handle = await engine.issue(
+            account("refusing"), invoice("refusing", "INV-RF-1", "900.00", now + timedelta(days=1))
+        )
+        await env.sleep(timedelta(days=25))
+        status = await status_when(engine, "refusing", lambda s: NoticeKind.SUSPENSION in notice_kinds(s))
+        assert status.stage is BillingStage.SUSPENDED
+        assert status.suspended_subscription_ids == ["sub-ok"]
+        assert status.suspended_subscriptions == ["Office 365 E3 operated by 21Vianet (Head office)"]
+        assert partner_center_emulator.subscription("refusing", "sub-stuck")["status"] == "active"
+        messages = {m["X-Billing-Notice"]: m for m in smtp_sink.messages if m["X-Billing-Customer"] == "refusing"}
+        suspension_text = messages["suspension"].get_body(preferencelist=("plain",)).get_content()
+        assert "Head office" in suspension_text and "Lab" not in suspension_text and "sub-ok" not in suspension_text
+        desk = messages["escalation_case"]
+        desk_text = desk.get_body(preferencelist=("plain",)).get_content()
+        assert "sub-stuck" in desk_text and "800096" in desk_text and "sub-ok" not in desk_text
+        # Reactivating the suspended one does not take either: the customer is not told it was restored.
+        partner_center_emulator.refuse_status_change("refusing", "sub-ok", "2011")
+        await handle.signal("payment_received", payment("refusing", "PAY-RF-1", "900.00", now))
+        result = await handle.result()
+    close = [
+        m
+        for m in smtp_sink.messages
+        if m["X-Billing-Customer"] == "refusing" and m["X-Billing-Notice"] == "close_the_loop"
+    ]
+    close_text = close[-1].get_body(preferencelist=("plain",)).get_content()
+    assert "未能在合作伙伴中心恢复" in close_text and "我们已恢复" not in close_text
+    desk_reports = [
+        m
+        for m in smtp_sink.messages
+        if m["X-Billing-Customer"] == "refusing" and m["X-Billing-Notice"] == "escalation_case"
+    ]
+    assert len(desk_reports) == 2 and "2011" in desk_reports[-1].get_body(preferencelist=("plain",)).get_content()
+    assert result.stage is BillingStage.RESOLVED
+
+
 async def test_quiet_hours_and_weekends_hold_customer_notices(
     time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
 ):

@@ -56,6 +56,9 @@ UI_TIMEOUT_MS = 20_000
 # test that lingers in the browser while the account is suspended.
 UI_POLICY = FAST_POLICY.replace('["PT40S", "PT50S"]', '["PT1H", "PT2H"]')
 SUBSCRIPTIONS = {"sub-office": "active", "sub-m365": "active"}
+# As Partner Center names them: the operator reads these, not the ids.
+OFFERS = {"sub-office": "Office 365 E3 operated by 21Vianet", "sub-m365": "Microsoft 365 Business Standard"}
+FRIENDLY = {"sub-office": "Head office", "sub-m365": "Sales team"}
 
 
 @dataclass(frozen=True)
@@ -167,8 +170,8 @@ async def test_operator_finds_a_suspended_customer_sees_a_refusal_and_pays_the_a
     suspended_id, current_id = f"C-UI-{tag}", f"C-OK-{tag}"
     suspended_wf, current_wf = f"customer-billing-{suspended_id}", f"customer-billing-{current_id}"
     invoice_id = f"INV-UI-{tag}"
-    partner_center_emulator.seed_tenant(suspended_id, SUBSCRIPTIONS)
-    partner_center_emulator.seed_tenant(current_id, SUBSCRIPTIONS)
+    partner_center_emulator.seed_tenant(suspended_id, SUBSCRIPTIONS, offer_names=OFFERS, friendly_names=FRIENDLY)
+    partner_center_emulator.seed_tenant(current_id, SUBSCRIPTIONS, offer_names=OFFERS, friendly_names=FRIENDLY)
 
     # One customer who does not pay (suspended within seconds) and one whose invoice is not due yet, so that
     # the query visibly filters.
@@ -228,7 +231,10 @@ async def test_operator_finds_a_suspended_customer_sees_a_refusal_and_pays_the_a
         details = page.frame_locator("iframe#user-metadata-current-details").locator("body")
         await expect(details).to_contain_text("Stage: Suspended")
         await expect(details).to_contain_text("Amount due: 1234.50 CNY")
-        await expect(details).to_contain_text("Suspended subscriptions: sub-office, sub-m365")
+        await expect(details).to_contain_text(
+            "Suspended subscriptions: Office 365 E3 operated by 21Vianet (Head office), "
+            "Microsoft 365 Business Standard (Sales team)"
+        )
         await expect(details).to_contain_text("Last notice: suspension")
         await expect(details).to_contain_text(invoice_id)
         await shots.take("current-details")

@@ -63,12 +63,14 @@ with workflow.unsafe.imports_passed_through():
     from billing.policy import CollectionsPolicy
     from billing.ports import (
         AccountBalance,
+        ActiveSubscriptions,
         EscalationCase,
         EscalationStatus,
         LifecycleSettings,
         PaymentRecorded,
         SubscriptionQuery,
         SubscriptionStatusChange,
+        SubscriptionStatusChanged,
         SubscriptionStatusTarget,
     )
     from billing.refusals import Refused
@@ -413,8 +415,8 @@ class CustomerBilling:
             _check(lambda: rules.check_reinstate(state, reinstatement))
             suspension = state.suspension
             assert suspension is not None
-            await self._change_status(f"reinstatement-{suspension.key}", suspension.subscription_ids, "active")
-            transitions.reinstated_by_operator(state)
+            results = await self._change_status(f"reinstatement-{suspension.key}", suspension.suspended_ids, "active")
+            transitions.reinstated_by_operator(state, results, workflow.now())
         elif name in ("resolve_dispute", "resolve_escalation"):
             by_21vianet = name == "resolve_escalation"
             resolution = inbox.parse(ResolveDispute, payload)
@@ -472,13 +474,15 @@ class CustomerBilling:
                     active = await self._list_active_subscriptions()
                     transitions.suspension_started(state, step, active, workflow.now())
                 assert state.suspension is not None
-                await self._change_status(state.suspension.key, state.suspension.subscription_ids, "suspended")
-                transitions.suspension_confirmed(state)
+                results = await self._change_status(
+                    state.suspension.key, state.suspension.subscription_ids, "suspended"
+                )
+                transitions.suspension_confirmed(state, results, workflow.now())
                 done_at = workflow.now()
             elif step.kind is StepKind.REINSTATE:
                 assert state.suspension is not None
-                await self._change_status(step.key, state.suspension.subscription_ids, "active")
-                transitions.reinstated(state)
+                results = await self._change_status(step.key, state.suspension.suspended_ids, "active")
+                transitions.reinstated(state, results, workflow.now())
                 done_at = workflow.now()
             else:
                 case = await self._build_escalation_case(step) if step.kind is StepKind.SEND_ESCALATION_CASE else None
@@ -593,7 +597,7 @@ class CustomerBilling:
         # warning period after the final notice). Runs recorded before this change keep the receipt's time.
         return workflow.now() if workflow.patched(PATCH_NOTICE_TIME) else receipt.sent_at
 
-    async def _list_active_subscriptions(self) -> list[str]:
+    async def _list_active_subscriptions(self) -> ActiveSubscriptions:
         state = self._require_state()
         active = await workflow.execute_activity_method(
             PartnerCenterActivities.list_active_subscriptions,
@@ -603,9 +607,12 @@ class CustomerBilling:
             retry_policy=OUTSIDE_RETRY,
             summary=f"List active subscriptions of tenant {state.account.tenant_id}",
         )
-        return active.subscription_ids
+        return active
 
-    async def _change_status(self, key: str, subscription_ids: list[str], target: SubscriptionStatusTarget) -> None:
+    async def _change_status(
+        self, key: str, subscription_ids: list[str], target: SubscriptionStatusTarget
+    ) -> list[SubscriptionStatusChanged]:
+        """Every subscription at once; Partner Center's answer for each (a refusal is an answer, not an error)."""
         state = self._require_state()
         workflow_id = workflow.info().workflow_id
         changes = [
@@ -625,7 +632,7 @@ class CustomerBilling:
             )
             for subscription_id in subscription_ids
         ]
-        await asyncio.gather(*changes)
+        return list(await asyncio.gather(*changes))
 
     # --- what operators see -----------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from billing.lifecycle.next_step import decide
 from billing.lifecycle.state import BillingState
 from billing.lifecycle.steps import StepKind
 from billing.policy import CollectionsPolicy
+from billing.ports import ActiveSubscriptions
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,9 @@ def forecast(state: BillingState, policy: CollectionsPolicy, now: datetime, limi
         steps.append(ForecastStep(kind=step.kind, at=step.at, key=step.key))
         if step.kind is StepKind.SUSPEND:
             if future.suspension is None:
-                transitions.suspension_started(future, step, [], now)
-            transitions.suspension_confirmed(future)
+                transitions.suspension_started(future, step, ActiveSubscriptions(subscription_ids=[]), now)
+            transitions.suspension_confirmed(future, [], now)
         elif step.kind is StepKind.REINSTATE:
-            transitions.reinstated(future)
+            transitions.reinstated(future, [], now)
         transitions.step_performed(future, step, now)
     return steps

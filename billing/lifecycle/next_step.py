@@ -289,6 +289,15 @@ def _dispute_steps(state: BillingState, policy: CollectionsPolicy, now: datetime
     return steps
 
 
+def _desk_reports(state: BillingState, policy: CollectionsPolicy, now: datetime) -> list[Step]:
+    """Each report of subscriptions Partner Center would not change goes to the desk once, at any hour."""
+    return [
+        _step(StepKind.REPORT_SUBSCRIPTIONS_TO_DESK, report.key, report.at, state, policy, now)
+        for report in state.desk_reports
+        if not state.is_done(report.key)
+    ]
+
+
 def _fraud_review_case(state: BillingState, policy: CollectionsPolicy, now: datetime) -> list[Step]:
     suspension = state.suspension
     if suspension is None or suspension.reason is not SuspensionReason.FRAUD_REVIEW:
@@ -304,6 +313,7 @@ def pending_steps(state: BillingState, policy: CollectionsPolicy, now: datetime)
     steps = [
         *_while_suspended(state, policy, now),
         *_fraud_review_case(state, policy, now),
+        *_desk_reports(state, policy, now),
         *_invoice_notices(state, policy, now),
         *_dispute_steps(state, policy, now),
         *_ladder(state, policy, now),

@@ -7,17 +7,25 @@ from datetime import datetime
 from typing import Literal
 
 from billing.lifecycle.next_step import data_deletion_date, decide
-from billing.lifecycle.state import BillingState
+from billing.lifecycle.state import BillingState, DeskReport
 from billing.lifecycle.steps import Step, StepKind
 from billing.models import NoticeKind, NoticeRecord, Payment
 from billing.policy import CollectionsPolicy
-from billing.ports import EscalationCase, InvoiceBalance, NoticeDispute, NoticeNextStep, NoticeRequest
+from billing.ports import (
+    EscalationCase,
+    InvoiceBalance,
+    NoticeDispute,
+    NoticeNextStep,
+    NoticeRequest,
+    SubscriptionProblem,
+)
 
-DESK_PURPOSE: dict[StepKind, Literal["case", "chase", "desk_reminder", "fraud_review"]] = {
+DESK_PURPOSE: dict[StepKind, Literal["case", "chase", "desk_reminder", "fraud_review", "subscriptions"]] = {
     StepKind.SEND_ESCALATION_CASE: "case",
     StepKind.CHASE_ESCALATION_DESK: "chase",
     StepKind.REMIND_DESK: "desk_reminder",
     StepKind.SEND_FRAUD_REVIEW_CASE: "fraud_review",
+    StepKind.REPORT_SUBSCRIPTIONS_TO_DESK: "subscriptions",
 }
 
 
@@ -46,12 +54,17 @@ def notice_request(
         suspended_on=suspension.suspended_at.astimezone(state.account.zone).date() if suspension else None,
         data_deletion_on=data_deletion_date(state),
         subscription_ids=(
-            list(suspension.subscription_ids)
+            suspension.suspended_ids
             if suspension
             else list(state.issue.reinstated_subscription_ids)
             if state.issue
             else []
         ),
+        subscription_names=dict(
+            suspension.names if suspension else state.issue.subscription_names if state.issue else {}
+        ),
+        subscription_problems=_subscription_problems(state, step, kind),
+        late_reinstatement=report.late_reinstatement if (report := _desk_report(state, step)) else False,
         resolution=resolution(state) if kind is NoticeKind.CLOSE_THE_LOOP else None,
         suspension_reason=suspension.reason.value if suspension else None,
         dispute=_notice_dispute(state, step.dispute_id),
@@ -60,6 +73,23 @@ def notice_request(
         payments=_case_payments(case, state.account.customer_id),
         notices_sent=_desk_notices(case, state) if kind is NoticeKind.ESCALATION_CASE else [],
     )
+
+
+def _desk_report(state: BillingState, step: Step) -> DeskReport | None:
+    if step.kind is not StepKind.REPORT_SUBSCRIPTIONS_TO_DESK:
+        return None
+    return next((report for report in state.desk_reports if report.key == step.key), None)
+
+
+def _subscription_problems(state: BillingState, step: Step, kind: NoticeKind) -> list[SubscriptionProblem]:
+    """For the desk, what Partner Center would not change; for the customer's close-the-loop notice, what
+    was not restored."""
+    report = _desk_report(state, step)
+    if report is not None:
+        return list(report.problems)
+    if kind is NoticeKind.CLOSE_THE_LOOP and state.issue is not None:
+        return list(state.issue.not_restored)
+    return []
 
 
 def _invoices_named(state: BillingState, step: Step, kind: NoticeKind, now: datetime) -> list[InvoiceBalance]:
@@ -141,5 +171,6 @@ def notice_summary(step: Step) -> str:
         StepKind.CHASE_ESCALATION_DESK: f"Chase the desk on dispute {step.dispute_id} ({step.rung})",
         StepKind.REMIND_DESK: f"Remind the desk to resolve or escalate dispute {step.dispute_id}",
         StepKind.SEND_FRAUD_REVIEW_CASE: "Fraud review case to the desk",
+        StepKind.REPORT_SUBSCRIPTIONS_TO_DESK: "Subscriptions Partner Center did not change, to the desk",
     }
     return labels.get(step.kind, step.kind.value) + target

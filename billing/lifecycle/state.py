@@ -19,7 +19,7 @@ from billing.models import (
     TimelineEntry,
 )
 from billing.money import Money
-from billing.ports import AccountBalance, InvoiceBalance
+from billing.ports import AccountBalance, InvoiceBalance, SubscriptionProblem
 
 # Keep the status readable and the state small: older entries are dropped from these lists.
 MAX_REJECTED = 50
@@ -39,9 +39,26 @@ class Suspension(BaseModel):
     reason: SuspensionReason
     suspended_at: datetime
     subscription_ids: list[str] = Field(default_factory=list)  # active when listed; the ones we act on
-    confirmed: bool = False  # Partner Center confirmed every change; until then the suspension is retried
+    confirmed: bool = False  # Partner Center answered for every one; until then the suspension is retried
     invoice_id: str | None = None  # the invoice whose ladder led here
     held_for_operator: bool = False  # a payment alone does not reinstate (fraud review, manual suspension)
+    names: dict[str, str] = Field(default_factory=dict)  # subscription id -> how the customer knows it
+    refused: list[SubscriptionProblem] = Field(default_factory=list)  # Partner Center kept these active
+
+    @property
+    def suspended_ids(self) -> list[str]:
+        """What really is suspended: the subscriptions acted on, less those Partner Center refused."""
+        refused = {problem.subscription_id for problem in self.refused}
+        return [subscription_id for subscription_id in self.subscription_ids if subscription_id not in refused]
+
+
+class DeskReport(BaseModel):
+    """Subscriptions Partner Center would not suspend or reactivate, for the escalation desk to take up."""
+
+    key: str
+    at: datetime
+    problems: list[SubscriptionProblem]
+    late_reinstatement: bool = False  # reinstated more than 60 days after suspension: the data may be gone
 
 
 class CollectionsIssue(BaseModel):
@@ -51,6 +68,8 @@ class CollectionsIssue(BaseModel):
     opened_at: datetime
     customer_told: bool = False  # a dunning notice went out, so the customer must hear it is resolved
     reinstated_subscription_ids: list[str] = Field(default_factory=list)
+    not_restored: list[SubscriptionProblem] = Field(default_factory=list)  # reinstatement did not take for these
+    subscription_names: dict[str, str] = Field(default_factory=dict)  # of those suspended, for the notice
     resolutions: list[str] = Field(default_factory=list)  # how it was resolved: payment, credit, 21vianet_review
 
 
@@ -112,6 +131,7 @@ class BillingState(BaseModel):
     # How often each invoice's ladder started again (a new due date, or dunning resumed after its final notice):
     # its rungs are new steps then, so the customer is warned again before any suspension.
     ladder_restarts: dict[str, int] = Field(default_factory=dict)
+    desk_reports: list[DeskReport] = Field(default_factory=list)  # each goes to the desk once
     # Runs recorded before ladders could restart keep their rung keys (see CustomerBilling's patch).
     restarts_ladders: bool = False
     timeline: list[TimelineEntry] = Field(default_factory=list)

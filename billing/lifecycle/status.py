@@ -39,7 +39,10 @@ def build_status(state: BillingState, decision: Decision, now: datetime) -> Bill
             for invoice in sorted(state.balance.invoices, key=lambda i: (i.due_at, i.invoice_id))
         ],
         disputes=[_dispute_status(dispute) for dispute in state.disputes],
-        suspended_subscription_ids=list(state.suspension.subscription_ids) if state.suspension else [],
+        suspended_subscription_ids=state.suspension.suspended_ids if state.suspension else [],
+        suspended_subscriptions=(
+            [state.suspension.names.get(i, i) for i in state.suspension.suspended_ids] if state.suspension else []
+        ),
         paused=is_paused(state, now),
         paused_until=state.paused_until if is_paused(state, now) else None,
         next_action=next_action(decision),
@@ -114,7 +117,10 @@ def current_details(status: BillingStatus, time_zone: str) -> str:
         last = status.notices_sent[-1]
         lines.append(f"**Last notice:** {last.kind.value} at {last.at.isoformat(timespec='minutes')}")
     if status.suspended_subscription_ids:
-        lines.append("**Suspended subscriptions:** " + ", ".join(status.suspended_subscription_ids))
+        lines.append(
+            "**Suspended subscriptions:** "
+            + ", ".join(status.suspended_subscriptions or status.suspended_subscription_ids)
+        )
     if status.paused:
         lines.append(f"**Dunning paused** until {status.paused_until or 'resumed'}")
     open_disputes = [dispute for dispute in status.disputes if dispute.state is not DisputeState.RESOLVED]

@@ -26,6 +26,7 @@ class StepKind(StrEnum):
     CHASE_ESCALATION_DESK = "chase_escalation_desk"
     REMIND_DESK = "remind_desk"
     SEND_FRAUD_REVIEW_CASE = "send_fraud_review_case"
+    REPORT_SUBSCRIPTIONS_TO_DESK = "report_subscriptions_to_desk"
 
 
 NOTICE_OF_STEP: dict[StepKind, NoticeKind] = {
@@ -41,6 +42,7 @@ NOTICE_OF_STEP: dict[StepKind, NoticeKind] = {
     StepKind.CHASE_ESCALATION_DESK: NoticeKind.ESCALATION_CASE,
     StepKind.REMIND_DESK: NoticeKind.ESCALATION_CASE,
     StepKind.SEND_FRAUD_REVIEW_CASE: NoticeKind.ESCALATION_CASE,
+    StepKind.REPORT_SUBSCRIPTIONS_TO_DESK: NoticeKind.ESCALATION_CASE,
 }
 
 NEXT_ACTION_OF_STEP: dict[StepKind, NextActionKind] = {
@@ -58,6 +60,7 @@ NEXT_ACTION_OF_STEP: dict[StepKind, NextActionKind] = {
     StepKind.CHASE_ESCALATION_DESK: NextActionKind.ESCALATION_CHASE,
     StepKind.REMIND_DESK: NextActionKind.DESK_REMINDER,
     StepKind.SEND_FRAUD_REVIEW_CASE: NextActionKind.ESCALATION_CASE,
+    StepKind.REPORT_SUBSCRIPTIONS_TO_DESK: NextActionKind.ESCALATION_CASE,
 }
 
 DUNNING_NOTICES = frozenset(
@@ -77,6 +80,7 @@ DESK_STEPS = frozenset(
         StepKind.CHASE_ESCALATION_DESK,
         StepKind.REMIND_DESK,
         StepKind.SEND_FRAUD_REVIEW_CASE,
+        StepKind.REPORT_SUBSCRIPTIONS_TO_DESK,
     }
 )
 # Steps the customer sees as they happen: they wait for business hours. Reinstatement never waits.
@@ -116,6 +120,7 @@ STEP_ORDER = {
             StepKind.REINSTATE,
             StepKind.SUSPEND,
             StepKind.SEND_FRAUD_REVIEW_CASE,
+            StepKind.REPORT_SUBSCRIPTIONS_TO_DESK,
             StepKind.SEND_SUSPENSION_NOTICE,
             StepKind.SEND_INVOICE,
             StepKind.SEND_DISPUTE_RECEIVED,

@@ -12,6 +12,7 @@ from billing.lifecycle.next_step import ladder_anchor
 from billing.lifecycle.state import (
     BillingState,
     CollectionsIssue,
+    DeskReport,
     DisputeRecord,
     StepFailure,
     Suspension,
@@ -31,7 +32,14 @@ from billing.models import (
     TimelineEntry,
 )
 from billing.money import Money
-from billing.ports import AccountBalance, PaymentRecorded
+from billing.policy import DATA_DELETION_AFTER_SUSPENSION
+from billing.ports import (
+    AccountBalance,
+    ActiveSubscriptions,
+    PaymentRecorded,
+    SubscriptionProblem,
+    SubscriptionStatusChanged,
+)
 
 # A step whose activity failed for good is tried again later: 15 minutes, doubling, at most every 6 hours.
 STEP_RETRY_BASE = timedelta(minutes=15)
@@ -164,7 +172,7 @@ def written_off(state: BillingState, balance: AccountBalance) -> None:
     _resolved_by(state, "write_off")
 
 
-def suspended_by_operator(state: BillingState, action: SuspendNow, subscription_ids: list[str], at: datetime) -> None:
+def suspended_by_operator(state: BillingState, action: SuspendNow, active: ActiveSubscriptions, at: datetime) -> None:
     """An operator suspends at once: the subscriptions active now are the ones acted on; fraud review holds
     the account suspended until an operator reinstates it."""
     reason = SuspensionReason(action.reason)
@@ -172,9 +180,10 @@ def suspended_by_operator(state: BillingState, action: SuspendNow, subscription_
         key=f"operator-suspension-{state.suspension_count + 1}",
         reason=reason,
         suspended_at=at,
-        subscription_ids=subscription_ids,
+        subscription_ids=active.subscription_ids,
         invoice_id=ladder_anchor(state),
         held_for_operator=reason is SuspensionReason.FRAUD_REVIEW,
+        names=_names(active),
     )
     state.suspension_count += 1
     if state.issue is None:
@@ -182,14 +191,14 @@ def suspended_by_operator(state: BillingState, action: SuspendNow, subscription_
         state.issue_count += 1
 
 
-def reinstated_by_operator(state: BillingState) -> None:
+def reinstated_by_operator(state: BillingState, results: list[SubscriptionStatusChanged], at: datetime) -> None:
     """An operator reinstated: the ladder does not suspend again over the same invoice by itself."""
     suspension = state.suspension
     if suspension is None:
         raise ValueError("nothing is suspended")
     if suspension.invoice_id and suspension.invoice_id not in state.suspension_waived_for:
         state.suspension_waived_for = [*state.suspension_waived_for, suspension.invoice_id]
-    reinstated(state)
+    reinstated(state, results, at)
 
 
 def dispute_resolved(
@@ -245,33 +254,53 @@ def operator_action_recorded(
 # --- outcomes of the lifecycle's own steps ---------------------------------------------------------------
 
 
-def suspension_started(state: BillingState, step: Step, subscription_ids: list[str], at: datetime) -> None:
+def suspension_started(state: BillingState, step: Step, active: ActiveSubscriptions, at: datetime) -> None:
     """Recorded before Partner Center is asked, so a retry acts on exactly these subscriptions and
     reinstatement finds them all."""
     state.suspension = Suspension(
         key=step.key,
         reason=SuspensionReason.NON_PAYMENT,
         suspended_at=at,
-        subscription_ids=subscription_ids,
+        subscription_ids=active.subscription_ids,
         invoice_id=step.invoice_id,
+        names=_names(active),
     )
     state.suspension_count += 1
 
 
-def suspension_confirmed(state: BillingState) -> None:
-    """Partner Center confirmed every change."""
-    if state.suspension is None:
-        raise ValueError("nothing is suspended")
-    state.suspension.confirmed = True
-
-
-def reinstated(state: BillingState) -> None:
-    """Partner Center reactivated what this engine suspended; the close-the-loop notice names them."""
+def suspension_confirmed(state: BillingState, results: list[SubscriptionStatusChanged], at: datetime) -> None:
+    """Partner Center answered for every subscription. Those it did not suspend (it refused, or they were no
+    longer active) stay out of the suspension: the notice does not name them, reinstatement does not touch
+    them, and the escalation desk is told which stayed active and why."""
     suspension = state.suspension
     if suspension is None:
         raise ValueError("nothing is suspended")
+    problems = [_problem(result, suspension) for result in results if result.status != "suspended"]
+    suspension.refused = problems
+    suspension.confirmed = True
+    if problems:
+        _report_to_desk(state, DeskReport(key=f"desk-report-{suspension.key}", at=at, problems=problems))
+
+
+def reinstated(state: BillingState, results: list[SubscriptionStatusChanged], at: datetime) -> None:
+    """Partner Center answered the reactivation of what this engine suspended. Only what it reactivated is
+    claimed as restored; the rest, and a reinstatement so late that 21Vianet may have deleted the data,
+    go to the escalation desk."""
+    suspension = state.suspension
+    if suspension is None:
+        raise ValueError("nothing is suspended")
+    restored = [result.subscription_id for result in results if result.status == "active"]
+    problems = [_problem(result, suspension) for result in results if result.status != "active"]
+    late = at - suspension.suspended_at > DATA_DELETION_AFTER_SUSPENSION
     if state.issue is not None:
-        state.issue.reinstated_subscription_ids = list(suspension.subscription_ids)
+        state.issue.reinstated_subscription_ids = restored
+        state.issue.not_restored = problems
+        state.issue.subscription_names = dict(suspension.names)
+    if problems or late:
+        report = DeskReport(
+            key=f"desk-report-reinstatement-{suspension.key}", at=at, problems=problems, late_reinstatement=late
+        )
+        _report_to_desk(state, report)
     state.suspension = None
 
 
@@ -296,6 +325,33 @@ def step_failed(state: BillingState, step: Step, error: str, at: datetime) -> St
     failure = StepFailure(key=step.key, attempts=attempts, retry_at=at + delay, error=error)
     state.failures = {**state.failures, step.key: failure}
     return failure
+
+
+def _names(active: ActiveSubscriptions) -> dict[str, str]:
+    """How the customer knows each subscription: "offer name (friendly name)", or the one Partner Center gave."""
+    names = {}
+    for summary in active.subscriptions:
+        parts = [part for part in (summary.offer_name, summary.friendly_name) if part]
+        if len(parts) == 2 and parts[0] != parts[1]:
+            names[summary.subscription_id] = f"{parts[0]} ({parts[1]})"
+        elif parts:
+            names[summary.subscription_id] = parts[0]
+    return names
+
+
+def _problem(result: SubscriptionStatusChanged, suspension: Suspension) -> SubscriptionProblem:
+    return SubscriptionProblem(
+        subscription_id=result.subscription_id,
+        name=suspension.names.get(result.subscription_id),
+        status=result.status or None,
+        error_code=result.error_code,
+        error_text=result.error_text,
+    )
+
+
+def _report_to_desk(state: BillingState, report: DeskReport) -> None:
+    if all(existing.key != report.key for existing in state.desk_reports):
+        state.desk_reports = [*state.desk_reports, report]
 
 
 def _restart(state: BillingState, invoice_id: str) -> None:

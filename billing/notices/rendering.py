@@ -123,7 +123,11 @@ def template_environment(template_dirs: Sequence[Path | str] = ()) -> Environmen
 
 def _check_complete(request: NoticeRequest, context: dict[str, Any]) -> None:
     missing = None
-    fraud_review_case = request.kind is NoticeKind.ESCALATION_CASE and request.desk_purpose == "fraud_review"
+    # A fraud review or a report of subscriptions Partner Center would not change is about the account.
+    fraud_review_case = request.kind is NoticeKind.ESCALATION_CASE and request.desk_purpose in (
+        "fraud_review",
+        "subscriptions",
+    )
     if request.kind in KINDS_ABOUT_A_DISPUTE and request.dispute is None and not fraud_review_case:
         missing = "the dispute it is about (dispute)"
     elif request.kind is NoticeKind.DISPUTE_RESOLVED and request.dispute and request.dispute.outcome is None:
@@ -163,6 +167,9 @@ def _context(
         "suspended_on": request.suspended_on,
         "deletion_on": deletion_on,
         "subscription_ids": request.subscription_ids,
+        "subscription_names": request.subscription_names,
+        "subscription_problems": request.subscription_problems,
+        "late_reinstatement": request.late_reinstatement,
         "suspension_reason": request.suspension_reason,
         "resolution": request.resolution,
         # What resolved the issue, one or more of payment, credit, write_off, dispute, 21vianet_review.
