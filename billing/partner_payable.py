@@ -3,8 +3,12 @@
 Pure functions of a `PayableState`, like the collections core: the `PartnerPayable` workflow asks `decide()`,
 sleeps until the step is due (or a payment is recorded), sends the reminder and records it with `mark_done()`.
 
-21Vianet's terms, as the seed states them: monthly invoices, net 30 days from the invoice date, late payment
-charged at 1.5% a month, and a delinquent partner account blocked from new orders until it pays.
+21Vianet's terms, as its billing page for Partner Center operated by 21Vianet publishes them
+(https://msdn.microsoft.com/en-us/partner-china/billing, "Payment terms", last updated 2016-10-20): net 30 days,
+payment due by the invoice due date 30 days after the billing date, "a finance charge of 1.5% of the invoice
+amount per month or the legal maximum, whichever is less", and a delinquent account suspended from creating new
+customers or orders until it is brought current. The page calls itself highlights, subject to change; 21Vianet's
+China CSP reseller agreement is what binds, so the late charge here is an estimate.
 """
 
 from __future__ import annotations
