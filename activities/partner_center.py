@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 import uuid
 from collections import deque
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
+from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
@@ -597,10 +599,69 @@ class UnreadableInvoice(ValueError):
     """An Invoice resource this engine cannot read as a bill to pay (the message says which field and why)."""
 
 
+class DocumentType(StrEnum):
+    """What an Invoice resource is, by its `documentType`, in the snake_case Partner Center writes on the wire.
+
+    Sources: the Invoice resource's reference names "Invoice" and "Credit Note"
+    (https://learn.microsoft.com/partner-center/developer/invoice-resources); the Partner Center SDK's
+    `DocumentType` enum has Invoice, VoidNote and AdjustmentNote, read from snake_case JSON (microsoft/
+    Partner-Center-PowerShell, src/PartnerCenter/Models/Invoices/DocumentType.cs and
+    Models/JsonConverters/EnumJsonConverter.cs); and the response example of "Get a collection of invoices"
+    (https://learn.microsoft.com/partner-center/developer/get-a-collection-of-invoices) lists a voided invoice
+    under its own id as "void_note", with an "adjustment_note" among its `amendments` naming it in `amendsOf`.
+    """
+
+    INVOICE = "invoice"
+    VOID_NOTE = "void_note"
+    ADJUSTMENT_NOTE = "adjustment_note"
+    CREDIT_NOTE = "credit_note"
+
+
+_KNOWN_DOCUMENT_TYPES = frozenset(DocumentType)
+_NOT_A_BILL = {
+    DocumentType.VOID_NOTE: "a void note",
+    DocumentType.ADJUSTMENT_NOTE: "an adjustment note",
+    DocumentType.CREDIT_NOTE: "a credit note",
+}
+
+
+def document_type(resource: Mapping[str, Any]) -> str:
+    """The resource's `documentType` as snake_case ("Credit Note", "CreditNote" and "credit_note" alike read
+    "credit_note"). A resource without one reads as an invoice, as this engine always read it, so that no bill
+    is missed for want of the field."""
+    written = str(resource.get("documentType") or "").strip()
+    if not written:
+        return DocumentType.INVOICE
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", written)
+    return "_".join(part for part in re.split(r"[\s_-]+", words.lower()) if part)
+
+
+def not_a_bill(resource: Mapping[str, Any]) -> str | None:
+    """What the document is when it is not a bill to pay, or None for a plain invoice.
+
+    Only a plain invoice is paid: a void note, an adjustment note, a credit note, and any document that amends
+    another (`amendsOf`: "The reference number of the document of which this document is an amendment", per
+    the Invoice resource's reference) never start a `PartnerPayable`.
+    """
+    kind = document_type(resource)
+    if kind not in _KNOWN_DOCUMENT_TYPES:
+        # A type this engine has not met may be a bill or not: a person decides, the sweep does not guess.
+        raise UnreadableInvoice(
+            f"invoice {resource.get('id') or '(no id)'}: documentType {resource.get('documentType')!r} is not "
+            "one this engine knows, so it is not tracked as a bill"
+        )
+    amends = str(resource.get("amendsOf") or "").strip()
+    if kind == DocumentType.INVOICE and not amends:
+        return None
+    what = _NOT_A_BILL.get(kind, "an amendment")
+    return f"{what} of {amends}" if amends else what
+
+
 def partner_invoice(resource: Mapping[str, Any]) -> PartnerInvoice:
     """21Vianet's Invoice resource as the engine's `PartnerInvoice`; amounts in the invoice's `currencyCode`.
 
-    Partner Center reports a payment it received as a negative `paidAmount`; what was paid is its magnitude.
+    Partner Center reports a payment it received as a negative `paidAmount` ("Negative if a payment was
+    received", per the Invoice resource's reference); what was paid is its magnitude.
     """
     invoice_id = str(resource.get("id") or "")
     try:

@@ -1,5 +1,5 @@
-"""The partner's own bills from 21Vianet: find them in Partner Center and start a `PartnerPayable` for each one
-with money owed (the daily sweep calls `track_partner_invoices`), and book the payments finance records."""
+"""The partner's own bills from 21Vianet: find them in Partner Center and start a `PartnerPayable` for each plain
+invoice with money owed (the daily sweep calls `track_partner_invoices`), and book the payments finance records."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.partner_center import PartnerCenterClient, UnreadableInvoice, partner_invoice
+from activities.partner_center import PartnerCenterClient, UnreadableInvoice, not_a_bill, partner_invoice
 from activities.published import published_by_open_run
 from billing.ledger import LedgerRejection
 from billing.ledger.partner_payments import PartnerPaymentBook
@@ -62,9 +62,10 @@ class PartnerPayableActivities:
 
     @activity.defn(name="track_partner_invoices")
     async def track_partner_invoices(self, request: TrackPartnerInvoicesRequest) -> PartnerInvoicesTracked:
-        """Start a `PartnerPayable` (id `partner-payable-{invoice_id}`) for every invoice with money owed that
-        has none yet. Idempotent: a running payable is not duplicated, a finished (paid) one never restarted,
-        and an invoice the books show as paid is never started even after Temporal forgot its payable.
+        """Start a `PartnerPayable` (id `partner-payable-{invoice_id}`) for every plain invoice with money owed
+        that has none yet. Idempotent: a running payable is not duplicated, a finished (paid) one never restarted,
+        and an invoice the books show as paid is never started even after Temporal forgot its payable. A void
+        note, adjustment note, credit note or amendment is not a bill: it never starts one.
 
         A running payable that knows of less paid than Partner Center shows (21Vianet registered a payment
         finance did not record) is sent `partner_center_paid`: Partner Center is 21Vianet's own statement."""
@@ -72,15 +73,20 @@ class PartnerPayableActivities:
         resources = await self._partner_center.list_partner_invoices(request.correlation_id)
         tracked = PartnerInvoicesTracked(seen=len(resources))
         for resource in resources:
-            activity.heartbeat(str(resource.get("id", "")))
-            if _nothing_owed(resource):
-                tracked.settled.append(str(resource.get("id", "")))
-                continue
+            document_id = str(resource.get("id", ""))
+            activity.heartbeat(document_id)
             try:
-                invoice = partner_invoice(resource)
+                other = not_a_bill(resource)
+                invoice = None if other is not None or _nothing_owed(resource) else partner_invoice(resource)
             except UnreadableInvoice as problem:
                 log.warning("partner_invoice_unreadable", problem=str(problem))
                 tracked.unreadable.append(str(problem))
+                continue
+            if other is not None:
+                tracked.not_bills.append(f"{document_id}: {other}")
+                continue
+            if invoice is None:
+                tracked.settled.append(document_id)
                 continue
             if not (invoice.amount - invoice.paid).is_positive:
                 # Paid in full in Partner Center: never started, but a payable still running is told so.
@@ -101,6 +107,7 @@ class PartnerPayableActivities:
             started=len(tracked.started),
             already_tracked=len(tracked.already_tracked),
             settled=len(tracked.settled),
+            not_bills=len(tracked.not_bills),
             unreadable=len(tracked.unreadable),
             told_paid=len(tracked.told_paid),
             workflow_id=request.correlation_id,
@@ -168,9 +175,7 @@ class PartnerPayableActivities:
 
 
 def _nothing_owed(resource: dict[str, object]) -> bool:
-    """A credit note or an invoice for nothing is not a bill to pay."""
-    if str(resource.get("documentType", "")).replace(" ", "").lower() == "creditnote":
-        return True
+    """An invoice for nothing is not a bill to pay."""
     try:
         return Decimal(str(resource.get("totalCharges"))) <= 0
     except InvalidOperation:

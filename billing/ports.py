@@ -416,7 +416,9 @@ class PartnerInvoicesTracked(PortModel):
     seen: int  # invoices Partner Center listed
     started: list[str] = Field(default_factory=list)  # a PartnerPayable was started for each
     already_tracked: list[str] = Field(default_factory=list)  # a PartnerPayable exists or existed
-    settled: list[str] = Field(default_factory=list)  # nothing owed (paid, or a credit): never started
+    settled: list[str] = Field(default_factory=list)  # nothing owed (paid, or for nothing): never started
+    # "id: what it is" for a void note, adjustment note, credit note or amendment: not a bill, never started
+    not_bills: list[str] = Field(default_factory=list)
     unreadable: list[str] = Field(default_factory=list)  # "id: why", left for a person to look at
     # A running payable knew of less paid than Partner Center shows: sent `partner_center_paid`.
     told_paid: list[str] = Field(default_factory=list)

@@ -92,6 +92,7 @@ class PartnerInvoicesOutcome(SweepModel):
     started: int = 0
     already_tracked: int = 0
     settled: int = 0
+    not_bills: int = 0  # void notes, adjustment notes, credit notes and amendments: never tracked as bills
     told_paid: int = 0  # running payables told Partner Center shows more paid than they knew of
     unreadable: list[str] = Field(default_factory=list)  # "invoice id: why", for a person to look at
     problem: str | None = None  # Partner Center could not be read at all
@@ -151,6 +152,7 @@ class SweepReport(SweepModel):
             lines.append(
                 f"**21Vianet invoices:** {partner.seen} seen, {partner.started} newly tracked, "
                 f"{partner.already_tracked} already tracked, {partner.settled} settled"
+                + (f", {partner.not_bills} not bills (void, adjustment or credit notes)" if partner.not_bills else "")
                 + (f", {partner.told_paid} told of payments 21Vianet registered" if partner.told_paid else "")
                 + (f" — {partner.problem}" if partner.problem else "")
             )

@@ -1,5 +1,6 @@
 """21Vianet's invoices to the partner: `GET /v1/invoices` against the emulator (paging, amounts, currency), and
-`track_partner_invoices` starting one `PartnerPayable` per invoice with money owed, idempotently."""
+`track_partner_invoices` starting one `PartnerPayable` per plain invoice with money owed, idempotently, and none
+for void notes, adjustment notes, credit notes or amendments."""
 
 from __future__ import annotations
 
@@ -10,9 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.partner_center import PartnerCenterClient, UnreadableInvoice, partner_invoice
+from activities.partner_center import (
+    PartnerCenterClient,
+    UnreadableInvoice,
+    document_type,
+    not_a_bill,
+    partner_invoice,
+)
 from activities.partner_payables import PartnerPayableActivities
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator, invoice_resource
 from billing.ledger.partner_payments import PartnerPaymentBook
@@ -64,15 +72,52 @@ def test_an_invoice_without_a_currency_is_unreadable_not_assumed_to_be_yuan() ->
         partner_invoice(resource)
 
 
-def test_the_emulator_serves_demo_invoices_one_paid_one_overdue_and_one_not_in_yuan() -> None:
+def test_the_emulator_serves_demo_invoices_one_paid_one_overdue_one_not_in_yuan_and_documents_that_are_not_bills() -> (
+    None
+):
     emulator = PartnerCenterEmulator()
     today = date.today()
 
-    invoices = [partner_invoice(resource) for resource in emulator.invoices()]
+    documents = emulator.invoices()
+    invoices = [partner_invoice(resource) for resource in documents if not_a_bill(resource) is None]
 
     assert any(invoice.paid == invoice.amount for invoice in invoices)
     assert any(invoice.due_on < today and invoice.paid < invoice.amount for invoice in invoices)
     assert any(invoice.currency != "CNY" for invoice in invoices)
+    assert {document_type(resource) for resource in documents} == {"invoice", "void_note", "credit_note"}
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("invoice", "invoice"),
+        ("Invoice", "invoice"),
+        ("void_note", "void_note"),  # the wire, as in "Get a collection of invoices"
+        ("VoidNote", "void_note"),  # the SDK's enum member
+        ("adjustment_note", "adjustment_note"),
+        ("Credit Note", "credit_note"),  # the Invoice resource's reference
+        ("CreditNote", "credit_note"),
+        (None, "invoice"),  # no documentType: read as an invoice, as before
+    ],
+)
+def test_every_spelling_partner_center_uses_for_a_document_type_reads_the_same(written: str | None, read: str) -> None:
+    resource = invoice_resource("G1", date(2026, 10, 1), "100.00", "CNY")
+    resource["documentType"] = written
+
+    assert document_type(resource) == read
+
+
+def test_only_a_plain_invoice_is_a_bill_and_a_document_of_an_unknown_type_is_left_for_a_person() -> None:
+    def document(kind: str, amends_of: str | None = None) -> dict[str, Any]:
+        return invoice_resource("G2", date(2026, 10, 1), "100.00", "CNY", document_type=kind, amends_of=amends_of)
+
+    assert not_a_bill(document("invoice")) is None
+    assert not_a_bill(document("void_note")) == "a void note"
+    assert not_a_bill(document("adjustment_note", "G1")) == "an adjustment note of G1"
+    assert not_a_bill(document("Credit Note", "G1")) == "a credit note of G1"
+    assert not_a_bill(document("invoice", "G1")) == "an amendment of G1"
+    with pytest.raises(UnreadableInvoice, match="documentType 'tax_receipt' is not one this engine knows"):
+        not_a_bill(document("tax_receipt"))
 
 
 async def test_tracking_twice_starts_each_owed_invoice_once_and_never_one_that_is_paid(
@@ -133,6 +178,50 @@ async def test_tracking_twice_starts_each_owed_invoice_once_and_never_one_that_i
 
     assert "T-OWED" in third.already_tracked
     assert third.started == []
+
+
+async def test_void_notes_adjustment_notes_credit_notes_and_amendments_never_start_a_payable(
+    time_skipping_env: WorkflowEnvironment,
+    engine_factory: EngineFactory,
+    partner_center_emulator: PartnerCenterEmulator,
+    tmp_path: Path,
+) -> None:
+    env = time_skipping_env
+    today = (await env.get_current_time()).astimezone(SHANGHAI).date()
+    issued = today - timedelta(days=45)  # overdue, unpaid: each would be reminded about as a bill
+    partner_center_emulator.seed_invoices(
+        [
+            invoice_resource("N-BILL", issued, "52300.00", "CNY"),
+            invoice_resource("N-VOID", issued, "3000.00", "CNY", document_type="void_note"),
+            invoice_resource("N-ADJ", issued, "900.00", "CNY", document_type="adjustment_note", amends_of="N-BILL"),
+            invoice_resource("N-CREDIT", issued, "800.00", "CNY", document_type="Credit Note", amends_of="N-BILL"),
+            invoice_resource("N-AMEND", issued, "700.00", "CNY", amends_of="N-BILL"),
+            invoice_resource("N-ODD", issued, "600.00", "CNY", document_type="tax_receipt"),
+        ]
+    )
+    store = LedgerStore.from_url(f"sqlite:///{tmp_path}/ledger.db")
+    async with engine_factory(env.client) as engine, client_for(partner_center_emulator) as partner_center:
+        engine.started.update(f"partner-payable-{d['id']}" for d in partner_center_emulator.invoices())
+        tracker = PartnerPayableActivities(
+            partner_center, env.client, engine.settings.task_queue, PartnerPaymentBook(store.engine)
+        )
+        request = TrackPartnerInvoicesRequest(correlation_id="daily-sweep-test")
+
+        tracked = await ActivityEnvironment().run(tracker.track_partner_invoices, request)
+
+        assert tracked.seen == 6
+        assert tracked.started == ["N-BILL"]
+        assert tracked.not_bills == [
+            "N-VOID: a void note",
+            "N-ADJ: an adjustment note of N-BILL",
+            "N-CREDIT: a credit note of N-BILL",
+            "N-AMEND: an amendment of N-BILL",
+        ]
+        assert [entry.split(":")[0] for entry in tracked.unreadable] == ["invoice N-ODD"]
+        for document_id in ("N-VOID", "N-ADJ", "N-CREDIT", "N-AMEND", "N-ODD"):
+            with pytest.raises(RPCError):
+                await env.client.get_workflow_handle(f"partner-payable-{document_id}").describe()
+    store.close()
 
 
 def test_the_books_refuse_a_different_payment_under_a_payment_id_already_used(tmp_path: Path) -> None:
@@ -236,6 +325,8 @@ def test_the_sweep_report_says_how_many_payables_were_told_of_payments_21vianet_
     report = SweepReport(started_at=datetime(2026, 11, 24, tzinfo=UTC), partner_invoices=partner)
 
     assert "1 settled, 2 told of payments 21Vianet registered" in report.details()
+    with_notes = report.model_copy(update={"partner_invoices": partner.model_copy(update={"not_bills": 2})})
+    assert "1 settled, 2 not bills (void, adjustment or credit notes)" in with_notes.details()
     assert (
         "told of payments"
         not in SweepReport(started_at=report.started_at, partner_invoices=PartnerInvoicesOutcome(seen=1)).details()

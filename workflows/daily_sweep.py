@@ -146,6 +146,7 @@ class DailySweep:
             started=len(tracked.started),
             already_tracked=len(tracked.already_tracked),
             settled=len(tracked.settled),
+            not_bills=len(tracked.not_bills),
             told_paid=len(tracked.told_paid),
             unreadable=tracked.unreadable,
         )

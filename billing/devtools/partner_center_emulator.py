@@ -682,8 +682,15 @@ def invoice_resource(
     *,
     paid: Decimal | str = "0",
     invoice_type: str = "Recurring",
+    document_type: str = "invoice",
+    amends_of: str | None = None,
 ) -> dict[str, Any]:
-    """An Invoice resource as Partner Center returns it; `paid` is what 21Vianet received (shown negative)."""
+    """An Invoice resource as Partner Center returns it; `paid` is what 21Vianet received (shown negative).
+
+    `document_type` is written as Partner Center writes it: "invoice", or "void_note" for a voided invoice
+    listed under its own id, "adjustment_note" or "credit_note" for a document that `amends_of` another (as in
+    the response example of https://learn.microsoft.com/partner-center/developer/get-a-collection-of-invoices).
+    """
     period_end = invoice_date - timedelta(days=1)
     period_start = period_end.replace(day=1)
     symbols = {"CNY": "¥", "USD": "$", "EUR": "€", "JPY": "¥"}
@@ -697,7 +704,8 @@ def invoice_resource(
         "currencyCode": currency,
         "currencySymbol": symbols.get(currency, currency),
         "invoiceType": invoice_type,
-        "documentType": "Invoice",
+        "documentType": document_type,
+        **({"amendsOf": amends_of} if amends_of else {}),
         "invoiceDetails": [
             {
                 "invoiceLineItemType": "billing_line_items",
@@ -712,7 +720,8 @@ def invoice_resource(
 
 
 def demo_invoices(today: date) -> list[dict[str, Any]]:
-    """21Vianet's bills to the partner around `today`: one paid, one overdue, one current, one in US dollars."""
+    """21Vianet's documents to the partner around `today`: invoices (one paid, one overdue, one current, one in US
+    dollars), a voided invoice and a credit note, which are not bills."""
     first = today.replace(day=1)
     months = [first]
     for _ in range(3):
@@ -723,6 +732,10 @@ def demo_invoices(today: date) -> list[dict[str, Any]]:
         invoice_resource(f"G{before:%Y%m}0001", before, "45600.00", "CNY", paid="10000.00"),
         invoice_resource(f"G{last:%Y%m}0001", last, "52300.00", "CNY"),
         invoice_resource(f"G{this:%Y%m}0002", this, "1200.00", "USD", invoice_type="OneTime"),
+        invoice_resource(f"G{last:%Y%m}0002", last, "3000.00", "CNY", document_type="void_note"),
+        invoice_resource(
+            f"G{this:%Y%m}0003", this, "800.00", "CNY", document_type="credit_note", amends_of=f"G{last:%Y%m}0001"
+        ),
     ]
 
 
