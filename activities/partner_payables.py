@@ -14,7 +14,14 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.partner_center import PartnerCenterClient, UnreadableInvoice, not_a_bill, partner_invoice
+from activities.partner_center import (
+    DocumentType,
+    PartnerCenterClient,
+    UnreadableInvoice,
+    document_type,
+    not_a_bill,
+    partner_invoice,
+)
 from activities.published import published_by_open_run
 from billing.ledger import LedgerRejection
 from billing.ledger.partner_payments import PartnerPaymentBook
@@ -22,6 +29,7 @@ from billing.models import DEFAULT_TIME_ZONE, Locale
 from billing.money import Money
 from billing.partner_payable import (
     PartnerCenterPaid,
+    PartnerCenterVoided,
     PartnerInvoice,
     PartnerPayableInput,
     behind_partner_center,
@@ -68,7 +76,8 @@ class PartnerPayableActivities:
         note, adjustment note, credit note or amendment is not a bill: it never starts one.
 
         A running payable that knows of less paid than Partner Center shows (21Vianet registered a payment
-        finance did not record) is sent `partner_center_paid`: Partner Center is 21Vianet's own statement."""
+        finance did not record) is sent `partner_center_paid`, and one whose invoice Partner Center now lists as
+        a void note is sent `partner_center_voided`: Partner Center is 21Vianet's own statement."""
         checked_at = request.checked_at or datetime.now(UTC)
         resources = await self._partner_center.list_partner_invoices(request.correlation_id)
         tracked = PartnerInvoicesTracked(seen=len(resources))
@@ -84,6 +93,10 @@ class PartnerPayableActivities:
                 continue
             if other is not None:
                 tracked.not_bills.append(f"{document_id}: {other}")
+                if document_type(resource) == DocumentType.VOID_NOTE:
+                    voided = _voided_invoice_id(resource)
+                    if await self._tell_voided(voided, checked_at):
+                        tracked.told_voided.append(voided)
                 continue
             if invoice is None:
                 tracked.settled.append(document_id)
@@ -110,6 +123,7 @@ class PartnerPayableActivities:
             not_bills=len(tracked.not_bills),
             unreadable=len(tracked.unreadable),
             told_paid=len(tracked.told_paid),
+            told_voided=len(tracked.told_voided),
             workflow_id=request.correlation_id,
         )
         return tracked
@@ -158,6 +172,20 @@ class PartnerPayableActivities:
         log.info("partner_payable_told_paid", invoice_id=invoice.invoice_id, paid=str(invoice.paid))
         return True
 
+    async def _tell_voided(self, invoice_id: str, checked_at: datetime) -> bool:
+        """Send the running payable of `invoice_id` `partner_center_voided`; False when none runs."""
+        if await published_by_open_run(self._client, workflow_id(invoice_id)) is None:
+            return False
+        report = PartnerCenterVoided(invoice_id=invoice_id, as_of=checked_at)
+        try:
+            await self._client.get_workflow_handle(workflow_id(invoice_id)).signal("partner_center_voided", report)
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:  # it completed since it was described
+                return False
+            raise
+        log.warning("partner_payable_told_voided", invoice_id=invoice_id)
+        return True
+
     @activity.defn(name="record_partner_payment")
     def record_partner_payment(self, booking: PartnerPaymentBooking) -> PartnerPaymentBooked:
         try:
@@ -172,6 +200,13 @@ class PartnerPayableActivities:
             duplicate=booked.duplicate,
         )
         return booked
+
+
+def _voided_invoice_id(void_note: dict[str, object]) -> str:
+    """The invoice a void note voids: the one it names in `amendsOf`, else its own id, under which Partner Center
+    lists a voided invoice (the response example of "Get a collection of invoices",
+    https://learn.microsoft.com/partner-center/developer/get-a-collection-of-invoices)."""
+    return str(void_note.get("amendsOf") or void_note.get("id") or "")
 
 
 def _nothing_owed(resource: dict[str, object]) -> bool:

@@ -35,7 +35,13 @@ from billing.models import (
     SuspendNow,
     WriteOff,
 )
-from billing.partner_payable import PartnerCenterPaid, PartnerPayableInput, PartnerPayableStatus, PartnerPayment
+from billing.partner_payable import (
+    PartnerCenterPaid,
+    PartnerCenterVoided,
+    PartnerPayableInput,
+    PartnerPayableStatus,
+    PartnerPayment,
+)
 from billing.sweep import SweepInput, SweepReport
 
 Kind = Literal["signal", "update", "query"]
@@ -224,6 +230,15 @@ CATALOG: tuple[WorkflowEntry, ...] = (
                 'knows of. JSON: {"invoice_id": "...", "paid": {"amount": "12000.00", "currency": "CNY"}, '
                 '"as_of": "2026-11-24T06:00:00+08:00"}; paid is the total Partner Center shows. The difference is'
                 " booked as a payment registered by 21Vianet; never lowers what is paid. Invalid ones land in "
+                "status.rejected.",
+                sent_by="DailySweep",
+            ),
+            signal(
+                "partner_center_voided",
+                PartnerCenterVoided,
+                "Sent by the daily sweep when Partner Center lists the invoice as a void note. JSON: "
+                '{"invoice_id": "...", "as_of": "2026-11-24T06:00:00+08:00"}. Nothing is owed any more: the '
+                "reminders stop, finance is told once and the payable completes. Invalid ones land in "
                 "status.rejected.",
                 sent_by="DailySweep",
             ),

@@ -134,6 +134,25 @@ class PartnerCenterPaid(Message):
         return value
 
 
+class PartnerCenterVoided(Message):
+    """Signal `partner_center_voided`: Partner Center now lists the invoice as a void note, as of `as_of`.
+
+    Sent by the daily sweep. Partner Center lists a voided invoice under its own id with `documentType`
+    "void_note" (the response example of https://learn.microsoft.com/partner-center/developer/
+    get-a-collection-of-invoices); a voided invoice is not a bill, so nothing is owed on it any more.
+    """
+
+    invoice_id: str
+    as_of: datetime  # when Partner Center was read; with an offset
+
+    @field_validator("as_of")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("as_of needs an offset, such as 2026-11-24T06:00:00+08:00")
+        return value
+
+
 # The payments the engine books for 21Vianet: `paid_on` is the day Partner Center was seen to show them (the
 # transfer itself may be earlier; the late charge estimate errs on the high side), and the id names the
 # invoice and Partner Center's paid total, so the same statement read twice books once.
@@ -166,7 +185,12 @@ class PayableRefused(Refused):
 class ReminderKind(StrEnum):
     BEFORE_DUE = "before_due"
     OVERDUE = "overdue"
-    PAID = "paid"  # the closing notice: paid in full, the reminders stop
+    PAID = "paid"  # a closing notice: paid in full, the reminders stop
+    VOIDED = "voided"  # a closing notice: 21Vianet voided the invoice, nothing is owed, the reminders stop
+
+    @property
+    def closes(self) -> bool:
+        return self in (ReminderKind.PAID, ReminderKind.VOIDED)
 
 
 @dataclass(frozen=True)
@@ -182,7 +206,7 @@ class Reminder:
 class Decision:
     step: Reminder | None  # the next notice; `step.at` is its moment on the ladder
     wake_at: datetime | None  # when to send it (later than `step.at` after a failed attempt)
-    finished: bool  # paid in full and the closing notice sent (or given up on)
+    finished: bool  # paid in full or voided, and the closing notice sent (or given up on)
 
 
 class StepFailure(BaseModel):
@@ -205,6 +229,8 @@ class PayableState(BaseModel):
     # The ladder moment of the last reminder sent: it and every earlier one are done (or passed over).
     reminded_through: datetime | None = None
     closing_sent: bool = False
+    # The day (in the partner's zone) the sweep found Partner Center listing the invoice as a void note.
+    voided_on: date | None = None
     failures: dict[str, StepFailure] = Field(default_factory=dict)
     rejected: list[RejectedMessage] = Field(default_factory=list)  # signals that changed nothing, and why
 
@@ -221,6 +247,9 @@ class PayableState(BaseModel):
 
     @property
     def outstanding(self) -> Money:
+        """What is still owed on the invoice: nothing once 21Vianet voided it."""
+        if self.voided_on is not None:
+            return Money.zero(self.invoice.currency)
         return self.invoice.amount - self.paid
 
     @property
@@ -260,8 +289,11 @@ def late_charge(state: PayableState, on: date) -> Money:
     Simple interest, never compounded; the sum is rounded once, half up, to the currency's minor unit.
 
     This is the engine's estimate for planning: 21Vianet's own statement of the late charge is what is owed.
+    A voided invoice is no bill, and carries no late charge.
     """
     invoice = state.invoice
+    if state.voided_on is not None:
+        return Money.zero(invoice.currency)
     outstanding = invoice.amount.amount - invoice.paid.amount
     payments = sorted(state.payments, key=lambda p: p.paid_on)
     day_amounts = Decimal(0)  # the sum over the late days of what was outstanding that day
@@ -296,7 +328,8 @@ def days_overdue(state: PayableState, on: date) -> int:
 
 
 def stage(state: PayableState, now: datetime) -> BillingStage:
-    """The contract's stage names: `Current` before the due moment, `Overdue` after it, `Resolved` once paid."""
+    """The contract's stage names: `Current` before the due moment, `Overdue` after it, `Resolved` once paid
+    (or voided by 21Vianet)."""
     if not state.outstanding.is_positive:
         return BillingStage.RESOLVED
     return BillingStage.OVERDUE if now >= state.due_at else BillingStage.CURRENT
@@ -350,12 +383,13 @@ def decide(state: PayableState, rules: PartnerPayableRules, now: datetime) -> De
 
     Unpaid: the latest reminder already due and not yet sent goes now, and those it passed over are never sent
     (an invoice found late gets one reminder, not a burst); otherwise the next one on the ladder. Paid in
-    full: the closing notice once, then the payable is finished.
+    full or voided by 21Vianet: the closing notice once, then the payable is finished.
     """
     if not state.outstanding.is_positive:
         if state.closing_sent:
             return Decision(step=None, wake_at=None, finished=True)
-        closing = Reminder(f"{workflow_id(state.invoice.invoice_id)}/paid", ReminderKind.PAID, now)
+        kind = ReminderKind.VOIDED if state.voided_on is not None else ReminderKind.PAID
+        closing = Reminder(f"{workflow_id(state.invoice.invoice_id)}/{kind.value}", kind, now)
         return _with_retry(state, closing)
     through = state.reminded_through
     due = latest_due(state, rules, now)
@@ -371,7 +405,7 @@ def _with_retry(state: PayableState, step: Reminder) -> Decision:
 
 def mark_done(state: PayableState, step: Reminder) -> None:
     """Record `step` as sent: it and every reminder of the ladder before it are done."""
-    if step.kind is ReminderKind.PAID:
+    if step.kind.closes:
         state.closing_sent = True
     else:
         state.reminded_through = max(step.at, state.reminded_through or step.at)
@@ -396,6 +430,7 @@ class PartnerPayableStatus(Message):
     late_charge_as_of: date
     late_charge_rate_per_month: Decimal = LATE_CHARGE_PER_MONTH
     next_reminder_at: datetime | None = None
+    voided_on: date | None = None  # the day Partner Center was seen listing the invoice as a void note
     payments: list[PartnerPayment] = Field(default_factory=list)
     notices_sent: list[NoticeRecord] = Field(default_factory=list)
     description: str | None = None
@@ -405,7 +440,7 @@ class PartnerPayableStatus(Message):
 def build_status(state: PayableState, rules: PartnerPayableRules, now: datetime) -> PartnerPayableStatus:
     today = state.today(now)
     decision = decide(state, rules, now)
-    reminding = decision.step is not None and decision.step.kind is not ReminderKind.PAID
+    reminding = decision.step is not None and not decision.step.kind.closes
     return PartnerPayableStatus(
         invoice_id=state.invoice.invoice_id,
         stage=stage(state, now),
@@ -418,6 +453,7 @@ def build_status(state: PayableState, rules: PartnerPayableRules, now: datetime)
         late_charge=late_charge(state, today),
         late_charge_as_of=today,
         next_reminder_at=decision.wake_at if reminding else None,
+        voided_on=state.voided_on,
         payments=list(state.payments),
         notices_sent=list(state.notices),
         description=state.invoice.description,
@@ -432,6 +468,8 @@ def current_details(status: PartnerPayableStatus) -> str:
         f"**21Vianet invoice:** {status.invoice_id} of {status.invoice_date} ({status.amount})",
         f"**Outstanding:** {status.amount_due} of {status.amount}, due {status.due_on}",
     ]
+    if status.voided_on is not None:
+        lines.append(f"**Voided by 21Vianet:** Partner Center lists it as a void note (seen {status.voided_on})")
     if status.late_charge.is_positive:
         lines.append(
             f"**Late charge accrued:** {status.late_charge} by {status.late_charge_as_of} "
@@ -478,6 +516,11 @@ def check_payment(state: PayableState, payment: PartnerPayment, today: date) -> 
         raise PayableRefused(
             f"the payment is in {payment.amount.currency}, but 21Vianet's invoice {invoice.invoice_id} is in "
             f"{invoice.currency}: record the amount in {invoice.currency}, as it was credited against the invoice"
+        )
+    if state.voided_on is not None:
+        raise PayableRefused(
+            f"21Vianet voided invoice {invoice.invoice_id}: Partner Center lists it as a void note (seen "
+            f"{state.voided_on}), so there is nothing to pay on it; ask 21Vianet where money already sent belongs"
         )
     outstanding = state.outstanding
     if not outstanding.is_positive:
@@ -542,6 +585,23 @@ def payment_registered_by_21vianet(
         paid_on=max(invoice.invoice_date, min(seen_on, today)),
         reference=REGISTERED_BY_21VIANET,
     )
+
+
+def record_void(state: PayableState, report: PartnerCenterVoided, today: date) -> bool:
+    """Take in that Partner Center lists the invoice as a void note; False when the payable already knew.
+
+    Nothing is owed from then on: the reminders stop, the late charge goes, and finance is told once. The day
+    recorded is the day Partner Center was read, in the partner's zone (never after today). Raises
+    `PayableRefused` for a report about another invoice.
+    """
+    if report.invoice_id != state.invoice.invoice_id:
+        raise PayableRefused(
+            f"it is about invoice {report.invoice_id}, not 21Vianet's invoice {state.invoice.invoice_id}"
+        )
+    if state.voided_on is not None:
+        return False
+    state.voided_on = min(report.as_of.astimezone(state.zone).date(), today)
+    return True
 
 
 def _required_text(value: str, what: str) -> str:

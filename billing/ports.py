@@ -268,7 +268,8 @@ class NoticePayable(PortModel):
     late_charge_as_of: date
     late_charge_rate_per_month: Decimal
     late_charge_per_month: Money  # what a month late costs on what is outstanding now
-    settled: bool = False  # paid in full: the closing notice
+    settled: bool = False  # paid in full or voided: the closing notice
+    voided_on: date | None = None  # 21Vianet voided the invoice: Partner Center listed it as a void note then
     payments: list[PartnerPayment] = Field(default_factory=list)
 
     @classmethod
@@ -290,6 +291,7 @@ class NoticePayable(PortModel):
             late_charge_rate_per_month=LATE_CHARGE_PER_MONTH,
             late_charge_per_month=monthly_late_charge(bill.outstanding),
             settled=settled,
+            voided_on=bill.voided_on,
             payments=list(bill.payments),
         )
 
@@ -422,6 +424,8 @@ class PartnerInvoicesTracked(PortModel):
     unreadable: list[str] = Field(default_factory=list)  # "id: why", left for a person to look at
     # A running payable knew of less paid than Partner Center shows: sent `partner_center_paid`.
     told_paid: list[str] = Field(default_factory=list)
+    # A running payable's invoice is now listed as a void note: sent `partner_center_voided`.
+    told_voided: list[str] = Field(default_factory=list)
 
 
 # --- the notice log (kept in the ledger, read by the mailer) --------------------------------------------

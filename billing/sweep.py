@@ -94,6 +94,7 @@ class PartnerInvoicesOutcome(SweepModel):
     settled: int = 0
     not_bills: int = 0  # void notes, adjustment notes, credit notes and amendments: never tracked as bills
     told_paid: int = 0  # running payables told Partner Center shows more paid than they knew of
+    told_voided: int = 0  # running payables told Partner Center lists their invoice as a void note
     unreadable: list[str] = Field(default_factory=list)  # "invoice id: why", for a person to look at
     problem: str | None = None  # Partner Center could not be read at all
 
@@ -154,6 +155,7 @@ class SweepReport(SweepModel):
                 f"{partner.already_tracked} already tracked, {partner.settled} settled"
                 + (f", {partner.not_bills} not bills (void, adjustment or credit notes)" if partner.not_bills else "")
                 + (f", {partner.told_paid} told of payments 21Vianet registered" if partner.told_paid else "")
+                + (f", {partner.told_voided} told their invoice was voided" if partner.told_voided else "")
                 + (f" — {partner.problem}" if partner.problem else "")
             )
             lines.extend(f"- unreadable: {entry}" for entry in partner.unreadable)

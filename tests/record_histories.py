@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -172,6 +172,34 @@ async def quiet_hours(env: WorkflowEnvironment, settings: Settings) -> WorkflowH
     return handle
 
 
+async def partner_payable_voided(env: WorkflowEnvironment, settings: Settings) -> WorkflowHandle[Any, Any]:
+    """21Vianet's invoice → reminders → Partner Center lists it as a void note (`partner_center_voided`) → the
+    voided notice, and the run completes. Recorded on code without the signal (tests/histories/
+    partner_payable_void_before_patch_v1.json) the signal is ignored, so the scenario then pays the bill."""
+    now = await env.get_current_time()
+    invoice = PartnerInvoice(
+        invoice_id="G-H-6",
+        invoice_date=now.date() - timedelta(days=20),
+        amount=Money.of("10000.00", "CNY"),
+        paid=Money.of("0", "CNY"),
+    )
+    handle = await env.client.start_workflow(
+        PartnerPayable.run,
+        PartnerPayableInput(invoice=invoice),
+        id="partner-payable-G-H-6",
+        task_queue=settings.task_queue,
+    )
+    await env.sleep(timedelta(days=12))
+    voided_at = await env.get_current_time()
+    await handle.signal("partner_center_voided", {"invoice_id": "G-H-6", "as_of": voided_at.isoformat()})
+    await env.sleep(timedelta(days=1))
+    if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        paid_on = str((await env.get_current_time()).date())
+        payment = {"payment_id": "PP-H-6", "amount": {"amount": "10000.00", "currency": "CNY"}, "paid_on": paid_on}
+        await handle.execute_update("record_partner_payment", payment)
+    return handle
+
+
 SCENARIOS: dict[str, Scenario] = {
     "customer_billing_full_ladder": full_ladder,
     "customer_billing_dispute_escalation": dispute_and_escalation,
@@ -181,6 +209,7 @@ SCENARIOS: dict[str, Scenario] = {
     "daily_sweep": daily_sweep,
     "partner_payable": partner_payable,
     "customer_billing_quiet_hours": quiet_hours,
+    "partner_payable_voided": partner_payable_voided,
 }
 # The recorded runs do without quiet hours (TEST_POLICY), except these.
 QUIET_HOURS_POLICY = TEST_POLICY.replace("enabled = false", "enabled = true")

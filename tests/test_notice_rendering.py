@@ -448,6 +448,41 @@ def test_partner_payable_tells_finance_what_is_owed_to_21vianet_and_how_to_recor
     assert format_date(date(2026, 11, 27), locale) in rendered.text
 
 
+@pytest.mark.parametrize("locale", LOCALES)
+def test_a_voided_21vianet_invoice_tells_finance_nothing_is_owed_and_where_money_paid_goes(locale: Locale) -> None:
+    from billing.partner_payable import PartnerInvoice, PartnerPayment, PayableState
+    from billing.ports import NoticePayable
+
+    bill = PayableState(
+        invoice=PartnerInvoice(
+            invoice_id="21V-2026-11", invoice_date=date(2026, 10, 1), amount=cny("98000.00"), paid=cny("0")
+        ),
+        payments=[PartnerPayment(payment_id="TT-1", amount=cny("500.00"), paid_on=date(2026, 11, 20))],
+        voided_on=date(2026, 11, 24),
+    )
+    request = notice(NoticeKind.PARTNER_PAYABLE, locale, amount_due=cny("0"), overdue_amount=cny("0"), next_step=None)
+    request = request.model_copy(update={"partner_payable": NoticePayable.of(bill, date(2026, 11, 24), settled=True)})
+
+    rendered = render_notice(request)
+
+    expected = {
+        "zh-CN": (
+            "已作废：世纪互联发票 21V-2026-11（¥98,000.00），无需支付",
+            "合作伙伴中心已将其列为作废单据",
+            "抵扣其他发票或予以退款",
+        ),
+        "en-US": (
+            "Voided by 21Vianet: invoice 21V-2026-11 (¥98,000.00), nothing to pay",
+            "Partner Center lists it as a void note",
+            "apply it to another invoice or to refund it",
+        ),
+    }[locale]
+    assert rendered.subject == expected[0]
+    for text in (rendered.text, rendered.html):
+        assert expected[1] in text and expected[2] in text and "¥500.00" in text
+        assert "record_partner_payment" not in text
+
+
 # --- escaping -----------------------------------------------------------------------------------------------
 
 HOSTILE_NAME = '<script>alert("name")</script> & Co'

@@ -13,6 +13,7 @@ from billing.models import BillingStage
 from billing.money import Money
 from billing.partner_payable import (
     PartnerCenterPaid,
+    PartnerCenterVoided,
     PartnerInvoice,
     PartnerPayment,
     PayableRefused,
@@ -25,6 +26,7 @@ from billing.partner_payable import (
     late_charge,
     mark_done,
     payment_registered_by_21vianet,
+    record_void,
     stage,
 )
 from billing.policy import PartnerPayableRules, PolicyError, parse_policy
@@ -216,6 +218,59 @@ def test_paid_in_full_sends_the_closing_notice_once_and_then_finishes() -> None:
     mark_done(payable, decision.step)
 
     assert decide(payable, RULES, now).finished
+
+
+def voided(as_of: datetime = datetime(2026, 12, 9, 17, 0, tzinfo=UTC), invoice_id: str = "G000123456"):
+    return PartnerCenterVoided(invoice_id=invoice_id, as_of=as_of)
+
+
+def test_an_invoice_21vianet_voided_stops_the_reminders_tells_finance_once_and_finishes() -> None:
+    payable = state(payments=[payment("P-1", "10000.00", date(2026, 11, 28))])
+    now = local(date(2026, 12, 10))
+    assert decide(payable, RULES, now).step.kind is ReminderKind.OVERDUE  # type: ignore[union-attr]
+
+    assert record_void(payable, voided(), date(2026, 12, 10)) is True
+
+    assert payable.voided_on == date(2026, 12, 10)  # 17:00 UTC is the next day in Shanghai
+    assert payable.outstanding == Money.of("0", "CNY")
+    assert stage(payable, now) is BillingStage.RESOLVED
+    assert late_charge(payable, date(2027, 1, 31)) == Money.of("0", "CNY")  # a void invoice is no bill
+    decision = decide(payable, RULES, now)
+    assert decision.step is not None and decision.step.kind is ReminderKind.VOIDED
+    assert decision.step.key == "partner-payable-G000123456/voided"
+    mark_done(payable, decision.step)
+    assert decide(payable, RULES, now + timedelta(days=30)).finished
+    assert record_void(payable, voided(), date(2026, 12, 11)) is False  # told again: nothing changes
+    assert payable.voided_on == date(2026, 12, 10)
+
+
+def test_a_void_reported_for_another_invoice_is_refused_and_changes_nothing() -> None:
+    payable = state()
+
+    with pytest.raises(PayableRefused, match="about invoice G9"):
+        record_void(payable, voided(invoice_id="G9"), date(2026, 12, 10))
+    assert payable.voided_on is None
+
+
+def test_a_payment_against_a_voided_invoice_is_refused_with_a_reason() -> None:
+    payable = state()
+    record_void(payable, voided(), date(2026, 12, 10))
+
+    with pytest.raises(PayableRefused, match="21Vianet voided invoice G000123456: Partner Center lists it as a void"):
+        check_payment(payable, payment("TT-1", "100.00", date(2026, 12, 10)), date(2026, 12, 10))
+    assert payment_registered_by_21vianet(payable, reported("30000.00"), date(2026, 12, 10)) is None
+
+
+def test_the_status_of_a_voided_invoice_says_so_and_owes_nothing() -> None:
+    payable = state()
+    record_void(payable, voided(), date(2026, 12, 10))
+
+    status = build_status(payable, RULES, local(date(2026, 12, 31)))
+
+    assert status.voided_on == date(2026, 12, 10)
+    assert status.amount_due == Money.of("0", "CNY") and status.late_charge == Money.of("0", "CNY")
+    assert status.days_overdue == 0 and status.next_reminder_at is None
+    assert "**Voided by 21Vianet:** Partner Center lists it as a void note (seen 2026-12-10)" in current_details(status)
 
 
 def test_a_failed_reminder_waits_for_its_retry_time() -> None:

@@ -224,6 +224,51 @@ async def test_void_notes_adjustment_notes_credit_notes_and_amendments_never_sta
     store.close()
 
 
+async def test_a_running_payable_is_told_when_partner_center_lists_its_invoice_as_voided_and_stops(
+    time_skipping_env: WorkflowEnvironment,
+    engine_factory: EngineFactory,
+    partner_center_emulator: PartnerCenterEmulator,
+    tmp_path: Path,
+) -> None:
+    env = time_skipping_env
+    now = await env.get_current_time()
+    today = now.astimezone(SHANGHAI).date()
+    partner_center_emulator.seed_invoices(
+        [
+            invoice_resource("V-VOIDED", today - timedelta(days=40), "3000.00", "CNY"),
+            invoice_resource("V-KEPT", today - timedelta(days=40), "800.00", "CNY"),
+        ]
+    )
+    store = LedgerStore.from_url(f"sqlite:///{tmp_path}/ledger.db")
+    async with engine_factory(env.client) as engine, client_for(partner_center_emulator) as partner_center:
+        engine.started.update({"partner-payable-V-VOIDED", "partner-payable-V-KEPT"})
+        tracker = PartnerPayableActivities(
+            partner_center, env.client, engine.settings.task_queue, PartnerPaymentBook(store.engine)
+        )
+        request = TrackPartnerInvoicesRequest(correlation_id="daily-sweep-test", checked_at=now)
+        first = await ActivityEnvironment().run(tracker.track_partner_invoices, request)
+        assert sorted(first.started) == ["V-KEPT", "V-VOIDED"]
+
+        partner_center_emulator.void_invoice("V-VOIDED")
+        told = await ActivityEnvironment().run(tracker.track_partner_invoices, request)
+
+        assert told.told_voided == ["V-VOIDED"]
+        assert told.not_bills == ["V-VOIDED: a void note"]
+        assert told.already_tracked == ["V-KEPT"]
+        voided = await env.client.get_workflow_handle(
+            "partner-payable-V-VOIDED", result_type=PartnerPayableStatus
+        ).result()
+        assert voided.stage.value == "Resolved" and voided.voided_on == today
+        # Finished: the next sweep neither tells it again nor starts it anew.
+        again = await ActivityEnvironment().run(tracker.track_partner_invoices, request)
+        assert again.told_voided == [] and again.started == []
+        kept: Any = await env.client.get_workflow_handle("partner-payable-V-KEPT").query(
+            "status", result_type=PartnerPayableStatus
+        )
+        assert kept.voided_on is None and kept.amount_due == Money.of("800.00", "CNY")
+    store.close()
+
+
 def test_the_books_refuse_a_different_payment_under_a_payment_id_already_used(tmp_path: Path) -> None:
     store = LedgerStore.from_url(f"sqlite:///{tmp_path}/ledger.db")
     book = PartnerPaymentBook(store.engine)
@@ -325,8 +370,10 @@ def test_the_sweep_report_says_how_many_payables_were_told_of_payments_21vianet_
     report = SweepReport(started_at=datetime(2026, 11, 24, tzinfo=UTC), partner_invoices=partner)
 
     assert "1 settled, 2 told of payments 21Vianet registered" in report.details()
-    with_notes = report.model_copy(update={"partner_invoices": partner.model_copy(update={"not_bills": 2})})
-    assert "1 settled, 2 not bills (void, adjustment or credit notes)" in with_notes.details()
+    with_notes = partner.model_copy(update={"not_bills": 2, "told_voided": 1})
+    details = report.model_copy(update={"partner_invoices": with_notes}).details()
+    assert "1 settled, 2 not bills (void, adjustment or credit notes)" in details
+    assert "1 told their invoice was voided" in details
     assert (
         "told of payments"
         not in SweepReport(started_at=report.started_at, partner_invoices=PartnerInvoicesOutcome(seen=1)).details()

@@ -289,3 +289,34 @@ async def test_an_invalid_or_wrong_currency_partner_center_report_is_recorded_an
     assert wrong_currency.reference == "G-PC-BAD"
     assert status.amount_due == Money.of("6000.00", "CNY") and status.payments == []
     assert after.amount_due == Money.of("5000.00", "CNY")
+
+
+async def test_an_invoice_21vianet_voided_stops_the_reminders_tells_finance_once_and_completes(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, smtp_sink: Any
+) -> None:
+    env = time_skipping_env
+    now = await env.get_current_time()
+    today = now.astimezone(SHANGHAI).date()
+    bill = partner_invoice("G-VOID-1", today - timedelta(days=40), "3000.00")  # 10 days overdue
+    async with engine_factory(env.client) as engine:
+        handle = await start(engine, bill, "en-US")
+        await until(lambda: _count(smtp_sink, bill.invoice_id, 1), "the reminder of a bill found late")
+        await handle.execute_update(PartnerPayable.record_partner_payment, payment("TT-1", "500.00", today))
+        await handle.signal("partner_center_voided", {"invoice_id": "G-VOID-1"})  # no as_of: rejected
+
+        await handle.signal("partner_center_voided", {"invoice_id": "G-VOID-1", "as_of": now.isoformat()})
+        # Bounded: a payable that kept reminding would skip through weeks for ever instead of completing.
+        result = await asyncio.wait_for(handle.result(), 20)
+        await env.sleep(timedelta(days=30))  # no reminder follows
+
+    assert result.stage.value == "Resolved"
+    assert result.voided_on == today
+    assert result.amount_due == Money.of("0", "CNY") and result.late_charge == Money.of("0", "CNY")
+    assert [r.name for r in result.rejected] == ["partner_center_voided"]
+    mails = finance_mail(smtp_sink, bill.invoice_id)
+    assert len(mails) == 2  # the overdue reminder, then the voided notice
+    assert mails[-1].message["Subject"] == "Voided by 21Vianet: invoice G-VOID-1 (¥3,000.00), nothing to pay"
+    assert "Partner Center lists it as a void note" in text_of(mails[-1])
+    assert "¥500.00 was paid against it: ask 21Vianet to apply it to another invoice or to refund it" in text_of(
+        mails[-1]
+    )

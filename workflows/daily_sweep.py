@@ -148,6 +148,7 @@ class DailySweep:
             settled=len(tracked.settled),
             not_bills=len(tracked.not_bills),
             told_paid=len(tracked.told_paid),
+            told_voided=len(tracked.told_voided),
             unreadable=tracked.unreadable,
         )
 

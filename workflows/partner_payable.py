@@ -1,8 +1,9 @@
 """`PartnerPayable`: one bill 21Vianet issued to the partner, from the day it is found until it is paid in full.
 
-The loop reads like the ladder: take in the payments 21Vianet registered in Partner Center (the daily sweep
-reports them) and those finance recorded, ask the core what is next, wait until it is due (or a payment
-arrives), remind finance through the mailer, record it. Paid in full: the closing notice, then the run completes.
+The loop reads like the ladder: take in what the daily sweep reports from Partner Center (payments 21Vianet
+registered, or that it voided the invoice) and the payments finance recorded, ask the core what is next, wait
+until it is due (or a message arrives), remind finance through the mailer, record it. Paid in full or voided:
+the closing notice, then the run completes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from billing.money import Money
     from billing.partner_payable import (
         PartnerCenterPaid,
+        PartnerCenterVoided,
         PartnerPayableInput,
         PartnerPayableStatus,
         PartnerPayment,
@@ -60,6 +62,10 @@ with workflow.unsafe.imports_passed_through():
 PARTNER_ACCOUNT_ID = "partner"
 _FINANCE_TEAM = {"zh-CN": "财务团队", "en-US": "Finance team"}
 
+# `partner_center_voided` came after payables were already running: one sent it before its code knew the signal
+# buffered and ignored it, and its history must replay that way. Only a run that records this patch acts on it.
+VOIDED_PATCH = "partner-center-voided"
+
 STEP_RETRY_BASE = timedelta(minutes=15)
 STEP_RETRY_MAX = timedelta(hours=6)
 HISTORY_EVENT_LIMIT = 10_000
@@ -72,7 +78,7 @@ class PartnerPayable:
         self._state: PayableState = start.new_state()
         self._rules: PartnerPayableRules | None = None
         self._payments = inbox.Inbox()  # record_partner_payment updates
-        self._reports = inbox.Inbox()  # partner_center_paid signals
+        self._reports = inbox.Inbox()  # partner_center_paid and partner_center_voided signals
         self._published: dict[str, object] = {}
         self._details = ""
 
@@ -98,6 +104,13 @@ class PartnerPayable:
         # Taken as raw JSON and validated in the main loop, so an invalid report is recorded in `rejected`
         # instead of being dropped by the SDK's decoder.
         self._reports.signalled("partner_center_paid", report)
+
+    @workflow.signal(name="partner_center_voided", description=describe("PartnerPayable", "partner_center_voided"))
+    def partner_center_voided(self, report: Any) -> None:
+        if not workflow.patched(VOIDED_PATCH):
+            workflow.logger.warning("partner_center_voided ignored: this run began before the engine knew it")
+            return
+        self._reports.signalled("partner_center_voided", report)
 
     @workflow.query(name="status", description=describe("PartnerPayable", "status"))
     def status(self) -> PartnerPayableStatus:
@@ -140,20 +153,31 @@ class PartnerPayable:
                 await workflow.wait_condition(
                     lambda: bool(self._payments or self._reports), timeout=timeout, timeout_summary=summary
                 )
-        workflow.logger.info("partner payable paid in full", extra={"invoice_id": self._state.invoice.invoice_id})
+        workflow.logger.info(
+            "partner payable closed",
+            extra={"invoice_id": self._state.invoice.invoice_id, "voided": self._state.voided_on is not None},
+        )
         return self._status()
 
     async def _take_in_reports(self) -> None:
         while self._reports:
             reported = self._reports.next()
             state = self._state
+            about: str | None = None  # the invoice the report names, once it parsed
             try:
+                if reported.name == "partner_center_voided":
+                    voided = inbox.parse(PartnerCenterVoided, reported.payload, what="invalid")
+                    about = voided.invoice_id
+                    if core.record_void(state, voided, state.today(workflow.now())):
+                        workflow.logger.info("invoice voided by 21Vianet", extra={"invoice_id": about})
+                    continue
                 report = inbox.parse(PartnerCenterPaid, reported.payload, what="invalid")
+                about = report.invoice_id
                 payment = core.payment_registered_by_21vianet(state, report, state.today(workflow.now()))
                 if payment is not None:
                     await self._record(payment)
             except Refused as refusal:
-                reference = refusal.reference if not isinstance(refusal, PayableRefused) else report.invoice_id
+                reference = about if isinstance(refusal, PayableRefused) else refusal.reference
                 rejection = RejectedMessage(
                     name=reported.name, reason=str(refusal), at=reported.received_at, reference=reference
                 )
@@ -215,8 +239,8 @@ class PartnerPayable:
             )
         except ActivityError as error:
             reason = str(error.cause.message if isinstance(error.cause, ApplicationError) else error)
-            if step.kind is ReminderKind.PAID:
-                # The closing notice is a courtesy: the payment is on the books, so the payable still completes.
+            if step.kind.closes:
+                # The closing notice is a courtesy: the payment or the void is known, so the payable still completes.
                 workflow.logger.error("closing notice not sent", extra={"key": step.key, "error": reason})
                 core.mark_done(state, step)
                 return
@@ -247,7 +271,7 @@ class PartnerPayable:
         today = state.today(now)
         outstanding = state.outstanding
         rules = self._require_rules()
-        following = core.next_after(state, rules, step.at) if step.kind is not ReminderKind.PAID else None
+        following = None if step.kind.closes else core.next_after(state, rules, step.at)
         return NoticeRequest(
             key=step.key,
             kind=NoticeKind.PARTNER_PAYABLE,
@@ -278,7 +302,7 @@ class PartnerPayable:
             next_step=None
             if following is None
             else NoticeNextStep(kind=NextActionKind.REMINDER, on=following.at.astimezone(state.zone).date()),
-            partner_payable=NoticePayable.of(state, today, settled=step.kind is ReminderKind.PAID),
+            partner_payable=NoticePayable.of(state, today, settled=step.kind.closes),
         )
 
     # --- what operators see -----------------------------------------------------------------------------
@@ -321,5 +345,6 @@ def _summary(step: Reminder, state: PayableState) -> str:
         ReminderKind.BEFORE_DUE: "Reminder to finance before the due date",
         ReminderKind.OVERDUE: "Overdue reminder to finance",
         ReminderKind.PAID: "Paid-in-full notice to finance",
+        ReminderKind.VOIDED: "Voided-invoice notice to finance",
     }
     return f"{labels[step.kind]}: 21Vianet invoice {state.invoice.invoice_id}"

@@ -293,6 +293,13 @@ class PartnerCenterEmulator:
             invoice["paidAmount"] = float(Decimal(str(invoice["paidAmount"])) - Decimal(str(amount)))
             self._save()
 
+    def void_invoice(self, invoice_id: str) -> None:
+        """21Vianet voided the invoice: it is listed under its own id as a "void_note" from now on, as in the
+        response example of https://learn.microsoft.com/partner-center/developer/get-a-collection-of-invoices."""
+        with self._lock:
+            self._invoices[invoice_id]["documentType"] = "void_note"
+            self._save()
+
     def invoice(self, invoice_id: str) -> dict[str, Any]:
         with self._lock:
             return _copy(self._invoices[invoice_id])
