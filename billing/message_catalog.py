@@ -255,7 +255,8 @@ CATALOG: tuple[WorkflowEntry, ...] = (
                 "status",
                 PartnerPayableStatus,
                 "The bill at a glance: stage, amount, paid, outstanding, due date, days overdue, the late charge "
-                "accrued at 1.5% a month, the next reminder to finance, payments and notices.",
+                "accrued (an estimate on the policy's terms: rate, basis and cap), the next reminder to finance, "
+                "payments and notices.",
             ),
         ),
     ),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -25,12 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from billing.due_dates import due_moment
 from billing.models import DEFAULT_TIME_ZONE, BillingStage, Locale, Message, NoticeRecord, RejectedMessage
 from billing.money import Money, minor_units
-from billing.policy import PartnerPayableRules
+from billing.policy import LateChargeBasis, PartnerPayableRules
 from billing.refusals import Refused
 
 PAYMENT_TERM = timedelta(days=30)
-LATE_CHARGE_PER_MONTH = Decimal("0.015")
-# The late charge is pro-rated per day over 30-day months: one day late costs 0.05% of what is outstanding.
+# The late charge is pro-rated per day over 30-day months: a day late costs the monthly rate / 30.
 DAYS_PER_MONTH = 30
 
 
@@ -280,23 +279,24 @@ class PartnerPayableInput(BaseModel):
 # --- money ----------------------------------------------------------------------------------------------
 
 
-def late_charge(state: PayableState, on: date) -> Money:
-    """The late charge accrued by the end of `on`, at 1.5% a month, pro-rated per day over 30-day months.
+def late_charge(state: PayableState, rules: PartnerPayableRules, on: date) -> Money:
+    """The late charge accrued by the end of `on`: the engine's estimate, on the policy's terms.
 
-    Each day after the due date, up to and including `on`, accrues 0.05% (1.5% / 30) of what was still
-    outstanding that day; a payment stops the accrual on its part from the day it was paid (`paid_on`). What
-    Partner Center already showed as paid when the invoice was found counts as paid from the invoice date.
-    Simple interest, never compounded; the sum is rounded once, half up, to the currency's minor unit.
+    Each day after the due date, up to and including `on`, while anything is outstanding, accrues the policy's
+    monthly rate / 30 of the basis: the invoice amount (21Vianet's term), or with `late_charge_basis`
+    "outstanding" what was still unpaid that day, so that a payment stops the accrual on its part from the day
+    it was paid (`paid_on`). Either way a payment in full stops it. What Partner Center already showed as paid
+    when the invoice was found counts as paid from the invoice date. Simple interest, never compounded; the sum
+    is rounded once, half up, to the currency's minor unit, and is never more than the policy's cap.
 
-    This is the engine's estimate for planning: 21Vianet's own statement of the late charge is what is owed.
-    A voided invoice is no bill, and carries no late charge.
+    21Vianet's own statement of the late charge is what is owed. A voided invoice is no bill, and carries none.
     """
     invoice = state.invoice
     if state.voided_on is not None:
         return Money.zero(invoice.currency)
     outstanding = invoice.amount.amount - invoice.paid.amount
     payments = sorted(state.payments, key=lambda p: p.paid_on)
-    day_amounts = Decimal(0)  # the sum over the late days of what was outstanding that day
+    day_amounts = Decimal(0)  # the sum over the late days of the basis that day
     day = invoice.due_on + timedelta(days=1)
     end = on + timedelta(days=1)
     index = 0
@@ -306,18 +306,55 @@ def late_charge(state: PayableState, on: date) -> Money:
             index += 1
         # Nothing changes until the next payment (or the end): count those days at once.
         until = min(payments[index].paid_on, end) if index < len(payments) else end
-        day_amounts += max(outstanding, Decimal(0)) * (until - day).days
+        day_amounts += _basis(invoice.amount.amount, outstanding, rules.late_charge_basis) * (until - day).days
         day = until
-    charge = day_amounts * LATE_CHARGE_PER_MONTH / DAYS_PER_MONTH
-    exponent = Decimal(1).scaleb(-minor_units(invoice.currency))
-    return Money(amount=charge.quantize(exponent, rounding=ROUND_HALF_UP), currency=invoice.currency)
+    charge = _to_minor_unit(day_amounts * rules.late_charge_rate_per_month / DAYS_PER_MONTH, invoice.currency)
+    return _capped(charge, late_charge_cap(invoice, rules))
 
 
-def monthly_late_charge(amount: Money) -> Money:
-    """What a whole month late costs on `amount`: 1.5% of it, rounded half up to the currency's minor unit."""
-    exponent = Decimal(1).scaleb(-minor_units(amount.currency))
-    charge = (amount.amount * LATE_CHARGE_PER_MONTH).quantize(exponent, rounding=ROUND_HALF_UP)
-    return Money(amount=charge, currency=amount.currency)
+def monthly_late_charge(state: PayableState, rules: PartnerPayableRules, on: date) -> Money:
+    """What a further whole month late costs as of `on`: the monthly rate of the basis (the invoice amount, or
+    what is outstanding now), no more than the cap leaves, and nothing once nothing is owed."""
+    invoice = state.invoice
+    outstanding = state.outstanding.amount
+    if outstanding <= 0:
+        return Money.zero(invoice.currency)
+    basis = _basis(invoice.amount.amount, outstanding, rules.late_charge_basis)
+    month = _to_minor_unit(basis * rules.late_charge_rate_per_month, invoice.currency)
+    cap = late_charge_cap(invoice, rules)
+    if cap is None:
+        return month
+    left = cap - late_charge(state, rules, on)
+    return min(month, left, key=lambda money: money.amount) if left.is_positive else Money.zero(invoice.currency)
+
+
+def late_charge_cap(invoice: PartnerInvoice, rules: PartnerPayableRules) -> Money | None:
+    """The most the late charge of `invoice` comes to under the policy, or None (no cap, the default): the
+    lower of `late_charge_cap_percent` of the invoice amount (rounded down) and `late_charge_cap_amount` when
+    that is in the invoice's currency (an amount in another currency says nothing about this invoice)."""
+    caps = []
+    if rules.late_charge_cap_percent is not None:
+        share = invoice.amount.amount * rules.late_charge_cap_percent / 100
+        caps.append(_to_minor_unit(share, invoice.currency, ROUND_DOWN))
+    if rules.late_charge_cap_amount is not None and rules.late_charge_cap_amount.currency == invoice.currency:
+        caps.append(rules.late_charge_cap_amount)
+    return min(caps, key=lambda money: money.amount) if caps else None
+
+
+def _basis(amount: Decimal, outstanding: Decimal, basis: LateChargeBasis) -> Decimal:
+    """What a late day is charged on: nothing once paid, else the invoice amount or what is outstanding."""
+    if outstanding <= 0:
+        return Decimal(0)
+    return amount if basis == "invoice_amount" else outstanding
+
+
+def _to_minor_unit(amount: Decimal, currency: str, rounding: str = ROUND_HALF_UP) -> Money:
+    exponent = Decimal(1).scaleb(-minor_units(currency))
+    return Money(amount=amount.quantize(exponent, rounding=rounding), currency=currency)
+
+
+def _capped(charge: Money, cap: Money | None) -> Money:
+    return charge if cap is None or charge <= cap else cap
 
 
 def days_overdue(state: PayableState, on: date) -> int:
@@ -426,15 +463,28 @@ class PartnerPayableStatus(Message):
     paid: Money
     amount_due: Money  # what is still outstanding on the invoice
     days_overdue: int = 0
-    late_charge: Money  # accrued by today at 1.5% a month (the engine's estimate; 21Vianet bills it)
+    late_charge: Money  # accrued by today on the policy's terms: the engine's estimate; 21Vianet bills it
     late_charge_as_of: date
-    late_charge_rate_per_month: Decimal = LATE_CHARGE_PER_MONTH
+    late_charge_rate_per_month: Decimal  # a fraction: 0.015 is 1.5% a month
+    late_charge_basis: LateChargeBasis = "invoice_amount"
+    late_charge_cap: Money | None = None  # the most it comes to, when the policy caps it
     next_reminder_at: datetime | None = None
     voided_on: date | None = None  # the day Partner Center was seen listing the invoice as a void note
     payments: list[PartnerPayment] = Field(default_factory=list)
     notices_sent: list[NoticeRecord] = Field(default_factory=list)
     description: str | None = None
     rejected: list[RejectedMessage] = Field(default_factory=list)  # signals that changed nothing, and why
+
+    @property
+    def late_charge_terms(self) -> str:
+        """The terms the estimate was made on, e.g. "1.5% a month of the invoice amount, at most 500.00 CNY"."""
+        return late_charge_terms(self.late_charge_rate_per_month, self.late_charge_basis, self.late_charge_cap)
+
+
+def late_charge_terms(rate_per_month: Decimal, basis: LateChargeBasis, cap: Money | None) -> str:
+    percent = format((rate_per_month * 100).normalize(), "f")
+    of = "the invoice amount" if basis == "invoice_amount" else "what is outstanding"
+    return f"{percent}% a month of {of}" + (f", at most {cap}" if cap is not None else "")
 
 
 def build_status(state: PayableState, rules: PartnerPayableRules, now: datetime) -> PartnerPayableStatus:
@@ -450,8 +500,11 @@ def build_status(state: PayableState, rules: PartnerPayableRules, now: datetime)
         paid=state.paid,
         amount_due=state.outstanding,
         days_overdue=days_overdue(state, today) if state.outstanding.is_positive else 0,
-        late_charge=late_charge(state, today),
+        late_charge=late_charge(state, rules, today),
         late_charge_as_of=today,
+        late_charge_rate_per_month=rules.late_charge_rate_per_month,
+        late_charge_basis=rules.late_charge_basis,
+        late_charge_cap=late_charge_cap(state.invoice, rules),
         next_reminder_at=decision.wake_at if reminding else None,
         voided_on=state.voided_on,
         payments=list(state.payments),
@@ -472,8 +525,8 @@ def current_details(status: PartnerPayableStatus) -> str:
         lines.append(f"**Voided by 21Vianet:** Partner Center lists it as a void note (seen {status.voided_on})")
     if status.late_charge.is_positive:
         lines.append(
-            f"**Late charge accrued:** {status.late_charge} by {status.late_charge_as_of} "
-            f"({status.days_overdue} days overdue, 1.5% a month)"
+            f"**Late charge accrued (estimate):** {status.late_charge} by {status.late_charge_as_of} "
+            f"({status.days_overdue} days overdue, {status.late_charge_terms})"
         )
     if status.next_reminder_at is not None:
         lines.append(f"**Next reminder to finance:** {status.next_reminder_at.isoformat(timespec='minutes')} (UTC)")

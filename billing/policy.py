@@ -6,7 +6,7 @@ import tomllib
 from datetime import time, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -57,16 +57,70 @@ class EscalationRules(PolicyModel):
     chase_after: timedelta = timedelta(days=1)
 
 
+def _exact_decimal(value: Any, what: str, example: str) -> Any:
+    """A TOML float is binary: refuse it, so that amounts and rates are exactly what was written."""
+    if isinstance(value, float):
+        raise ValueError(f'write the {what} as a string, e.g. "{example}", so it is exact')
+    return value
+
+
+LateChargeBasis = Literal["invoice_amount", "outstanding"]
+
+
 class PartnerPayableRules(PolicyModel):
-    """When the partner's finance team hears about a bill 21Vianet issued to the partner (`PartnerPayable`).
+    """When the partner's finance team hears about a bill 21Vianet issued to the partner (`PartnerPayable`),
+    and how the engine estimates what paying it late costs.
 
     `reminders` count from `remind_at` on the due date in the partner's time zone (negative or zero: on or
     before it); once overdue, a reminder follows every `overdue_every` until the bill is paid.
+
+    The late charge defaults to 21Vianet's published term: "a finance charge of 1.5% of the invoice amount per
+    month or the legal maximum, whichever is less" (https://msdn.microsoft.com/en-us/partner-china/billing,
+    "Payment terms"). The engine cannot know the legal maximum: where it is lower, set it as the rate or as a
+    cap. `late_charge_basis` "outstanding" charges what is still unpaid each day instead of the invoice amount;
+    the caps bound the whole charge of an invoice, as a share of its amount or as an amount (which applies to
+    invoices in its own currency only). No cap by default. It is an estimate: 21Vianet's statement is what is
+    owed.
     """
 
     reminders: tuple[timedelta, ...] = (timedelta(days=-7), timedelta(days=-1))
     overdue_every: timedelta = timedelta(days=7)
     remind_at: time = time(9, 0)
+    late_charge_percent_per_month: Decimal = Decimal("1.5")
+    late_charge_basis: LateChargeBasis = "invoice_amount"
+    late_charge_cap_percent: Decimal | None = None  # of the invoice amount
+    late_charge_cap_amount: Money | None = None
+
+    @property
+    def late_charge_rate_per_month(self) -> Decimal:
+        """The rate as a fraction: 0.015 for 1.5%."""
+        return self.late_charge_percent_per_month / 100
+
+    @field_validator("late_charge_percent_per_month", "late_charge_cap_percent", mode="before")
+    @classmethod
+    def _no_float_percent(cls, value: Any) -> Any:
+        return _exact_decimal(value, "percentage", "1.5")
+
+    @field_validator("late_charge_percent_per_month")
+    @classmethod
+    def _a_percentage(cls, value: Decimal) -> Decimal:
+        if not Decimal(0) <= value <= Decimal(100):
+            raise ValueError('must be a percentage between "0" and "100", such as "1.5" for 1.5% a month')
+        return value
+
+    @field_validator("late_charge_cap_percent")
+    @classmethod
+    def _cap_percent_positive(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and value <= 0:
+            raise ValueError('must be a positive percentage of the invoice amount, such as "10"')
+        return value
+
+    @field_validator("late_charge_cap_amount")
+    @classmethod
+    def _cap_amount_positive(cls, value: Money | None) -> Money | None:
+        if value is not None and not value.is_positive:
+            raise ValueError("must be a positive amount")
+        return value
 
     @field_validator("reminders")
     @classmethod
@@ -107,9 +161,7 @@ class CollectionsPolicy(PolicyModel):
     @field_validator("minimum_amount_to_suspend", mode="before")
     @classmethod
     def _no_float_minimum(cls, value: Any) -> Any:
-        if isinstance(value, float):
-            raise ValueError('write the amount as a string, e.g. "100.00", so it is exact')
-        return value
+        return _exact_decimal(value, "amount", "100.00")
 
     @field_validator("minimum_amount_to_suspend")
     @classmethod

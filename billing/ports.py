@@ -15,14 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from billing.models import CustomerAccount, Invoice, NextActionKind, NoticeKind, NoticeRecord, Payment
 from billing.money import Money
 from billing.partner_payable import (
-    LATE_CHARGE_PER_MONTH,
     PartnerPayment,
     PayableState,
     days_overdue,
     late_charge,
+    late_charge_cap,
     monthly_late_charge,
 )
-from billing.policy import CollectionsPolicy
+from billing.policy import CollectionsPolicy, LateChargeBasis, PartnerPayableRules
 
 
 class PortModel(BaseModel):
@@ -264,17 +264,21 @@ class NoticePayable(PortModel):
     paid: Money
     outstanding: Money
     days_overdue: int = 0
-    late_charge: Money  # accrued by `late_charge_as_of` at `late_charge_rate_per_month`, pro-rated per day
+    # The engine's estimate, on the policy's terms: accrued by `late_charge_as_of` at `late_charge_rate_per_month`
+    # (a fraction) of the `late_charge_basis`, pro-rated per day, never more than `late_charge_cap`.
+    late_charge: Money
     late_charge_as_of: date
     late_charge_rate_per_month: Decimal
-    late_charge_per_month: Money  # what a month late costs on what is outstanding now
+    late_charge_basis: LateChargeBasis = "invoice_amount"
+    late_charge_cap: Money | None = None
+    late_charge_per_month: Money  # what a further month late costs, as of `late_charge_as_of`
     settled: bool = False  # paid in full or voided: the closing notice
     voided_on: date | None = None  # 21Vianet voided the invoice: Partner Center listed it as a void note then
     payments: list[PartnerPayment] = Field(default_factory=list)
 
     @classmethod
-    def of(cls, bill: PayableState, today: date, *, settled: bool = False) -> NoticePayable:
-        """The bill as its notice states it on `today` (in the partner's zone)."""
+    def of(cls, bill: PayableState, today: date, rules: PartnerPayableRules, *, settled: bool = False) -> NoticePayable:
+        """The bill as its notice states it on `today` (in the partner's zone), late charge on `rules`' terms."""
         invoice = bill.invoice
         return cls(
             invoice_id=invoice.invoice_id,
@@ -286,10 +290,12 @@ class NoticePayable(PortModel):
             paid=bill.paid,
             outstanding=bill.outstanding,
             days_overdue=days_overdue(bill, today),
-            late_charge=late_charge(bill, today),
+            late_charge=late_charge(bill, rules, today),
             late_charge_as_of=today,
-            late_charge_rate_per_month=LATE_CHARGE_PER_MONTH,
-            late_charge_per_month=monthly_late_charge(bill.outstanding),
+            late_charge_rate_per_month=rules.late_charge_rate_per_month,
+            late_charge_basis=rules.late_charge_basis,
+            late_charge_cap=late_charge_cap(bill.invoice, rules),
+            late_charge_per_month=monthly_late_charge(bill, rules, today),
             settled=settled,
             voided_on=bill.voided_on,
             payments=list(bill.payments),

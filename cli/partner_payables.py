@@ -22,7 +22,9 @@ def add_partner_payable_commands(commands: argparse._SubParsersAction[argparse.A
     )
     actions = payable.add_subparsers(dest="payable_command", required=True, metavar="ACTION")
     status = actions.add_parser(
-        "status", help="outstanding, due date, days overdue and the late charge accrued at 1.5%% a month"
+        "status",
+        help="outstanding, due date, days overdue and the late charge accrued so far (an estimate, on the terms "
+        "of the policy's [partner_payable])",
     )
     status.add_argument("invoice_id", metavar="INVOICE_ID", help="21Vianet's invoice id")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -84,7 +86,11 @@ async def partner_payable_command(client: Client, args: argparse.Namespace) -> N
         ("Outstanding", str(result.amount_due)),
         ("Due on", str(result.due_on)),
         ("Days overdue", str(result.days_overdue)),
-        ("Late charge", f"{result.late_charge} accrued by {result.late_charge_as_of} (1.5% a month)"),
+        (
+            "Late charge",
+            f"about {result.late_charge} accrued by {result.late_charge_as_of} (estimate at "
+            f"{result.late_charge_terms}; 21Vianet's statement is what is owed)",
+        ),
         ("Next reminder", result.next_reminder_at.isoformat(timespec="minutes") if result.next_reminder_at else "-"),
     ]
     rows += [(f"Payment {p.payment_id}", f"{p.amount} on {p.paid_on}") for p in result.payments]

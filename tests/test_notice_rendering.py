@@ -449,8 +449,36 @@ def test_partner_payable_tells_finance_what_is_owed_to_21vianet_and_how_to_recor
 
 
 @pytest.mark.parametrize("locale", LOCALES)
+def test_the_partner_payable_notice_states_the_policys_late_charge_terms_as_an_estimate(locale: Locale) -> None:
+    from billing.notices.preview import sample_request
+    from billing.policy import parse_policy
+
+    terms = {"late_charge_percent_per_month": "1.2", "late_charge_basis": "outstanding"}
+    policy = parse_policy({"partner_payable": {**terms, "late_charge_cap_percent": "0.5"}})
+
+    rendered = render_notice(sample_request(NoticeKind.PARTNER_PAYABLE, locale, policy, date(2026, 11, 24)))
+
+    # 15 days at 1.2% a month of the 78,000.00 outstanding: 468.00 so far. The cap, 0.5% of 98,000.00, is
+    # 490.00: a further month (936.00 on its own) costs at most the 22.00 the cap leaves.
+    expected = {
+        "zh-CN": (
+            "世纪互联可按未付金额每月 1.2% 收取滞纳金，累计最多 ¥490.00；据系统估算",
+            "已产生约 ¥468.00，此后每逾期一个月约再增加 ¥22.00。应付金额以世纪互联账单为准。",
+        ),
+        "en-US": (
+            "21Vianet may charge 1.2% of the amount outstanding a month, at most ¥490.00 in all: by the engine's",
+            "about ¥468.00 has accrued by 24 Nov 2026, and every further month costs about ¥22.00. 21Vianet's",
+        ),
+    }[locale]
+    for text in (rendered.text, rendered.html):
+        for phrase in expected:
+            assert phrase in text.replace("<strong>", "").replace("</strong>", "")
+
+
+@pytest.mark.parametrize("locale", LOCALES)
 def test_a_voided_21vianet_invoice_tells_finance_nothing_is_owed_and_where_money_paid_goes(locale: Locale) -> None:
     from billing.partner_payable import PartnerInvoice, PartnerPayment, PayableState
+    from billing.policy import PartnerPayableRules
     from billing.ports import NoticePayable
 
     bill = PayableState(
@@ -461,7 +489,9 @@ def test_a_voided_21vianet_invoice_tells_finance_nothing_is_owed_and_where_money
         voided_on=date(2026, 11, 24),
     )
     request = notice(NoticeKind.PARTNER_PAYABLE, locale, amount_due=cny("0"), overdue_amount=cny("0"), next_step=None)
-    request = request.model_copy(update={"partner_payable": NoticePayable.of(bill, date(2026, 11, 24), settled=True)})
+    request = request.model_copy(
+        update={"partner_payable": NoticePayable.of(bill, date(2026, 11, 24), PartnerPayableRules(), settled=True)}
+    )
 
     rendered = render_notice(request)
 

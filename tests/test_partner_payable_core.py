@@ -25,6 +25,7 @@ from billing.partner_payable import (
     decide,
     late_charge,
     mark_done,
+    monthly_late_charge,
     payment_registered_by_21vianet,
     record_void,
     stage,
@@ -78,43 +79,106 @@ def test_stage_is_current_before_the_due_moment_overdue_after_and_resolved_once_
 # --- the late charge ----------------------------------------------------------------------------------------
 
 
+def rules(**terms: object) -> PartnerPayableRules:
+    return PartnerPayableRules.model_validate(terms)
+
+
+ON_OUTSTANDING = rules(late_charge_basis="outstanding")
+
+
 def test_no_late_charge_up_to_and_on_the_due_date() -> None:
-    assert late_charge(state(), date(2026, 12, 1)) == Money.of("0", "CNY")
+    assert late_charge(state(), RULES, date(2026, 12, 1)) == Money.of("0", "CNY")
 
 
-def test_late_charge_is_one_and_a_half_percent_for_a_30_day_month_late() -> None:
+def test_the_default_late_charge_is_21vianets_term_one_and_a_half_percent_of_the_invoice_amount_a_month() -> None:
+    assert RULES.late_charge_percent_per_month == Decimal("1.5")
+    assert RULES.late_charge_basis == "invoice_amount"
+    assert RULES.late_charge_cap_percent is None and RULES.late_charge_cap_amount is None
     # 30 days after the due date: exactly one month at 1.5% of 30,000.00.
-    assert late_charge(state(), date(2026, 12, 31)) == Money.of("450.00", "CNY")
+    assert late_charge(state(), RULES, date(2026, 12, 31)) == Money.of("450.00", "CNY")
+
+
+def test_the_late_charge_rate_is_the_policys() -> None:
+    assert late_charge(state(), rules(late_charge_percent_per_month="1"), date(2026, 12, 31)) == Money.of(
+        "300.00", "CNY"
+    )
+    assert late_charge(state(), rules(late_charge_percent_per_month="0"), date(2027, 6, 1)) == Money.of("0", "CNY")
 
 
 def test_late_charge_is_pro_rated_per_day_and_rounded_half_up_to_the_fen() -> None:
     payable = state(invoice=invoice("12345.67"))
 
     # 7 days × 12,345.67 × 0.015 / 30 = 43.209845 → 43.21
-    assert late_charge(payable, date(2026, 12, 8)) == Money.of("43.21", "CNY")
+    assert late_charge(payable, RULES, date(2026, 12, 8)) == Money.of("43.21", "CNY")
 
 
-def test_a_part_payment_stops_the_charge_on_its_part_from_the_day_it_was_paid() -> None:
+def test_on_the_invoice_amount_a_part_payment_does_not_lower_the_charge_but_paying_in_full_stops_it() -> None:
+    part_paid = state(payments=[payment("P-1", "20000.00", date(2026, 12, 11))])
+    paid = state(
+        payments=[payment("P-1", "20000.00", date(2026, 12, 11)), payment("P-2", "10000.00", date(2026, 12, 21))]
+    )
+
+    # 29 days (2–30 Dec) on the whole 30,000: 870,000 × 0.0005
+    assert late_charge(part_paid, RULES, date(2026, 12, 30)) == Money.of("435.00", "CNY")
+    # 19 days (2–20 Dec), then nothing: 570,000 × 0.0005
+    assert late_charge(paid, RULES, date(2027, 3, 1)) == Money.of("285.00", "CNY")
+
+
+def test_on_what_is_outstanding_a_part_payment_stops_the_charge_on_its_part_from_the_day_it_was_paid() -> None:
     payable = state(payments=[payment("P-1", "20000.00", date(2026, 12, 11))])
 
     # 9 days on 30,000 (2–10 Dec), then 20 days on 10,000 (11–30 Dec): (270,000 + 200,000) × 0.0005
-    assert late_charge(payable, date(2026, 12, 30)) == Money.of("235.00", "CNY")
+    assert late_charge(payable, ON_OUTSTANDING, date(2026, 12, 30)) == Money.of("235.00", "CNY")
 
 
-def test_the_charge_stops_growing_once_paid_in_full_but_what_accrued_stays() -> None:
+@pytest.mark.parametrize("terms", [RULES, ON_OUTSTANDING], ids=["invoice amount", "outstanding"])
+def test_the_charge_stops_growing_once_paid_in_full_but_what_accrued_stays(terms: PartnerPayableRules) -> None:
     payable = state(payments=[payment("P-1", "30000.00", date(2026, 12, 5))])
 
-    accrued = late_charge(payable, date(2026, 12, 5))
+    accrued = late_charge(payable, terms, date(2026, 12, 5))
     assert accrued == Money.of("45.00", "CNY")  # 3 days (2–4 Dec) × 30,000 × 0.0005
-    assert late_charge(payable, date(2027, 3, 1)) == accrued
+    assert late_charge(payable, terms, date(2027, 3, 1)) == accrued
+
+
+def test_a_cap_as_a_share_of_the_invoice_amount_bounds_the_whole_charge() -> None:
+    capped = rules(late_charge_cap_percent="10")
+
+    assert late_charge(state(), capped, date(2027, 5, 30)) == Money.of("2700.00", "CNY")  # 6 months: below the cap
+    assert late_charge(state(), capped, date(2027, 12, 1)) == Money.of("3000.00", "CNY")  # 10% of 30,000.00
+    # 10% of 12,345.67 is 1,234.567: a cap is rounded down, never up.
+    assert late_charge(state(invoice=invoice("12345.67")), capped, date(2029, 1, 1)) == Money.of("1234.56", "CNY")
+
+
+def test_a_cap_as_an_amount_bounds_invoices_in_its_currency_only() -> None:
+    capped = rules(late_charge_cap_amount={"amount": "500.00", "currency": "CNY"})
+
+    assert late_charge(state(), capped, date(2027, 3, 1)) == Money.of("500.00", "CNY")
+    in_dollars = state(invoice=invoice("30000.00", "USD"))
+    assert late_charge(in_dollars, capped, date(2027, 3, 1)) == Money.of("1350.00", "USD")  # 90 days, uncapped
+    both = rules(late_charge_cap_percent="1", late_charge_cap_amount={"amount": "500.00", "currency": "CNY"})
+    assert late_charge(state(), both, date(2027, 3, 1)) == Money.of("300.00", "CNY")  # the lower cap
+
+
+def test_what_a_further_month_costs_follows_the_basis_and_what_the_cap_leaves() -> None:
+    part_paid = state(payments=[payment("P-1", "20000.00", date(2026, 11, 20))])
+
+    assert monthly_late_charge(part_paid, RULES, date(2026, 12, 10)) == Money.of("450.00", "CNY")
+    assert monthly_late_charge(part_paid, ON_OUTSTANDING, date(2026, 12, 10)) == Money.of("150.00", "CNY")
+    capped = rules(late_charge_cap_amount={"amount": "500.00", "currency": "CNY"})
+    # 9 days late (2–10 Dec) accrued 135.00 of the 500.00: a further month costs at most the 365.00 left.
+    assert monthly_late_charge(state(), capped, date(2026, 12, 10)) == Money.of("365.00", "CNY")
+    assert monthly_late_charge(state(), capped, date(2027, 3, 1)) == Money.of("0", "CNY")
+    assert monthly_late_charge(
+        state(payments=[payment("P-1", "30000.00", date(2026, 12, 5))]), RULES, date(2026, 12, 10)
+    ).is_zero
 
 
 def test_the_late_charge_is_in_the_invoice_currency_with_its_minor_units() -> None:
     payable = state(invoice=invoice("1000001", "JPY"))
 
-    charge = late_charge(payable, date(2026, 12, 2))
+    charge = late_charge(payable, RULES, date(2026, 12, 2))
     assert charge == Money.of("500", "JPY")  # 1,000,001 × 0.0005 = 500.0005 → 500 yen, no decimals
-    assert late_charge(state(invoice=invoice("1000.00", "USD")), date(2026, 12, 2)).currency == "USD"
+    assert late_charge(state(invoice=invoice("1000.00", "USD")), RULES, date(2026, 12, 2)).currency == "USD"
 
 
 amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("10000000"), places=2)
@@ -125,9 +189,11 @@ amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("10000000"), 
     amount=amounts,
     parts=st.lists(st.tuples(st.integers(1, 100), st.integers(0, 120)), max_size=5),
     days_late=st.integers(0, 400),
+    basis=st.sampled_from(["invoice_amount", "outstanding"]),
+    cap_percent=st.none() | st.decimals(min_value=Decimal("0.1"), max_value=Decimal("50"), places=1),
 )
-def test_late_charge_never_negative_never_more_than_the_full_rate_and_never_falls_with_time(
-    amount: Decimal, parts: list[tuple[int, int]], days_late: int
+def test_late_charge_never_negative_never_more_than_the_full_rate_or_the_cap_and_never_falls_with_time(
+    amount: Decimal, parts: list[tuple[int, int]], days_late: int, basis: str, cap_percent: Decimal | None
 ) -> None:
     total = Money.of(amount, "CNY")
     payments = []
@@ -141,14 +207,20 @@ def test_late_charge_never_negative_never_more_than_the_full_rate_and_never_fall
     payable = state(invoice=invoice(str(amount)), payments=payments)
     on = date(2026, 12, 1) + timedelta(days=days_late)
 
-    charge = late_charge(payable, on)
-    later = late_charge(payable, on + timedelta(days=1))
+    terms = rules(late_charge_basis=basis, late_charge_cap_percent=cap_percent)
+
+    charge = late_charge(payable, terms, on)
+    later = late_charge(payable, terms, on + timedelta(days=1))
 
     assert charge.currency == "CNY"
     assert Decimal(0) <= charge.amount
     # Never more than 1.5% a month on the whole invoice, give or take the final rounding.
     assert charge.amount <= amount * Decimal("0.015") * days_late / 30 + Decimal("0.005")
+    if cap_percent is not None:
+        assert charge.amount <= amount * cap_percent / 100
     assert later >= charge
+    if basis == "outstanding":
+        assert charge <= late_charge(payable, RULES, on)  # what is outstanding is never more than the invoice
 
 
 @settings(max_examples=200, deadline=None)
@@ -234,7 +306,7 @@ def test_an_invoice_21vianet_voided_stops_the_reminders_tells_finance_once_and_f
     assert payable.voided_on == date(2026, 12, 10)  # 17:00 UTC is the next day in Shanghai
     assert payable.outstanding == Money.of("0", "CNY")
     assert stage(payable, now) is BillingStage.RESOLVED
-    assert late_charge(payable, date(2027, 1, 31)) == Money.of("0", "CNY")  # a void invoice is no bill
+    assert late_charge(payable, RULES, date(2027, 1, 31)) == Money.of("0", "CNY")  # a void invoice is no bill
     decision = decide(payable, RULES, now)
     assert decision.step is not None and decision.step.kind is ReminderKind.VOIDED
     assert decision.step.key == "partner-payable-G000123456/voided"
@@ -307,6 +379,45 @@ def test_a_policy_reminding_after_the_due_date_is_refused_with_the_key_named() -
         parse_policy({"partner_payable": {"overdue_every": "PT0S"}})
 
 
+def test_the_late_charge_terms_are_read_from_the_policy_files_partner_payable_table() -> None:
+    import tomllib
+
+    written = tomllib.loads(
+        """
+        [partner_payable]
+        late_charge_percent_per_month = "1.25"
+        late_charge_basis = "outstanding"
+        late_charge_cap_percent = "10"
+        late_charge_cap_amount = { amount = "5000.00", currency = "CNY" }
+        """
+    )
+    terms = parse_policy(written).partner_payable
+
+    assert terms.late_charge_rate_per_month == Decimal("0.0125")
+    assert terms.late_charge_basis == "outstanding"
+    assert terms.late_charge_cap_percent == Decimal("10")
+    assert terms.late_charge_cap_amount == Money.of("5000.00", "CNY")
+    assert parse_policy({}).partner_payable == PartnerPayableRules()  # a file without them keeps the defaults
+
+
+@pytest.mark.parametrize(
+    ("terms", "problem"),
+    [
+        ({"late_charge_percent_per_month": 1.5}, r"late_charge_percent_per_month: write the percentage as a string"),
+        ({"late_charge_percent_per_month": "150"}, r"late_charge_percent_per_month: must be a percentage between"),
+        ({"late_charge_percent_per_month": "-1"}, r"late_charge_percent_per_month: must be a percentage between"),
+        ({"late_charge_basis": "balance"}, r"late_charge_basis: Input should be 'invoice_amount' or 'outstanding'"),
+        ({"late_charge_cap_percent": "0"}, r"late_charge_cap_percent: must be a positive percentage"),
+        ({"late_charge_cap_amount": {"amount": "0", "currency": "CNY"}}, r"late_charge_cap_amount: must be a positive"),
+        ({"late_charge_per_month": "1.5"}, r"late_charge_per_month: unknown key"),
+    ],
+    ids=["float", "above 100%", "negative", "unknown basis", "zero cap", "zero cap amount", "misspelt key"],
+)
+def test_impossible_late_charge_terms_are_refused_with_the_key_named(terms: dict[str, object], problem: str) -> None:
+    with pytest.raises(PolicyError, match=rf"partner_payable\.{problem}"):
+        parse_policy({"partner_payable": terms})
+
+
 # --- recording payments -------------------------------------------------------------------------------------
 
 TODAY = date(2026, 12, 10)
@@ -367,10 +478,14 @@ def test_status_states_the_outstanding_amount_days_overdue_and_the_accrued_late_
     assert status.stage is BillingStage.OVERDUE
     assert status.amount_due == Money.of("20000.00", "CNY")
     assert status.days_overdue == 30
-    assert status.late_charge == Money.of("300.00", "CNY")
+    assert status.late_charge == Money.of("450.00", "CNY")  # 1.5% of the invoice amount, 30 days
+    assert status.late_charge_rate_per_month == Decimal("0.015") and status.late_charge_basis == "invoice_amount"
     assert status.next_reminder_at == local(date(2026, 12, 29))  # the latest one due, not yet sent
     details = current_details(status)
-    assert "**Late charge accrued:** 300.00 CNY" in details
+    assert (
+        "**Late charge accrued (estimate):** 450.00 CNY by 2026-12-31 (30 days overdue, 1.5% a month of the invoice "
+        "amount)"
+    ) in details
     assert "P-1: 10000.00 CNY on 2026-11-28" in details
 
 

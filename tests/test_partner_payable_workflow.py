@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from billing.money import Money
 from billing.partner_payable import PartnerInvoice, PartnerPayableInput, PartnerPayableStatus, workflow_id
 from billing.search_attributes import AMOUNT_DUE, BILLING_STAGE, OLDEST_DUE_DATE
 from tests.builders import SHANGHAI
-from tests.temporal_fixtures import Engine, EngineFactory
+from tests.temporal_fixtures import TEST_POLICY, Engine, EngineFactory
 from workflows.partner_payable import PartnerPayable
 
 
@@ -127,6 +128,26 @@ async def test_finance_is_reminded_before_the_due_date_and_while_overdue_with_th
     assert [p.payment_id for p in books.payments(bill.invoice_id)] == ["TT-1", "TT-2"]
 
 
+async def test_the_late_charge_in_the_status_and_the_reminders_follows_the_policy_files_terms(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, smtp_sink: Any
+) -> None:
+    env = time_skipping_env
+    today = (await env.get_current_time()).astimezone(SHANGHAI).date()
+    bill = partner_invoice("G-TERMS-1", today - timedelta(days=40), "30000.00")  # 10 days overdue
+    policy = TEST_POLICY + '[partner_payable]\nlate_charge_percent_per_month = "1"\nlate_charge_cap_percent = "0.2"\n'
+    async with engine_factory(env.client, policy=policy) as engine:
+        handle = await start(engine, bill, "en-US")
+        await until(lambda: _count(smtp_sink, bill.invoice_id, 1), "the reminder of a bill found late")
+        status = await handle.query(PartnerPayable.status)
+
+    assert status.late_charge_rate_per_month == Decimal("0.01")
+    assert status.late_charge_cap == Money.of("60.00", "CNY")  # 0.2% of 30,000.00
+    assert status.late_charge == Money.of(str(min(10 * status.days_overdue, 60)) + ".00", "CNY")  # 100.00 a day
+    reminder = text_of(finance_mail(smtp_sink, bill.invoice_id)[0])
+    assert "21Vianet may charge 1% of the invoice amount a month, at most ¥60.00 in all" in reminder
+    assert "1.5%" not in reminder
+
+
 async def _count(smtp_sink: Any, invoice_id: str, at_least: int) -> bool:
     return len(finance_mail(smtp_sink, invoice_id)) >= at_least
 
@@ -213,6 +234,7 @@ async def test_finance_records_a_payment_and_reads_the_status_from_the_command_l
     assert "Outstanding       500.00 CNY" in printed
     assert "Days overdue      5" in printed
     assert "Payment TT-C1     300.00 CNY on" in printed
+    assert "(estimate at 1.5% a month of the invoice amount; 21Vianet's statement is what is owed)" in printed
 
 
 def partner_center_paid(invoice_id: str, paid: str, as_of: datetime, currency: str = "CNY") -> dict[str, Any]:

@@ -302,7 +302,7 @@ class PartnerPayable:
             next_step=None
             if following is None
             else NoticeNextStep(kind=NextActionKind.REMINDER, on=following.at.astimezone(state.zone).date()),
-            partner_payable=NoticePayable.of(state, today, settled=step.kind.closes),
+            partner_payable=NoticePayable.of(state, today, rules, settled=step.kind.closes),
         )
 
     # --- what operators see -----------------------------------------------------------------------------

@@ -51,6 +51,7 @@ class _SampleLifecycle:
     def __init__(self, locale: Locale, policy: CollectionsPolicy, issued_on: date) -> None:
         self.account = SAMPLE_CUSTOMERS[locale]
         self.currency = policy.currency
+        self.partner_payable_rules = policy.partner_payable
         zone = self.account.zone
         description = {
             "zh-CN": f"Microsoft 365 商业标准版，50 个许可证，{issued_on.year}年{issued_on.month}月",
@@ -234,5 +235,5 @@ def _partner_payable_sample(life: _SampleLifecycle) -> NoticeRequest:
         amount_due=outstanding,
         overdue_amount=outstanding,
         next_step=NoticeNextStep(kind=NextActionKind.REMINDER, on=today + timedelta(days=6)),
-        partner_payable=NoticePayable.of(bill, today),
+        partner_payable=NoticePayable.of(bill, today, life.partner_payable_rules),
     )
