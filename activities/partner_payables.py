@@ -183,7 +183,7 @@ class PartnerPayableActivities:
             if error.status == RPCStatusCode.NOT_FOUND:  # it completed since it was described
                 return False
             raise
-        log.warning("partner_payable_told_voided", invoice_id=invoice_id)
+        log.info("partner_payable_told_voided", invoice_id=invoice_id)
         return True
 
     @activity.defn(name="record_partner_payment")

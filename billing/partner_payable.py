@@ -478,13 +478,9 @@ class PartnerPayableStatus(Message):
     @property
     def late_charge_terms(self) -> str:
         """The terms the estimate was made on, e.g. "1.5% a month of the invoice amount, at most 500.00 CNY"."""
-        return late_charge_terms(self.late_charge_rate_per_month, self.late_charge_basis, self.late_charge_cap)
-
-
-def late_charge_terms(rate_per_month: Decimal, basis: LateChargeBasis, cap: Money | None) -> str:
-    percent = format((rate_per_month * 100).normalize(), "f")
-    of = "the invoice amount" if basis == "invoice_amount" else "what is outstanding"
-    return f"{percent}% a month of {of}" + (f", at most {cap}" if cap is not None else "")
+        percent = format((self.late_charge_rate_per_month * 100).normalize(), "f")
+        of = "the invoice amount" if self.late_charge_basis == "invoice_amount" else "what is outstanding"
+        return f"{percent}% a month of {of}" + (f", at most {self.late_charge_cap}" if self.late_charge_cap else "")
 
 
 def build_status(state: PayableState, rules: PartnerPayableRules, now: datetime) -> PartnerPayableStatus:
@@ -565,15 +561,15 @@ def check_payment(state: PayableState, payment: PartnerPayment, today: date) -> 
                 "a different payment needs its own payment_id"
             )
         return False
-    if payment.amount.currency != invoice.currency:
-        raise PayableRefused(
-            f"the payment is in {payment.amount.currency}, but 21Vianet's invoice {invoice.invoice_id} is in "
-            f"{invoice.currency}: record the amount in {invoice.currency}, as it was credited against the invoice"
-        )
     if state.voided_on is not None:
         raise PayableRefused(
             f"21Vianet voided invoice {invoice.invoice_id}: Partner Center lists it as a void note (seen "
             f"{state.voided_on}), so there is nothing to pay on it; ask 21Vianet where money already sent belongs"
+        )
+    if payment.amount.currency != invoice.currency:
+        raise PayableRefused(
+            f"the payment is in {payment.amount.currency}, but 21Vianet's invoice {invoice.invoice_id} is in "
+            f"{invoice.currency}: record the amount in {invoice.currency}, as it was credited against the invoice"
         )
     outstanding = state.outstanding
     if not outstanding.is_positive:

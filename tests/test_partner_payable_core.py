@@ -330,6 +330,8 @@ def test_a_payment_against_a_voided_invoice_is_refused_with_a_reason() -> None:
 
     with pytest.raises(PayableRefused, match="21Vianet voided invoice G000123456: Partner Center lists it as a void"):
         check_payment(payable, payment("TT-1", "100.00", date(2026, 12, 10)), date(2026, 12, 10))
+    with pytest.raises(PayableRefused, match="21Vianet voided invoice G000123456"):  # the void, not the currency
+        check_payment(payable, payment("TT-1", "100.00", date(2026, 12, 10), "USD"), date(2026, 12, 10))
     assert payment_registered_by_21vianet(payable, reported("30000.00"), date(2026, 12, 10)) is None
 
 
