@@ -296,16 +296,20 @@ async def test_an_invalid_or_wrong_currency_partner_center_report_is_recorded_an
         handle = await start(engine, bill)
         await handle.signal("partner_center_paid", {"invoice_id": "G-PC-BAD", "paid": "lots"})
         await handle.signal("partner_center_paid", partner_center_paid("G-PC-BAD", "100.00", now, "USD"))
+        await handle.signal("partner_center_paid")  # what `temporal workflow signal` sends without --input
+        await handle.signal("partner_center_paid", args=[{}, {}])
 
         async def both_rejected() -> bool:
-            return len((await handle.query(PartnerPayable.status)).rejected) == 2
+            return len((await handle.query(PartnerPayable.status)).rejected) == 4
 
         await until(both_rejected, "both reports rejected")
         status = await handle.query(PartnerPayable.status)
         # Still running and still taking payments.
         after = await handle.execute_update(PartnerPayable.record_partner_payment, payment("TT-1", "1000.00", today))
 
-    invalid, wrong_currency = status.rejected
+    invalid, wrong_currency, empty, two = status.rejected
+    assert empty.reason == "invalid: the message carried no payload (send one JSON object)"
+    assert two.reason == "invalid: the message carried 2 payloads; it takes one JSON object"
     assert invalid.name == "partner_center_paid" and invalid.reason.startswith("invalid: ")
     assert "is in USD, but invoice G-PC-BAD is in CNY" in wrong_currency.reason
     assert wrong_currency.reference == "G-PC-BAD"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import inbox
@@ -85,12 +85,12 @@ class PartnerPayable:
     # --- finance records a payment ----------------------------------------------------------------------
 
     @workflow.update(name="record_partner_payment", description=describe("PartnerPayable", "record_partner_payment"))
-    async def record_partner_payment(self, payment: Any) -> PartnerPayableStatus:
+    async def record_partner_payment(self, payment: RawValue = inbox.NO_PAYLOAD) -> PartnerPayableStatus:
         await self._payments.updated("record_partner_payment", payment)
         return self._status()
 
     @record_partner_payment.validator
-    def _validate_record_partner_payment(self, payment: Any) -> None:
+    def _validate_record_partner_payment(self, payment: RawValue = inbox.NO_PAYLOAD) -> None:
         try:
             parsed = inbox.parse(PartnerPayment, payment, what="invalid payment")
             core.check_payment(self._with_pending(), parsed, self._state.today(workflow.now()))
@@ -100,13 +100,13 @@ class PartnerPayable:
     # --- 21Vianet registered a payment ------------------------------------------------------------------
 
     @workflow.signal(name="partner_center_paid", description=describe("PartnerPayable", "partner_center_paid"))
-    def partner_center_paid(self, report: Any) -> None:
+    def partner_center_paid(self, report: RawValue = inbox.NO_PAYLOAD) -> None:
         # Taken as raw JSON and validated in the main loop, so an invalid report is recorded in `rejected`
         # instead of being dropped by the SDK's decoder.
         self._reports.signalled("partner_center_paid", report)
 
     @workflow.signal(name="partner_center_voided", description=describe("PartnerPayable", "partner_center_voided"))
-    def partner_center_voided(self, report: Any) -> None:
+    def partner_center_voided(self, report: RawValue = inbox.NO_PAYLOAD) -> None:
         if not workflow.patched(VOIDED_PATCH):
             workflow.logger.warning("partner_center_voided ignored: this run began before the engine knew it")
             return
@@ -316,7 +316,8 @@ class PartnerPayable:
 
     def _with_pending(self) -> PayableState:
         """The state as it will be once the accepted payments waiting in the inbox are applied."""
-        waiting = [PartnerPayment.model_validate(message.payload) for message in self._payments.waiting]
+        # Every waiting payment passed the validator, which parsed it the same way.
+        waiting = [inbox.parse(PartnerPayment, message.payload) for message in self._payments.waiting]
         pending = [payment for payment in waiting if self._state.payment(payment.payment_id) is None]
         return self._state.model_copy(update={"payments": [*self._state.payments, *pending]})
 
