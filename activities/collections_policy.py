@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from billing.policy import CollectionsPolicy
-from billing.ports import LifecycleSettings
+from billing.policy import CollectionsPolicy, LifecycleSettings
 
 
 class PolicyActivities:

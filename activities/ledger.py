@@ -9,8 +9,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from billing.ledger import LedgerRejection, LedgerStore
-from billing.ports import (
+from billing.books import (
     AccountBalance,
     AuditEntry,
     BalanceRequest,
@@ -25,6 +24,7 @@ from billing.ports import (
     RescheduleInvoiceRequest,
     WriteOffRequest,
 )
+from billing.ledger import LedgerRejection, LedgerStore
 
 _log = structlog.get_logger(__name__)
 

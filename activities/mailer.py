@@ -21,13 +21,14 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from billing.books import NoticeLog, NoticeLogEntry
 from billing.models import CUSTOMER_NOTICE_KINDS, NoticeKind
+from billing.notice_request import NoticeReceipt, NoticeRequest
 from billing.notices import Branding, NoticeRenderer, RenderedNotice
 from billing.policy import CollectionsPolicy
 from billing.policy_document import LOCALES as POLICY_LOCALES
 from billing.policy_document import attachment_name as policy_attachment_name
 from billing.policy_document import render_policy_document
-from billing.ports import NoticeLog, NoticeLogEntry, NoticeReceipt, NoticeRequest
 
 log = structlog.get_logger(__name__)
 

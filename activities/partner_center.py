@@ -29,14 +29,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from billing.money import Money
-from billing.partner_payable import PartnerInvoice
-from billing.ports import (
+from billing.partner_center_messages import (
     ActiveSubscriptions,
     SubscriptionQuery,
     SubscriptionStatusChange,
     SubscriptionStatusChanged,
     SubscriptionSummary,
 )
+from billing.partner_payable import PartnerInvoice
 
 log = structlog.get_logger(__name__)
 

@@ -23,10 +23,12 @@ from activities.partner_center import (
     partner_invoice,
 )
 from activities.published import published_by_open_run
+from billing.books import PartnerPaymentBooked, PartnerPaymentBooking
 from billing.ledger import LedgerRejection
 from billing.ledger.partner_payments import PartnerPaymentBook
 from billing.models import DEFAULT_TIME_ZONE, Locale
 from billing.money import Money
+from billing.partner_center_messages import PartnerInvoicesTracked, TrackPartnerInvoicesRequest
 from billing.partner_payable import (
     PartnerCenterPaid,
     PartnerCenterVoided,
@@ -34,12 +36,6 @@ from billing.partner_payable import (
     PartnerPayableInput,
     behind_partner_center,
     workflow_id,
-)
-from billing.ports import (
-    PartnerInvoicesTracked,
-    PartnerPaymentBooked,
-    PartnerPaymentBooking,
-    TrackPartnerInvoicesRequest,
 )
 
 log = structlog.get_logger(__name__)

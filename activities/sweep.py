@@ -19,10 +19,10 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.published import published_by_open_run
+from billing.books import AccountBalance, OwedAccount
 from billing.ledger import LedgerStore
 from billing.models import CustomerAccount, Invoice, LedgerChanged
 from billing.money import Money
-from billing.ports import AccountBalance, OwedAccount
 from billing.sweep import (
     MAX_NAMED,
     CustomerProblem,

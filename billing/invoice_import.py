@@ -21,10 +21,10 @@ from typing import Any, Literal, Protocol, TextIO
 from pydantic import ValidationError
 
 from billing import refusals
+from billing.books import AccountBalance, InvoiceBalance, RecordInvoiceRequest
 from billing.due_dates import due_moment
 from billing.ledger import LedgerRejection
 from billing.models import CustomerAccount, Invoice
-from billing.ports import AccountBalance, InvoiceBalance, RecordInvoiceRequest
 
 FileFormat = Literal["csv", "jsonl"]
 FORMAT_BY_SUFFIX: dict[str, FileFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}

@@ -34,6 +34,13 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+class FrozenMessage(BaseModel):
+    """Base of what the workflows exchange with their activities (the ledger, the mailer, Partner Center):
+    immutable once built, one model per input and result, so fields can be added compatibly."""
+
+    model_config = ConfigDict(frozen=True)
+
+
 class CustomerAccount(Message):
     """The input of `CustomerBilling`: who the customer is and how to talk to them."""
 

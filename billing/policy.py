@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from billing.business_days import Calendar
+from billing.models import FrozenMessage
 from billing.money import Money
 
 # Partner Center operated by 21Vianet deletes a subscription's data this long after it was suspended.
@@ -270,3 +271,10 @@ remind_desk_after = "PT30S"
 [escalation]
 chase_after = "PT20S"
 """
+
+
+class LifecycleSettings(FrozenMessage):
+    """Read once per run, so a changed policy file applies from the next run (or continue-as-new) on."""
+
+    policy: CollectionsPolicy
+    history_event_limit: int = 10_000  # continue-as-new past this many events even if not yet suggested

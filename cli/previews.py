@@ -11,12 +11,13 @@ from email import policy as email_policy
 from pathlib import Path
 
 from activities.mailer import MailerActivities, OutboxTransport
+from billing.books import NoticeLogEntry
 from billing.models import NoticeKind
+from billing.notice_request import NoticeRequest
 from billing.notices.preview import sample_request
 from billing.notices.rendering import NoticeRenderer
 from billing.policy import CollectionsPolicy, PolicyError, load_policy
 from billing.policy_document import example_schedule, render_policy_document
-from billing.ports import NoticeLogEntry, NoticeRequest
 from billing.settings import Settings, SettingsError, document_settings_from_environment
 from cli.common import parse_date
 

@@ -10,21 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from billing.books import AccountBalance, Allocation, InvoiceBalance, PaymentRecorded
 from billing.lifecycle import transitions
 from billing.lifecycle.next_step import decide
 from billing.lifecycle.state import BillingState
 from billing.lifecycle.steps import Step, StepKind
 from billing.models import CustomerAccount
 from billing.money import Money
+from billing.partner_center_messages import ActiveSubscriptions, SubscriptionStatusChanged
 from billing.policy import CollectionsPolicy
-from billing.ports import (
-    AccountBalance,
-    ActiveSubscriptions,
-    Allocation,
-    InvoiceBalance,
-    PaymentRecorded,
-    SubscriptionStatusChanged,
-)
 from tests.builders import cny
 
 

@@ -18,12 +18,12 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from billing.books import RecordInvoiceRequest, RecordPaymentRequest
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.ledger import LedgerStore
 from billing.models import CustomerAccount, Invoice, LedgerChanged, Payment
 from billing.money import Money
 from billing.partner_payable import PartnerInvoice, PartnerPayableInput
-from billing.ports import RecordInvoiceRequest, RecordPaymentRequest
 from billing.settings import Settings
 from billing.sweep import SweepInput
 from tests.builders import SHANGHAI

@@ -20,6 +20,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+from billing.books import RecordInvoiceRequest, RecordPaymentRequest, RescheduleInvoiceRequest
 from billing.invoice_import import (
     ImportFileError,
     ImportReport,
@@ -37,7 +38,6 @@ from billing.invoice_import import (
 from billing.ledger import LedgerStore
 from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
 from billing.money import Money
-from billing.ports import RecordInvoiceRequest, RecordPaymentRequest, RescheduleInvoiceRequest
 from cli.customers import issue_invoice
 from tests.builders import SHANGHAI, cny
 from tests.conftest import SmtpSink

@@ -16,11 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import URL, inspect, select
 
-from billing.ledger import LedgerRejection, LedgerStore
-from billing.ledger.schema import credit_notes, invoices, metadata
-from billing.models import CustomerAccount, Invoice, NoticeKind, Payment
-from billing.money import Money
-from billing.ports import (
+from billing.books import (
     AccountBalance,
     AuditEntry,
     CreditNoteRequest,
@@ -34,6 +30,10 @@ from billing.ports import (
     RescheduleInvoiceRequest,
     WriteOffRequest,
 )
+from billing.ledger import LedgerRejection, LedgerStore
+from billing.ledger.schema import credit_notes, invoices, metadata
+from billing.models import CustomerAccount, Invoice, NoticeKind, Payment
+from billing.money import Money
 from tests.builders import cny
 
 SHANGHAI = timezone(timedelta(hours=8))

@@ -11,10 +11,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.ledger import LedgerActivities
-from billing.ledger import LedgerStore
-from billing.models import CustomerAccount, Invoice, Payment
-from billing.money import Money
-from billing.ports import (
+from billing.books import (
     AuditEntry,
     BalanceRequest,
     CreditNoteRequest,
@@ -26,6 +23,9 @@ from billing.ports import (
     RescheduleInvoiceRequest,
     WriteOffRequest,
 )
+from billing.ledger import LedgerStore
+from billing.models import CustomerAccount, Invoice, Payment
+from billing.money import Money
 
 SHANGHAI = timezone(timedelta(hours=8))
 ACCOUNT = CustomerAccount(customer_id="cust-001", name="Example Trading Co.", email="ap@example.cn")

@@ -17,9 +17,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.mailer import MailDeferred, MailerActivities, OutboxTransport, SmtpTransport
+from billing.books import InvoiceBalance, NoticeLogEntry
 from billing.ledger import LedgerStore
 from billing.models import CustomerAccount, NextActionKind, NoticeKind
-from billing.ports import InvoiceBalance, NoticeDispute, NoticeLogEntry, NoticeNextStep, NoticeRequest
+from billing.notice_request import NoticeDispute, NoticeNextStep, NoticeRequest
 from tests.builders import cny
 from tests.conftest import SmtpSink
 

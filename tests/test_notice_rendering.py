@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from billing.books import InvoiceBalance
 from billing.models import (
     CUSTOMER_NOTICE_KINDS,
     CustomerAccount,
@@ -21,6 +22,7 @@ from billing.models import (
     Payment,
 )
 from billing.money import Money
+from billing.notice_request import NoticeDispute, NoticeNextStep, NoticeRequest
 from billing.notices import IncompleteNotice, NoticeRenderer, render_notice
 from billing.notices.formatting import (
     format_amount,
@@ -30,7 +32,6 @@ from billing.notices.formatting import (
     format_money,
 )
 from billing.notices.preview import sample_request
-from billing.ports import InvoiceBalance, NoticeDispute, NoticeNextStep, NoticeRequest
 from tests.builders import cny
 
 LOCALES: tuple[Locale, ...] = ("zh-CN", "en-US")
@@ -477,9 +478,9 @@ def test_the_partner_payable_notice_states_the_policys_late_charge_terms_as_an_e
 
 @pytest.mark.parametrize("locale", LOCALES)
 def test_a_voided_21vianet_invoice_tells_finance_nothing_is_owed_and_where_money_paid_goes(locale: Locale) -> None:
+    from billing.notice_request import NoticePayable
     from billing.partner_payable import PartnerInvoice, PartnerPayment, PayableState
     from billing.policy import PartnerPayableRules
-    from billing.ports import NoticePayable
 
     bill = PayableState(
         invoice=PartnerInvoice(

@@ -37,7 +37,7 @@ from activities.partner_center import (
     ms_request_id,
 )
 from billing.devtools.partner_center_emulator import DEFAULT_RESOURCE, PartnerCenterEmulator
-from billing.ports import (
+from billing.partner_center_messages import (
     ActiveSubscriptions,
     SubscriptionQuery,
     SubscriptionStatusChange,

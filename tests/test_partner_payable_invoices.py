@@ -22,12 +22,13 @@ from activities.partner_center import (
     partner_invoice,
 )
 from activities.partner_payables import PartnerPayableActivities
+from billing.books import PartnerPaymentBooking
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator, invoice_resource
 from billing.ledger.partner_payments import PartnerPaymentBook
 from billing.ledger.store import LedgerStore
 from billing.money import Money
+from billing.partner_center_messages import TrackPartnerInvoicesRequest
 from billing.partner_payable import PartnerPayableStatus, PartnerPayment
-from billing.ports import PartnerPaymentBooking, TrackPartnerInvoicesRequest
 from tests.builders import SHANGHAI
 from tests.temporal_fixtures import EngineFactory
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from temporalio.client import ScheduleOverlapPolicy, WorkflowExecutionStatus
 
+from billing.books import RecordInvoiceRequest, RecordPaymentRequest
 from billing.ledger import LedgerStore
 from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
-from billing.ports import RecordInvoiceRequest, RecordPaymentRequest
 from billing.search_attributes import AMOUNT_DUE
 from billing.sweep import SWEEP_SCHEDULE_ID, SweepReport
 from billing.sweep_schedule import SweepSchedule, ensure_sweep_schedule

@@ -19,11 +19,11 @@ from billing.lifecycle.forecast import forecast
 from billing.lifecycle.steps import Step, StepKind
 from billing.models import CustomerAccount, Locale, NoticeKind
 from billing.money import Money
+from billing.notice_request import NoticeRequest
 from billing.notices import RenderedNotice, render_notice
 from billing.notices.formatting import format_date, format_money
 from billing.policy import CollectionsPolicy, QuietHours
 from billing.policy_document import example_schedule, render_policy_document
-from billing.ports import NoticeRequest
 from tests.core_driver import CoreDriver, days
 
 LOCALES: tuple[Locale, ...] = ("zh-CN", "en-US")

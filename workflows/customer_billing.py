@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.mailer import MailerActivities
     from activities.partner_center import PartnerCenterActivities
     from billing import search_attributes as attributes
+    from billing.books import AccountBalance, EscalationCase, EscalationStatus, PaymentRecorded
     from billing.lifecycle import ledger_requests as requests
     from billing.lifecycle import next_step, notice, transitions
     from billing.lifecycle import operator_rules as rules
@@ -60,19 +61,14 @@ with workflow.unsafe.imports_passed_through():
         WriteOff,
     )
     from billing.money import Money
-    from billing.policy import CollectionsPolicy
-    from billing.ports import (
-        AccountBalance,
+    from billing.partner_center_messages import (
         ActiveSubscriptions,
-        EscalationCase,
-        EscalationStatus,
-        LifecycleSettings,
-        PaymentRecorded,
         SubscriptionQuery,
         SubscriptionStatusChange,
         SubscriptionStatusChanged,
         SubscriptionStatusTarget,
     )
+    from billing.policy import CollectionsPolicy, LifecycleSettings
     from billing.refusals import Refused
 
 M = TypeVar("M", bound=BaseModel)

@@ -13,7 +13,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from billing.ports import PartnerInvoicesTracked, TrackPartnerInvoicesRequest
+    from billing.partner_center_messages import PartnerInvoicesTracked, TrackPartnerInvoicesRequest
     from billing.sweep import (
         OwedCustomersPage,
         PageOutcome,

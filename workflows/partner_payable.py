@@ -28,9 +28,11 @@ from workflows.activity_options import (
 with workflow.unsafe.imports_passed_through():
     from billing import partner_payable as core
     from billing import search_attributes as attributes
+    from billing.books import InvoiceBalance, PartnerPaymentBooked, PartnerPaymentBooking
     from billing.message_catalog import describe
     from billing.models import CustomerAccount, NextActionKind, NoticeKind, NoticeRecord, RejectedMessage
     from billing.money import Money
+    from billing.notice_request import NoticeNextStep, NoticePayable, NoticeReceipt, NoticeRequest
     from billing.partner_payable import (
         PartnerCenterPaid,
         PartnerCenterVoided,
@@ -43,17 +45,7 @@ with workflow.unsafe.imports_passed_through():
         ReminderKind,
         StepFailure,
     )
-    from billing.policy import PartnerPayableRules
-    from billing.ports import (
-        InvoiceBalance,
-        LifecycleSettings,
-        NoticeNextStep,
-        NoticePayable,
-        NoticeReceipt,
-        NoticeRequest,
-        PartnerPaymentBooked,
-        PartnerPaymentBooking,
-    )
+    from billing.policy import LifecycleSettings, PartnerPayableRules
     from billing.refusals import Refused
 
 

@@ -11,6 +11,16 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, Table, select
 
+from billing.books import (
+    AccountBalance,
+    Allocation,
+    CreditNoteRequest,
+    PaymentRecorded,
+    RecordInvoiceRequest,
+    RecordPaymentRequest,
+    RescheduleInvoiceRequest,
+    WriteOffRequest,
+)
 from billing.ledger.rejection import LedgerRejection
 from billing.ledger.rows import (
     _insert,
@@ -33,16 +43,6 @@ from billing.ledger.schema import (
 )
 from billing.models import CustomerAccount, Payment
 from billing.money import Money
-from billing.ports import (
-    AccountBalance,
-    Allocation,
-    CreditNoteRequest,
-    PaymentRecorded,
-    RecordInvoiceRequest,
-    RecordPaymentRequest,
-    RescheduleInvoiceRequest,
-    WriteOffRequest,
-)
 
 
 @dataclass(frozen=True)

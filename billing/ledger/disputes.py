@@ -6,6 +6,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, select
 
+from billing.books import (
+    Allocation,
+    CreditView,
+    DisputeRecordRequest,
+    EscalationCase,
+    EscalationCaseRequest,
+    EscalationChange,
+    EscalationHistoryEntry,
+    EscalationRecord,
+    PaymentView,
+)
 from billing.ledger.books import _CREDIT_NOTE, _WRITE_OFF, _SettlementKind
 from billing.ledger.notice_log import _notice_entry
 from billing.ledger.rejection import LedgerRejection
@@ -30,17 +41,6 @@ from billing.ledger.schema import (
 )
 from billing.models import CustomerAccount
 from billing.money import Money
-from billing.ports import (
-    Allocation,
-    CreditView,
-    DisputeRecordRequest,
-    EscalationCase,
-    EscalationCaseRequest,
-    EscalationChange,
-    EscalationHistoryEntry,
-    EscalationRecord,
-    PaymentView,
-)
 
 
 class Disputes:

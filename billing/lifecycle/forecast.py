@@ -11,8 +11,8 @@ from billing.lifecycle import transitions
 from billing.lifecycle.next_step import decide
 from billing.lifecycle.state import BillingState
 from billing.lifecycle.steps import StepKind
+from billing.partner_center_messages import ActiveSubscriptions
 from billing.policy import CollectionsPolicy
-from billing.ports import ActiveSubscriptions
 
 
 @dataclass(frozen=True)

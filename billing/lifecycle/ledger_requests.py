@@ -6,11 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from billing.due_dates import due_moment
-from billing.lifecycle.state import BillingState, DisputeRecord
-from billing.models import Dispute, ExtendDueDate, Invoice, Payment, ResolveDispute, WriteOff
-from billing.money import Money
-from billing.ports import (
+from billing.books import (
     AuditEntry,
     BalanceRequest,
     CreditNoteRequest,
@@ -24,6 +20,10 @@ from billing.ports import (
     RescheduleInvoiceRequest,
     WriteOffRequest,
 )
+from billing.due_dates import due_moment
+from billing.lifecycle.state import BillingState, DisputeRecord
+from billing.models import Dispute, ExtendDueDate, Invoice, Payment, ResolveDispute, WriteOff
+from billing.money import Money
 
 
 def record_invoice(state: BillingState, invoice: Invoice) -> RecordInvoiceRequest:

@@ -19,8 +19,8 @@ from billing.lifecycle.steps import (
     StepKind,
 )
 from billing.models import STAGE_PRECEDENCE, BillingStage, NextAction, NextActionKind
+from billing.notice_request import NoticeNextStep
 from billing.policy import DATA_DELETION_AFTER_SUSPENSION, CollectionsPolicy
-from billing.ports import NoticeNextStep
 from billing.quiet_hours import next_business_moment
 
 

@@ -6,19 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from billing.books import EscalationCase, InvoiceBalance
 from billing.lifecycle.next_step import data_deletion_date, decide
 from billing.lifecycle.state import BillingState, DeskReport
 from billing.lifecycle.steps import Step, StepKind
 from billing.models import NoticeKind, NoticeRecord, Payment
+from billing.notice_request import NoticeDispute, NoticeNextStep, NoticeRequest
+from billing.partner_center_messages import SubscriptionProblem
 from billing.policy import CollectionsPolicy
-from billing.ports import (
-    EscalationCase,
-    InvoiceBalance,
-    NoticeDispute,
-    NoticeNextStep,
-    NoticeRequest,
-    SubscriptionProblem,
-)
 
 DESK_PURPOSE: dict[StepKind, Literal["case", "chase", "desk_reminder", "fraud_review", "subscriptions"]] = {
     StepKind.SEND_ESCALATION_CASE: "case",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from billing.books import InvoiceBalance
 from billing.lifecycle.state import BillingState, DisputeRecord
 from billing.models import (
     Dispute,
@@ -23,7 +24,6 @@ from billing.models import (
     WriteOff,
 )
 from billing.money import Money
-from billing.ports import InvoiceBalance
 from billing.refusals import Refused
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+from billing.books import AccountBalance, InvoiceBalance
 from billing.due_dates import due_moment
 from billing.lifecycle.forecast import forecast
 from billing.lifecycle.state import BillingState
@@ -14,7 +15,6 @@ from billing.lifecycle.steps import StepKind
 from billing.models import CustomerAccount
 from billing.money import Money
 from billing.policy import DATA_DELETION_AFTER_SUSPENSION, CollectionsPolicy
-from billing.ports import AccountBalance, InvoiceBalance
 
 
 def unpaid_invoice(

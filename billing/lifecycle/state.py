@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from billing.books import AccountBalance, InvoiceBalance
 from billing.models import (
     CustomerAccount,
     DisputeState,
@@ -19,7 +20,7 @@ from billing.models import (
     TimelineEntry,
 )
 from billing.money import Money
-from billing.ports import AccountBalance, InvoiceBalance, SubscriptionProblem
+from billing.partner_center_messages import SubscriptionProblem
 
 # Keep the status readable and the state small: older entries are dropped from these lists.
 MAX_REJECTED = 50

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from billing.books import InvoiceBalance
 from billing.lifecycle.next_step import is_paused, next_action, stage
 from billing.lifecycle.state import BillingState, DisputeRecord
 from billing.lifecycle.steps import Decision
 from billing.models import BillingStatus, DisputeState, DisputeStatus, InvoiceState, InvoiceStatus
-from billing.ports import InvoiceBalance
 
 
 def _invoice_state(invoice: InvoiceBalance, now: datetime) -> InvoiceState:

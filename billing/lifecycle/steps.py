@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from billing.models import NextActionKind, NoticeKind
-from billing.ports import NoticeNextStep
+from billing.notice_request import NoticeNextStep
 
 
 class StepKind(StrEnum):

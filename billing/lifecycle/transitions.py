@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from billing.books import AccountBalance, PaymentRecorded
 from billing.lifecycle.next_step import ladder_anchor
 from billing.lifecycle.state import (
     BillingState,
@@ -32,14 +33,8 @@ from billing.models import (
     TimelineEntry,
 )
 from billing.money import Money
+from billing.partner_center_messages import ActiveSubscriptions, SubscriptionProblem, SubscriptionStatusChanged
 from billing.policy import DATA_DELETION_AFTER_SUSPENSION
-from billing.ports import (
-    AccountBalance,
-    ActiveSubscriptions,
-    PaymentRecorded,
-    SubscriptionProblem,
-    SubscriptionStatusChanged,
-)
 
 # A step whose activity failed for good is tried again later: 15 minutes, doubling, at most every 6 hours.
 STEP_RETRY_BASE = timedelta(minutes=15)

@@ -5,23 +5,18 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
+from billing.books import InvoiceBalance
 from billing.lifecycle.schedule import InvoiceSchedule, ScheduledStep, invoice_schedule, unpaid_invoice
 from billing.lifecycle.steps import StepKind
 from billing.models import CustomerAccount, Locale, NextActionKind, NoticeKind, NoticeRecord, Payment
 from billing.money import Money
+from billing.notice_request import NoticeDispute, NoticeNextStep, NoticePayable, NoticeRequest
 from billing.partner_payable import (
     PartnerInvoice,
     PartnerPayment,
     PayableState,
 )
 from billing.policy import CollectionsPolicy
-from billing.ports import (
-    InvoiceBalance,
-    NoticeDispute,
-    NoticeNextStep,
-    NoticePayable,
-    NoticeRequest,
-)
 
 SAMPLE_CUSTOMERS: dict[Locale, CustomerAccount] = {
     "zh-CN": CustomerAccount(

@@ -19,6 +19,7 @@ from jinja2.runtime import Context
 
 from billing.models import CUSTOMER_NOTICE_KINDS, Locale, NoticeKind
 from billing.money import Money, total
+from billing.notice_request import NoticeRequest
 from billing.notices.branding import Branding
 from billing.notices.formatting import (
     format_date,
@@ -28,7 +29,6 @@ from billing.notices.formatting import (
     format_money,
 )
 from billing.policy import DATA_DELETION_AFTER_SUSPENSION
-from billing.ports import NoticeRequest
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
