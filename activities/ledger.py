@@ -9,7 +9,8 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from billing.books import (
+from billing.ledger import LedgerRejection, LedgerStore
+from billing.ledger_messages import (
     AccountBalance,
     AuditEntry,
     BalanceRequest,
@@ -24,7 +25,6 @@ from billing.books import (
     RescheduleInvoiceRequest,
     WriteOffRequest,
 )
-from billing.ledger import LedgerRejection, LedgerStore
 
 _log = structlog.get_logger(__name__)
 

@@ -21,7 +21,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from billing.books import NoticeLog, NoticeLogEntry
+from billing.ledger_messages import NoticeLog, NoticeLogEntry
 from billing.models import CUSTOMER_NOTICE_KINDS, NoticeKind
 from billing.notice_request import NoticeReceipt, NoticeRequest
 from billing.notices import Branding, NoticeRenderer, RenderedNotice

@@ -23,9 +23,9 @@ from activities.partner_center import (
     partner_invoice,
 )
 from activities.published import published_by_open_run
-from billing.books import PartnerPaymentBooked, PartnerPaymentBooking
 from billing.ledger import LedgerRejection
 from billing.ledger.partner_payments import PartnerPaymentBook
+from billing.ledger_messages import PartnerPaymentBooked, PartnerPaymentBooking
 from billing.models import DEFAULT_TIME_ZONE, Locale
 from billing.money import Money
 from billing.partner_center_messages import PartnerInvoicesTracked, TrackPartnerInvoicesRequest

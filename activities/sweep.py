@@ -19,8 +19,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.published import published_by_open_run
-from billing.books import AccountBalance, OwedAccount
 from billing.ledger import LedgerStore
+from billing.ledger_messages import AccountBalance, OwedAccount
 from billing.models import CustomerAccount, Invoice, LedgerChanged
 from billing.money import Money
 from billing.sweep import (

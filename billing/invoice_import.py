@@ -21,9 +21,9 @@ from typing import Any, Literal, Protocol, TextIO
 from pydantic import ValidationError
 
 from billing import refusals
-from billing.books import AccountBalance, InvoiceBalance, RecordInvoiceRequest
 from billing.due_dates import due_moment
 from billing.ledger import LedgerRejection
+from billing.ledger_messages import AccountBalance, InvoiceBalance, RecordInvoiceRequest
 from billing.models import CustomerAccount, Invoice
 
 FileFormat = Literal["csv", "jsonl"]

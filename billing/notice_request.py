@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from billing.books import EscalationCase, InvoiceBalance
+from billing.ledger_messages import EscalationCase, InvoiceBalance
 from billing.models import CustomerAccount, FrozenMessage, NextActionKind, NoticeKind, NoticeRecord, Payment
 from billing.money import Money
 from billing.partner_center_messages import SubscriptionProblem

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from billing.books import AccountBalance
+from billing.ledger_messages import AccountBalance
 
 SWEEP_WORKFLOW_TYPE = "DailySweep"
 SWEEP_SCHEDULE_ID = "billing-daily-sweep"

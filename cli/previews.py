@@ -11,7 +11,7 @@ from email import policy as email_policy
 from pathlib import Path
 
 from activities.mailer import MailerActivities, OutboxTransport
-from billing.books import NoticeLogEntry
+from billing.ledger_messages import NoticeLogEntry
 from billing.models import NoticeKind
 from billing.notice_request import NoticeRequest
 from billing.notices.preview import sample_request

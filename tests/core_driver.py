@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from billing.books import AccountBalance, Allocation, InvoiceBalance, PaymentRecorded
+from billing.ledger_messages import AccountBalance, Allocation, InvoiceBalance, PaymentRecorded
 from billing.lifecycle import transitions
 from billing.lifecycle.next_step import decide
 from billing.lifecycle.state import BillingState

@@ -18,9 +18,9 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from billing.books import RecordInvoiceRequest, RecordPaymentRequest
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.ledger import LedgerStore
+from billing.ledger_messages import RecordInvoiceRequest, RecordPaymentRequest
 from billing.models import CustomerAccount, Invoice, LedgerChanged, Payment
 from billing.money import Money
 from billing.partner_payable import PartnerInvoice, PartnerPayableInput

@@ -19,10 +19,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from activities.published import instant
-from billing.books import RecordInvoiceRequest, RecordPaymentRequest
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.ledger import LedgerStore
 from billing.ledger.schema import allocations, customers, invoices, payments
+from billing.ledger_messages import RecordInvoiceRequest, RecordPaymentRequest
 from billing.models import CustomerAccount, Invoice, Payment
 from billing.money import Money
 from billing.search_attributes import AMOUNT_DUE

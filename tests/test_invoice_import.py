@@ -20,7 +20,6 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from billing.books import RecordInvoiceRequest, RecordPaymentRequest, RescheduleInvoiceRequest
 from billing.invoice_import import (
     ImportFileError,
     ImportReport,
@@ -36,6 +35,7 @@ from billing.invoice_import import (
     read_invoice_file,
 )
 from billing.ledger import LedgerStore
+from billing.ledger_messages import RecordInvoiceRequest, RecordPaymentRequest, RescheduleInvoiceRequest
 from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
 from billing.money import Money
 from cli.customers import issue_invoice

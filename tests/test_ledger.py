@@ -16,7 +16,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import URL, inspect, select
 
-from billing.books import (
+from billing.ledger import LedgerRejection, LedgerStore
+from billing.ledger.schema import credit_notes, invoices, metadata
+from billing.ledger_messages import (
     AccountBalance,
     AuditEntry,
     CreditNoteRequest,
@@ -30,8 +32,6 @@ from billing.books import (
     RescheduleInvoiceRequest,
     WriteOffRequest,
 )
-from billing.ledger import LedgerRejection, LedgerStore
-from billing.ledger.schema import credit_notes, invoices, metadata
 from billing.models import CustomerAccount, Invoice, NoticeKind, Payment
 from billing.money import Money
 from tests.builders import cny

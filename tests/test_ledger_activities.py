@@ -11,7 +11,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.ledger import LedgerActivities
-from billing.books import (
+from billing.ledger import LedgerStore
+from billing.ledger_messages import (
     AuditEntry,
     BalanceRequest,
     CreditNoteRequest,
@@ -23,7 +24,6 @@ from billing.books import (
     RescheduleInvoiceRequest,
     WriteOffRequest,
 )
-from billing.ledger import LedgerStore
 from billing.models import CustomerAccount, Invoice, Payment
 from billing.money import Money
 

@@ -17,8 +17,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.mailer import MailDeferred, MailerActivities, OutboxTransport, SmtpTransport
-from billing.books import InvoiceBalance, NoticeLogEntry
 from billing.ledger import LedgerStore
+from billing.ledger_messages import InvoiceBalance, NoticeLogEntry
 from billing.models import CustomerAccount, NextActionKind, NoticeKind
 from billing.notice_request import NoticeDispute, NoticeNextStep, NoticeRequest
 from tests.builders import cny

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from billing.books import InvoiceBalance
+from billing.ledger_messages import InvoiceBalance
 from billing.models import (
     CUSTOMER_NOTICE_KINDS,
     CustomerAccount,

@@ -22,10 +22,10 @@ from activities.partner_center import (
     partner_invoice,
 )
 from activities.partner_payables import PartnerPayableActivities
-from billing.books import PartnerPaymentBooking
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator, invoice_resource
 from billing.ledger.partner_payments import PartnerPaymentBook
 from billing.ledger.store import LedgerStore
+from billing.ledger_messages import PartnerPaymentBooking
 from billing.money import Money
 from billing.partner_center_messages import TrackPartnerInvoicesRequest
 from billing.partner_payable import PartnerPayableStatus, PartnerPayment

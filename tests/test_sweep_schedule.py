@@ -9,8 +9,8 @@ from pathlib import Path
 
 from temporalio.client import ScheduleOverlapPolicy, WorkflowExecutionStatus
 
-from billing.books import RecordInvoiceRequest, RecordPaymentRequest
 from billing.ledger import LedgerStore
+from billing.ledger_messages import RecordInvoiceRequest, RecordPaymentRequest
 from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
 from billing.search_attributes import AMOUNT_DUE
 from billing.sweep import SWEEP_SCHEDULE_ID, SweepReport

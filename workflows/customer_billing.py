@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.mailer import MailerActivities
     from activities.partner_center import PartnerCenterActivities
     from billing import search_attributes as attributes
-    from billing.books import AccountBalance, EscalationCase, EscalationStatus, PaymentRecorded
+    from billing.ledger_messages import AccountBalance, EscalationCase, EscalationStatus, PaymentRecorded
     from billing.lifecycle import ledger_requests as requests
     from billing.lifecycle import next_step, notice, transitions
     from billing.lifecycle import operator_rules as rules

@@ -28,7 +28,7 @@ from workflows.activity_options import (
 with workflow.unsafe.imports_passed_through():
     from billing import partner_payable as core
     from billing import search_attributes as attributes
-    from billing.books import InvoiceBalance, PartnerPaymentBooked, PartnerPaymentBooking
+    from billing.ledger_messages import InvoiceBalance, PartnerPaymentBooked, PartnerPaymentBooking
     from billing.message_catalog import describe
     from billing.models import CustomerAccount, NextActionKind, NoticeKind, NoticeRecord, RejectedMessage
     from billing.money import Money

@@ -6,10 +6,10 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, select
 
-from billing.books import AuditEntry
 from billing.ledger.rejection import LedgerRejection
 from billing.ledger.rows import _insert, _lock_account, _now
 from billing.ledger.schema import audit_trail
+from billing.ledger_messages import AuditEntry
 
 
 class AuditTrail:

@@ -11,16 +11,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, Table, select
 
-from billing.books import (
-    AccountBalance,
-    Allocation,
-    CreditNoteRequest,
-    PaymentRecorded,
-    RecordInvoiceRequest,
-    RecordPaymentRequest,
-    RescheduleInvoiceRequest,
-    WriteOffRequest,
-)
 from billing.ledger.rejection import LedgerRejection
 from billing.ledger.rows import (
     _insert,
@@ -40,6 +30,16 @@ from billing.ledger.schema import (
     payments,
     unapplied_credits,
     write_offs,
+)
+from billing.ledger_messages import (
+    AccountBalance,
+    Allocation,
+    CreditNoteRequest,
+    PaymentRecorded,
+    RecordInvoiceRequest,
+    RecordPaymentRequest,
+    RescheduleInvoiceRequest,
+    WriteOffRequest,
 )
 from billing.models import CustomerAccount, Payment
 from billing.money import Money

@@ -6,17 +6,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, select
 
-from billing.books import (
-    Allocation,
-    CreditView,
-    DisputeRecordRequest,
-    EscalationCase,
-    EscalationCaseRequest,
-    EscalationChange,
-    EscalationHistoryEntry,
-    EscalationRecord,
-    PaymentView,
-)
 from billing.ledger.books import _CREDIT_NOTE, _WRITE_OFF, _SettlementKind
 from billing.ledger.notice_log import _notice_entry
 from billing.ledger.rejection import LedgerRejection
@@ -38,6 +27,17 @@ from billing.ledger.schema import (
     escalations,
     notice_log,
     payments,
+)
+from billing.ledger_messages import (
+    Allocation,
+    CreditView,
+    DisputeRecordRequest,
+    EscalationCase,
+    EscalationCaseRequest,
+    EscalationChange,
+    EscalationHistoryEntry,
+    EscalationRecord,
+    PaymentView,
 )
 from billing.models import CustomerAccount
 from billing.money import Money

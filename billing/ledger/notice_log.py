@@ -6,9 +6,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, select
 
-from billing.books import NoticeLogEntry
 from billing.ledger.rows import _insert, _now
 from billing.ledger.schema import notice_log
+from billing.ledger_messages import NoticeLogEntry
 
 
 class NoticeLogBook:

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import Engine, Row, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from billing.books import PartnerPaymentBooked, PartnerPaymentBooking
 from billing.ledger.rejection import LedgerRejection
 from billing.ledger.schema import partner_payments
+from billing.ledger_messages import PartnerPaymentBooked, PartnerPaymentBooking
 from billing.money import Money
 from billing.partner_payable import PartnerPayment
 

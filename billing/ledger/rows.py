@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import Connection, Row, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from billing.books import InvoiceBalance
 from billing.ledger.rejection import LedgerRejection
 from billing.ledger.schema import customers, disputes, invoices
+from billing.ledger_messages import InvoiceBalance
 from billing.money import Money
 
 # --- SQL --------------------------------------------------------------------------------------------------

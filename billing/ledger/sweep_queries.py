@@ -10,9 +10,9 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, Row, select
 
 from billing import refusals
-from billing.books import AccountBalance, OwedAccount
 from billing.ledger.rows import _invoice_balance
 from billing.ledger.schema import customers, invoices, unapplied_credits
+from billing.ledger_messages import AccountBalance, OwedAccount
 from billing.models import DEFAULT_TIME_ZONE, CustomerAccount
 from billing.money import Money
 

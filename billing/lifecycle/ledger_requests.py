@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from billing.books import (
+from billing.due_dates import due_moment
+from billing.ledger_messages import (
     AuditEntry,
     BalanceRequest,
     CreditNoteRequest,
@@ -20,7 +21,6 @@ from billing.books import (
     RescheduleInvoiceRequest,
     WriteOffRequest,
 )
-from billing.due_dates import due_moment
 from billing.lifecycle.state import BillingState, DisputeRecord
 from billing.models import Dispute, ExtendDueDate, Invoice, Payment, ResolveDispute, WriteOff
 from billing.money import Money

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from billing.books import EscalationCase, InvoiceBalance
+from billing.ledger_messages import EscalationCase, InvoiceBalance
 from billing.lifecycle.next_step import data_deletion_date, decide
 from billing.lifecycle.state import BillingState, DeskReport
 from billing.lifecycle.steps import Step, StepKind

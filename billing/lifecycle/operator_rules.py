@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from billing.books import InvoiceBalance
+from billing.ledger_messages import InvoiceBalance
 from billing.lifecycle.state import BillingState, DisputeRecord
 from billing.models import (
     Dispute,

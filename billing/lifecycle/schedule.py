@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from billing.books import AccountBalance, InvoiceBalance
 from billing.due_dates import due_moment
+from billing.ledger_messages import AccountBalance, InvoiceBalance
 from billing.lifecycle.forecast import forecast
 from billing.lifecycle.state import BillingState
 from billing.lifecycle.steps import StepKind

@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from billing.books import AccountBalance, InvoiceBalance
+from billing.ledger_messages import AccountBalance, InvoiceBalance
 from billing.models import (
     CustomerAccount,
     DisputeState,

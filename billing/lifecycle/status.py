@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from billing.books import InvoiceBalance
+from billing.ledger_messages import InvoiceBalance
 from billing.lifecycle.next_step import is_paused, next_action, stage
 from billing.lifecycle.state import BillingState, DisputeRecord
 from billing.lifecycle.steps import Decision

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from billing.books import AccountBalance, PaymentRecorded
+from billing.ledger_messages import AccountBalance, PaymentRecorded
 from billing.lifecycle.next_step import ladder_anchor
 from billing.lifecycle.state import (
     BillingState,

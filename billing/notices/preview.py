@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
-from billing.books import InvoiceBalance
+from billing.ledger_messages import InvoiceBalance
 from billing.lifecycle.schedule import InvoiceSchedule, ScheduledStep, invoice_schedule, unpaid_invoice
 from billing.lifecycle.steps import StepKind
 from billing.models import CustomerAccount, Locale, NextActionKind, NoticeKind, NoticeRecord, Payment

@@ -1,6 +1,6 @@
-"""The books as the ledger keeps them, and what the engine asks of it: balances, the requests that book invoices,
-payments, credits, write-offs, due-date changes, disputes and escalations, the audit trail, the notice log, and the
-partner's payments to 21Vianet. One frozen model per activity input and result, so fields can be added compatibly."""
+"""What goes to and comes from the ledger: the books as it keeps them (balances), and the requests that book
+invoices, payments, credits, write-offs, due-date changes, disputes and escalations, the audit trail, the notice
+log and the partner's payments to 21Vianet. One frozen model per activity input and result."""
 
 from __future__ import annotations
 
