@@ -483,7 +483,7 @@ def test_due_moment_is_returned_aware_in_utc(ledger: LedgerStore) -> None:
 def test_amounts_are_exact_decimals(ledger: LedgerStore) -> None:
     record_invoice(ledger, "INV-1", "0.30", date(2026, 1, 31))
     record_invoice(ledger, "INV-2", "1234.50", date(2026, 2, 28))
-    record_invoice(ledger, "INV-3", "99999999999999.99", date(2026, 3, 31))
+    record_invoice(ledger, "INV-3", "999999998765.19", date(2026, 3, 31))  # now owed: the largest amount
 
     pay(ledger, "PAY-1", "0.10", invoice_id="INV-1")
     balance = pay(ledger, "PAY-2", "0.20", invoice_id="INV-1").balance
@@ -491,8 +491,8 @@ def test_amounts_are_exact_decimals(ledger: LedgerStore) -> None:
     assert outstanding(balance)["INV-1"] == Decimal("0.00")
     by_id = {invoice.invoice_id: invoice for invoice in balance.invoices}
     assert by_id["INV-2"].amount.model_dump(mode="json") == {"amount": "1234.50", "currency": "CNY"}
-    assert by_id["INV-3"].amount.amount == Decimal("99999999999999.99")
-    assert balance.amount_due == cny("100000000001234.49")
+    assert by_id["INV-3"].amount.amount == Decimal("999999998765.19")
+    assert balance.amount_due == cny("999999999999.69")
 
 
 # --- the notice log ---------------------------------------------------------------------------------------

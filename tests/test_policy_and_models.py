@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from billing.models import CustomerAccount, Invoice, Payment
-from billing.money import CurrencyMismatch, Money
+from billing import refusals
+from billing.lifecycle import operator_rules, transitions
+from billing.lifecycle.schedule import single_invoice_state, unpaid_invoice
+from billing.models import CustomerAccount, Dispute, Invoice, Payment
+from billing.money import MAX_AMOUNT, AmountOutOfRange, CurrencyMismatch, Money, largest_amount, minor_units, total
 from billing.policy import DEMO_POLICY_TOML, CollectionsPolicy, PolicyError, load_policy, parse_policy
+from billing.refusals import Refused
 from billing.settings import SettingsError, settings_from_environment
 
 CONTRACT_POLICY = """\
@@ -104,9 +113,158 @@ def test_money_is_exact_and_refuses_what_it_cannot_represent():
         Money.of("1.005", "CNY")
     with pytest.raises(ValidationError, match="not a decimal number"):
         Money.model_validate({"amount": "lots", "currency": "CNY"})
+    with pytest.raises(ValidationError, match="not a decimal number"):
+        Money.of("lots", "CNY")
     with pytest.raises(CurrencyMismatch):
         _ = Money.of(1, "CNY") + Money.of(1, "USD")
     assert Money.of(5, "JPY").amount == Decimal(5)
+
+
+# --- the bound: every amount is money the ledger can book, or a refusal with a sentence -------------------
+
+LARGEST_CNY = "999,999,999,999.99 CNY"
+
+
+@pytest.mark.parametrize(
+    ("amount", "reason"),
+    [
+        ("1e30", f"amount 1E+30 is larger than the largest amount this engine books ({LARGEST_CNY})"),
+        (1e30, f"amount 1E+30 is larger than the largest amount this engine books ({LARGEST_CNY})"),
+        ("9" * 30, f"amount {'9' * 30} is larger than the largest amount this engine books ({LARGEST_CNY})"),
+        (10**30, f"amount 1{'0' * 30} is larger than the largest amount this engine books ({LARGEST_CNY})"),
+        (
+            "99999999999999999999.00",
+            f"amount 99999999999999999999.00 is larger than the largest amount this engine books ({LARGEST_CNY})",
+        ),
+        ("1000000000000", f"amount 1000000000000 is larger than the largest amount this engine books ({LARGEST_CNY})"),
+        (
+            "-1000000000000",
+            "amount -1000000000000 is smaller than the smallest amount this engine books (-999,999,999,999.99 CNY)",
+        ),
+        ("9" * 5000, f"amount 1.000000E+5000 is larger than the largest amount this engine books ({LARGEST_CNY})"),
+        ("NaN", 'amount: must be a finite number such as "1234.50", not NaN'),
+        (float("nan"), 'amount: must be a finite number such as "1234.50", not NaN'),
+        ("-Infinity", 'amount: must be a finite number such as "1234.50", not -Infinity'),
+        (float("inf"), 'amount: must be a finite number such as "1234.50", not Infinity'),
+        ("sNaN", 'amount: must be a finite number such as "1234.50", not sNaN'),
+        ("1e-30", "amount 1E-30 has more than 2 decimals for CNY"),
+        (0.1 + 0.2, "amount 0.30000000000000004 has more than 2 decimals for CNY"),
+        (True, 'amount: must be a decimal string such as "1234.50"'),
+        ("1e999999999999999999999", "amount: '1e999999999999999999999' is not a decimal number"),
+    ],
+)
+def test_an_absurd_amount_is_refused_with_a_sentence(amount: Any, reason: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Money.model_validate({"amount": amount, "currency": "CNY"})
+    assert refusals.reason(refused.value) == reason
+
+
+def test_the_bound_is_the_largest_amount_in_the_currency_either_side_of_zero() -> None:
+    assert str(MAX_AMOUNT) == "999999999999.99"
+    assert Money.of("999999999999.99", "CNY").amount == MAX_AMOUNT
+    assert Money.of("-999999999999.99", "CNY").amount == -MAX_AMOUNT
+    assert Money.model_validate_json('{"amount": 999999999999.99, "currency": "CNY"}').amount == MAX_AMOUNT
+    assert Money.of("999999999999", "JPY").amount == largest_amount("JPY") == Decimal("999999999999")
+    with pytest.raises(
+        ValidationError, match=r"larger than the largest amount this engine books \(999,999,999,999 JPY\)"
+    ):
+        Money.of("1000000000000", "JPY")
+
+
+def test_a_json_number_beyond_the_bound_is_refused_by_the_messages_that_carry_it() -> None:
+    payment = {"payment_id": "P-1", "customer_id": "C-1", "received_at": "2026-11-25T10:00:00+08:00"}
+    for amount in ("1e30", '"1e30"', "9" * 30, f'"{"9" * 30}"', '"99999999999999999999.00"'):
+        document = json.dumps(payment)[:-1] + f', "amount": {{"amount": {amount}, "currency": "CNY"}}}}'
+        with pytest.raises(ValidationError) as refused:
+            Payment.model_validate_json(document)
+        assert refusals.reason(refused.value).startswith("amount: ")
+        assert f"is larger than the largest amount this engine books ({LARGEST_CNY})" in refusals.reason(refused.value)
+        with pytest.raises(ValidationError, match="larger than the largest amount"):
+            Invoice.model_validate(
+                {
+                    "invoice_id": "I-1",
+                    "customer_id": "C-1",
+                    "amount": json.loads(f'{{"amount": {amount}, "currency": "CNY"}}'),
+                    "issued_on": "2026-11-01",
+                    "due_on": "2026-12-01",
+                }
+            )
+
+
+_ABSURD_AMOUNTS = st.one_of(
+    st.sampled_from(
+        ["1e30", "9" * 30, "99999999999999999999.00", "1E+999999999", "0e-1000000", "-0", "1_000", "١٢٣", "  7 "]
+    ),
+    st.from_regex(r"\A\s?[+-]?\d{0,32}(\.\d{0,32})?([eE][+-]?\d{1,24})?\s?\Z"),
+    st.text(max_size=24),
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.floats(),
+    st.integers(min_value=-(10**40), max_value=10**40),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(amount=_ABSURD_AMOUNTS, currency=st.sampled_from(["CNY", "cny", "JPY", "KRW", "USD", "XYZ"]))
+def test_any_amount_is_money_the_ledger_can_book_or_a_validation_error_with_a_sentence(
+    amount: Any, currency: str
+) -> None:
+    try:
+        money = Money.model_validate({"amount": amount, "currency": currency})
+    except ValidationError as error:
+        reason = refusals.reason(error)
+        assert reason and "InvalidOperation" not in reason and "<class" not in reason
+        return
+    assert -largest_amount(money.currency) <= money.amount <= largest_amount(money.currency)
+    assert money.amount.as_tuple().exponent == -minor_units(money.currency)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    number=st.one_of(
+        st.sampled_from(["1e30", "9" * 30, "99999999999999999999.00", "1e400", "-1e400", "1e-400", "1000000000000"]),
+        st.from_regex(r"\A-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?([eE][+-]?[0-9]{1,5})?\Z"),
+    )
+)
+def test_any_json_number_is_money_or_a_validation_error(number: str) -> None:
+    try:
+        money = Money.model_validate_json(f'{{"amount": {number}, "currency": "CNY"}}')
+    except ValidationError as error:
+        assert refusals.reason(error)
+        return
+    assert abs(money.amount) <= MAX_AMOUNT
+
+
+def test_a_sum_beyond_the_bound_is_refused_never_clamped() -> None:
+    largest = Money.of("999999999999.99", "CNY")
+    assert largest - Money.of("0.01", "CNY") + Money.of("0.01", "CNY") == largest
+    with pytest.raises(AmountOutOfRange) as refused:
+        _ = largest + Money.of("0.01", "CNY")
+    assert str(refused.value) == (
+        f"the sum 1,000,000,000,000.00 CNY is larger than the largest amount this engine books ({LARGEST_CNY})"
+    )
+    with pytest.raises(AmountOutOfRange, match=r"^the difference -1,999,999,999,999\.98 CNY is smaller than"):
+        _ = -largest - largest
+    with pytest.raises(AmountOutOfRange, match=r"^the sum 1,200,000,000,000\.00 CNY is larger"):
+        total([Money.of("400000000000", "CNY")] * 3, "CNY")
+    # A refusal, so that a message whose arithmetic leaves the bound is refused rather than failing the workflow.
+    assert isinstance(refused.value, Refused)
+
+
+def test_a_dispute_on_top_of_a_whole_disputed_invoice_of_the_largest_amount_is_refused() -> None:
+    account = CustomerAccount(customer_id="C-1", name="Lotus", email="ap@lotus.example.cn")
+    largest = Money.of("999999999999.99", "CNY")
+    invoice = unpaid_invoice("INV-1", largest, date(2026, 11, 1), date(2026, 12, 1), ZoneInfo("Asia/Shanghai"))
+    state = single_invoice_state(account, invoice, datetime(2026, 11, 1, tzinfo=UTC))
+    whole = Dispute(dispute_id="D-1", customer_id="C-1", invoice_id="INV-1", reason="all of it")
+    operator_rules.check_dispute(state, whole)
+    transitions.dispute_opened(state, whole, largest, datetime(2026, 11, 2, tzinfo=UTC))
+
+    more = whole.model_copy(update={"dispute_id": "D-2", "amount": Money.of("0.01", "CNY")})
+    with pytest.raises(Refused, match="larger than the largest amount this engine books"):
+        operator_rules.check_dispute(state, more)
 
 
 def test_customer_account_defaults_tenant_and_zone_and_refuses_unknown_zones():
