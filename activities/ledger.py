@@ -31,14 +31,17 @@ _log = structlog.get_logger(__name__)
 
 @contextmanager
 def _refusal_not_retried(action: str, **ids: str | None) -> Iterator[None]:
-    """The books refusing a request is an answer, not a failure: retrying would be refused again."""
+    """The books refusing a request is an answer, not a failure: retrying would be refused again.
+
+    So is a value the database cannot store (the store turns those into `LedgerRejection`, code `unstorable`);
+    an outage of the database is raised as it is, for Temporal to retry."""
     try:
         yield
     except LedgerRejection as rejection:
         _log.warning("ledger_refused", action=action, code=rejection.code, **ids)
-        raise ApplicationError(
-            str(rejection), rejection.code, type="LedgerRejection", non_retryable=True
-        ) from rejection
+        # Not chained: Temporal records the causes too, and the database error under an `unstorable` rejection
+        # can quote the row it refused (the customer's name and email).
+        raise ApplicationError(str(rejection), rejection.code, type="LedgerRejection", non_retryable=True) from None
 
 
 class LedgerActivities:

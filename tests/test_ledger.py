@@ -3,6 +3,8 @@ refusals, exact amounts, disputes and their escalation, the audit trail, due-dat
 
 from __future__ import annotations
 
+import socket
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,10 +16,11 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import URL, inspect, select
+from sqlalchemy import URL, inspect, select, text
+from sqlalchemy.exc import OperationalError
 
 from billing.ledger import LedgerRejection, LedgerStore
-from billing.ledger.schema import credit_notes, invoices, metadata
+from billing.ledger.schema import Amount, credit_notes, invoices, metadata
 from billing.ledger_messages import (
     AccountBalance,
     AuditEntry,
@@ -33,7 +36,7 @@ from billing.ledger_messages import (
     WriteOffRequest,
 )
 from billing.models import CustomerAccount, Invoice, NoticeKind, Payment
-from billing.money import Money
+from billing.money import MAX_AMOUNT, Money
 from tests.builders import cny
 
 SHANGHAI = timezone(timedelta(hours=8))
@@ -493,6 +496,131 @@ def test_amounts_are_exact_decimals(ledger: LedgerStore) -> None:
     assert by_id["INV-2"].amount.model_dump(mode="json") == {"amount": "1234.50", "currency": "CNY"}
     assert by_id["INV-3"].amount.amount == Decimal("999999998765.19")
     assert balance.amount_due == cny("999999999999.69")
+
+
+# --- what the books cannot hold: a rejection, never an outage --------------------------------------------
+
+
+def unchecked_payment(payment_id: str, amount: str, currency: str = "CNY") -> RecordPaymentRequest:
+    """A payment whose amount skipped Money's checks, as a bug or another tool could hand it to the store."""
+    payment = Payment.model_construct(
+        payment_id=payment_id,
+        customer_id=CUSTOMER,
+        amount=Money.model_construct(amount=Decimal(amount), currency=currency),
+        received_at=datetime(2026, 3, 2, 10, 0, tzinfo=SHANGHAI),
+        invoice_id=None,
+    )
+    return RecordPaymentRequest.model_construct(payment=payment, known_invoice_ids=[])
+
+
+def unchecked_invoice(invoice_id: str, amount: str, description: str | None = None) -> RecordInvoiceRequest:
+    due_on = date(2026, 2, 28)
+    invoice = Invoice.model_construct(
+        invoice_id=invoice_id,
+        customer_id=CUSTOMER,
+        amount=Money.model_construct(amount=Decimal(amount), currency="CNY"),
+        issued_on=date(2026, 1, 29),
+        due_on=due_on,
+        due_at=None,
+        description=description,
+    )
+    due_at = datetime.combine(due_on, datetime.max.time(), SHANGHAI)
+    return RecordInvoiceRequest.model_construct(account=account(), invoice=invoice, due_at=due_at, known_invoice_ids=[])
+
+
+def test_the_largest_amount_fits_the_amount_columns_and_reads_back_exactly(ledger: LedgerStore) -> None:
+    column: Any = Amount.impl
+    assert Decimal(10) ** (column.precision - column.scale) > MAX_AMOUNT
+
+    balance = record_invoice(ledger, "INV-1", str(MAX_AMOUNT), date(2026, 2, 28))
+
+    assert balance.amount_due == Money(amount=MAX_AMOUNT, currency="CNY")
+
+
+# The issue's amount (beyond NUMERIC(18, 2) and SQLite's integers), one just beyond the column, one just beyond
+# the bound that both columns could hold but Money could not read back.
+@pytest.mark.parametrize("amount", ["99999999999999999999.00", "10000000000000000.00", "1000000000000.00"])
+def test_an_amount_beyond_the_bound_reaching_the_books_is_refused_and_changes_nothing(
+    ledger: LedgerStore, amount: str
+) -> None:
+    beyond = f"amount {amount} is beyond the largest amount the ledger books (999,999,999,999.99)"
+
+    payment = refused("unstorable", lambda: ledger.record_payment(unchecked_payment("PAY-1", amount)))
+    invoice = refused("unstorable", lambda: ledger.record_invoice(unchecked_invoice("INV-1", amount)))
+
+    assert str(payment) == f"the ledger cannot store this in payments: {beyond}"
+    assert str(invoice) == f"the ledger cannot store this in invoices: {beyond}"
+    assert ledger.balance(CUSTOMER, "USD").amount_due == Money.zero("USD")  # not even the account was opened
+    assert pay(ledger, "PAY-1", "10.00").unapplied == cny("10.00")
+
+
+def test_a_rule_the_database_enforces_is_a_rejection_naming_it(ledger: LedgerStore) -> None:
+    rejection = refused("unstorable", lambda: ledger.record_payment(unchecked_payment("PAY-1", "-5.00")))
+
+    assert str(rejection).startswith("the ledger cannot store this in payments: ")
+    assert "amount_positive" in str(rejection)  # the CHECK constraint's name
+    assert ledger.balance(CUSTOMER, "CNY").unapplied_credit == cny("0")
+
+
+def test_a_number_the_database_itself_cannot_hold_is_a_rejection_on_either_database(ledger: LedgerStore) -> None:
+    # Around Money and the Amount column: what PostgreSQL (NUMERIC(18, 2) overflows) and SQLite (a 64-bit
+    # integer overflows, in sqlite3 itself) say about the issue's amount, written as it is.
+    sqlite = ledger.engine.dialect.name == "sqlite"
+    amount = 9999999999999999999900 if sqlite else Decimal("99999999999999999999.00")
+    insert = text(
+        "INSERT INTO partner_payments (payment_id, invoice_id, currency, amount, paid_on, recorded_by, recorded_at) "
+        "VALUES ('PP-1', 'VI-1', 'CNY', :amount, '2026-03-02', 'payable', '2026-03-02 10:00:00')"
+    )
+
+    with pytest.raises(LedgerRejection) as caught, ledger.engine.begin() as connection:
+        connection.execute(insert, {"amount": amount})
+
+    assert caught.value.code == "unstorable"
+    assert str(caught.value) == "the ledger cannot store this in partner_payments: " + (
+        "a number too large for the database" if sqlite else "numeric value out of range"
+    )
+
+
+def test_text_postgresql_cannot_hold_is_refused_there_and_booked_on_sqlite(ledger: LedgerStore) -> None:
+    request = unchecked_invoice("INV-1", "100.00", description="Microsoft 365 E3\x00, November")
+
+    if ledger.engine.dialect.name == "sqlite":
+        assert ledger.record_invoice(request).amount_due == cny("100.00")
+        return
+    rejection = refused("unstorable", lambda: ledger.record_invoice(request))
+    assert str(rejection) == (
+        "the ledger cannot store this in invoices: PostgreSQL text fields cannot contain NUL (0x00) bytes"
+    )
+    assert ledger.balance(CUSTOMER, "CNY").invoices == []
+
+
+@pytest.mark.postgres
+def test_a_postgresql_server_that_cannot_be_reached_stays_an_outage(postgres_url: URL) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    store = LedgerStore.from_url(postgres_url.set(port=closed_port), migrate=False)
+    try:
+        with pytest.raises(OperationalError) as caught:
+            store.record_payment(unchecked_payment("PAY-1", "10.00"))
+    finally:
+        store.close()
+    assert not isinstance(caught.value, LedgerRejection)
+    assert "Connection refused" in str(caught.value)
+
+
+def test_a_locked_sqlite_database_stays_an_outage(tmp_path: Path) -> None:
+    store = LedgerStore.from_url(f"sqlite:///{tmp_path}/ledger.db?timeout=0.1")
+    other_worker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    other_worker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(OperationalError, match="database is locked"):
+            store.record_payment(unchecked_payment("PAY-1", "10.00"))
+    finally:
+        other_worker.execute("ROLLBACK")
+        other_worker.close()
+    assert store.record_payment(unchecked_payment("PAY-1", "10.00")).unapplied == cny("10.00")  # the retry
+    store.close()
 
 
 # --- the notice log ---------------------------------------------------------------------------------------

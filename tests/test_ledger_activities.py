@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from sqlalchemy import URL
+from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
+from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -116,6 +123,71 @@ def test_ledger_rejection_becomes_a_non_retryable_application_error(
     assert "INV-404" in error.message
     balance = env.run(ledger_activities.get_balance, BalanceRequest(customer_id="cust-001", currency="CNY"))
     assert balance.amount_due == Money.of("100.00", "CNY")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerStore]:
+    """The ledger on SQLite and on PostgreSQL: what each database refuses, and how, differs."""
+    url: str | URL = f"sqlite:///{tmp_path}/ledger.db"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_schema_url")
+    store = LedgerStore.from_url(url)
+    yield store
+    store.close()
+
+
+def test_a_value_the_books_cannot_store_is_a_non_retryable_rejection_without_the_row(any_ledger: LedgerStore) -> None:
+    # A negative amount (past Money, as a bug could pass it) breaks the invoice's CHECK constraint; PostgreSQL's
+    # error then quotes the whole row, description and all, which must not reach Temporal's history.
+    request = invoice_request("INV-1", "100.00", date(2026, 1, 31))
+    negative = Money.model_construct(amount=Decimal("-1.00"), currency="CNY")
+    invoice = Invoice.model_construct(
+        **(dict(request.invoice) | {"amount": negative, "description": "call 张伟 on 13800138000"})
+    )
+    env = ActivityEnvironment()
+
+    with pytest.raises(ApplicationError) as caught:
+        env.run(LedgerActivities(any_ledger).record_invoice, request.model_copy(update={"invoice": invoice}))
+
+    error = caught.value
+    assert (error.type, error.non_retryable, error.details) == ("LedgerRejection", True, ("unstorable",))
+    assert error.message.startswith("the ledger cannot store this in invoices: ") and "amount_positive" in error.message
+    failure = Failure()
+    pydantic_data_converter.failure_converter.to_failure(error, pydantic_data_converter.payload_converter, failure)
+    assert "13800138000" not in str(failure) and ACCOUNT.email not in str(failure)
+
+
+def test_an_over_large_amount_reaching_the_activity_is_refused_not_retried(any_ledger: LedgerStore) -> None:
+    request = payment_request("PAY-1", "1.00")
+    payment = Payment.model_construct(
+        **(dict(request.payment) | {"amount": Money.model_construct(amount=Decimal("1e20"), currency="CNY")})
+    )
+
+    with pytest.raises(ApplicationError) as caught:
+        ActivityEnvironment().run(
+            LedgerActivities(any_ledger).record_payment, RecordPaymentRequest.model_construct(payment=payment)
+        )
+
+    assert (caught.value.type, caught.value.non_retryable) == ("LedgerRejection", True)
+    assert caught.value.message == (
+        "the ledger cannot store this in payments: amount 1E+20 is beyond the largest amount the ledger books "
+        "(999,999,999,999.99)"
+    )
+
+
+@pytest.mark.postgres
+def test_a_lost_database_is_retried_by_temporal(postgres_url: URL) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    store = LedgerStore.from_url(postgres_url.set(port=closed_port), migrate=False)
+
+    with pytest.raises(OperationalError) as caught:
+        ActivityEnvironment().run(LedgerActivities(store).record_payment, payment_request("PAY-1", "10.00"))
+
+    # Raised as it is: Temporal retries it under the workflow's LEDGER_RETRY, as it does any outage.
+    assert not isinstance(caught.value, ApplicationError)
+    store.close()
 
 
 def test_activity_logs_carry_ids_and_no_personal_data(ledger_activities: LedgerActivities) -> None:

@@ -26,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
+from billing.money import MAX_AMOUNT
+
 CENT = Decimal("0.01")
 
 
@@ -34,6 +36,11 @@ class Amount(TypeDecorator[Decimal]):
 
     SQLite has no exact decimal type (its NUMERIC is a float), so there the amount is an integer count of
     hundredths: sums and CHECK constraints stay exact on both databases.
+
+    The column holds less than 10^16 on PostgreSQL (SQLite's 64-bit hundredths: about 9.2 * 10^16), but an amount
+    is only stored up to `billing.money.MAX_AMOUNT` (999,999,999,999.99) either side of zero: the largest amount
+    the engine books, so every amount on the books can be read back as `Money`, on either database. Running
+    totals (paid, outstanding) never exceed their invoice's amount, and sums are made outside the database.
     """
 
     impl = Numeric(18, 2)
@@ -47,6 +54,9 @@ class Amount(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Decimal | int | None, dialect: Dialect) -> Decimal | int | None:
         if value is None:
             return None
+        # The bound first: quantizing an amount of more than 26 digits raises `decimal.InvalidOperation`.
+        if not Decimal(value).is_finite() or abs(value) > MAX_AMOUNT:
+            raise ValueError(f"amount {value} is beyond the largest amount the ledger books ({MAX_AMOUNT:,})")
         cents = Decimal(value).quantize(CENT)
         if cents != value:
             raise ValueError(f"amount {value} has more than two decimals")

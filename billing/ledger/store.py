@@ -12,6 +12,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, 
 
 from billing.ledger.audit_trail import AuditTrail
 from billing.ledger.books import Books
+from billing.ledger.database_errors import refuse_what_cannot_be_stored
 from billing.ledger.disputes import Disputes
 from billing.ledger.notice_log import NoticeLogBook
 from billing.ledger.sweep_queries import SweepQueries
@@ -75,13 +76,16 @@ def _create_engine(url: str | URL) -> Engine:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
-    database = parsed.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed)
-    event.listen(engine, "connect", _sqlite_connected)
-    event.listen(engine, "begin", _sqlite_begin)
+        engine = create_engine(parsed, pool_pre_ping=True)
+    else:
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed)
+        event.listen(engine, "connect", _sqlite_connected)
+        event.listen(engine, "begin", _sqlite_begin)
+    # A value the database cannot store is the request's fault, not an outage: see `database_errors`.
+    event.listen(engine, "handle_error", refuse_what_cannot_be_stored)
     return engine
 
 
