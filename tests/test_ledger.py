@@ -20,6 +20,7 @@ from sqlalchemy import URL, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
 from billing.ledger import LedgerRejection, LedgerStore
+from billing.ledger.partner_payments import PartnerPaymentBook
 from billing.ledger.schema import Amount, credit_notes, invoices, metadata
 from billing.ledger_messages import (
     AccountBalance,
@@ -30,6 +31,7 @@ from billing.ledger_messages import (
     EscalationCaseRequest,
     EscalationChange,
     NoticeLogEntry,
+    PartnerPaymentBooking,
     RecordInvoiceRequest,
     RecordPaymentRequest,
     RescheduleInvoiceRequest,
@@ -37,6 +39,7 @@ from billing.ledger_messages import (
 )
 from billing.models import CustomerAccount, Invoice, NoticeKind, Payment
 from billing.money import MAX_AMOUNT, Money
+from billing.partner_payable import PartnerPayment
 from tests.builders import cny
 
 SHANGHAI = timezone(timedelta(hours=8))
@@ -552,6 +555,40 @@ def test_an_amount_beyond_the_bound_reaching_the_books_is_refused_and_changes_no
     assert str(invoice) == f"the ledger cannot store this in invoices: {beyond}"
     assert ledger.balance(CUSTOMER, "USD").amount_due == Money.zero("USD")  # not even the account was opened
     assert pay(ledger, "PAY-1", "10.00").unapplied == cny("10.00")
+
+
+def test_a_total_beyond_the_bound_is_refused_and_changes_nothing(ledger: LedgerStore) -> None:
+    record_invoice(ledger, "INV-1", "600000000000.00", date(2026, 1, 31))
+    pay(ledger, "PAY-1", "600000000000.00", customer_id="cust-002")
+
+    invoice = refused("amount_too_large", lambda: record_invoice(ledger, "INV-2", "400000000000.00", date(2026, 2, 28)))
+    credit = refused("amount_too_large", lambda: pay(ledger, "PAY-2", "400000000000.00", customer_id="cust-002"))
+
+    assert str(invoice) == (
+        "customer cust-001's amount due: the sum 1,000,000,000,000.00 CNY is larger than the largest amount "
+        "this engine books (999,999,999,999.99 CNY)"
+    )
+    assert str(credit).startswith("customer cust-002's unapplied credit: the sum 1,000,000,000,000.00 CNY")
+    assert [i.invoice_id for i in ledger.balance(CUSTOMER, "CNY").invoices] == ["INV-1"]
+    assert ledger.balance("cust-002", "CNY").unapplied_credit == cny("600000000000.00")
+    assert record_invoice(ledger, "INV-2", "399999999999.99", date(2026, 2, 28)).amount_due == Money(
+        amount=MAX_AMOUNT, currency="CNY"
+    )
+
+
+def test_partner_payments_beyond_the_bound_together_are_refused_before_they_are_booked(ledger: LedgerStore) -> None:
+    book = PartnerPaymentBook(ledger.engine)
+
+    def booking(payment_id: str, amount: str) -> PartnerPaymentBooking:
+        payment = PartnerPayment(payment_id=payment_id, amount=cny(amount), paid_on=date(2026, 3, 2))
+        return PartnerPaymentBooking(invoice_id="VI-1", payment=payment, recorded_by="partner-payable-VI-1")
+
+    book.record(booking("PP-1", "600000000000.00"))
+    rejection = refused("amount_too_large", lambda: book.record(booking("PP-2", "400000000000.00")))
+
+    assert str(rejection).startswith("the payments against 21Vianet invoice VI-1: the sum 1,000,000,000,000.00 CNY")
+    assert [payment.payment_id for payment in book.payments("VI-1")] == ["PP-1"]  # so a retry is refused again
+    refused("amount_too_large", lambda: book.record(booking("PP-2", "400000000000.00")))
 
 
 def test_a_rule_the_database_enforces_is_a_rejection_naming_it(ledger: LedgerStore) -> None:

@@ -20,6 +20,7 @@ from billing.ledger.rows import (
     _now,
     _require_dispute_of,
     _require_invoice_of,
+    _total,
 )
 from billing.ledger.schema import (
     allocations,
@@ -644,17 +645,14 @@ def _balance(
         )
         .order_by(invoices.c.due_at, invoices.c.issued_on, invoices.c.invoice_id)
     ).all()
-    credit = sum(
-        connection.execute(
-            select(unapplied_credits.c.remaining).where(unapplied_credits.c.customer_id == customer_id)
-        ).scalars(),
-        Decimal(0),
-    )
+    credit = connection.execute(
+        select(unapplied_credits.c.remaining).where(unapplied_credits.c.customer_id == customer_id)
+    ).scalars()
 
     return AccountBalance(
         customer_id=customer_id,
         currency=currency,
         invoices=[_invoice_balance(row) for row in rows],
-        unapplied_credit=Money(amount=credit, currency=currency),
-        amount_due=Money(amount=sum((row.outstanding for row in rows), Decimal(0)), currency=currency),
+        unapplied_credit=_total(credit, currency, f"customer {customer_id}'s unapplied credit"),
+        amount_due=_total((row.outstanding for row in rows), currency, f"customer {customer_id}'s amount due"),
     )

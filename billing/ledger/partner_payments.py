@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from billing.ledger.rejection import LedgerRejection
 from billing.ledger.schema import partner_payments
 from billing.ledger_messages import PartnerPaymentBooked, PartnerPaymentBooking
-from billing.money import Money
+from billing.money import AmountOutOfRange, Money
 from billing.partner_payable import PartnerPayment
 
 
@@ -52,9 +52,16 @@ class PartnerPaymentBook:
             rows = connection.execute(
                 select(partner_payments).where(partner_payments.c.invoice_id == booking.invoice_id)
             ).all()
-        paid = Money.zero(payment.amount.currency)
-        for row in rows:
-            paid = paid + _money(row)
+            # Added up before the commit: a total beyond what the engine books refuses this payment, where after
+            # the commit every retry would find it booked and fail on the same sum.
+            paid = Money.zero(payment.amount.currency)
+            try:
+                for row in rows:
+                    paid = paid + _money(row)
+            except AmountOutOfRange as error:
+                raise LedgerRejection(
+                    "amount_too_large", f"the payments against 21Vianet invoice {booking.invoice_id}: {error}"
+                ) from None
         return PartnerPaymentBooked(duplicate=inserted == 0, paid=paid)
 
     def payments(self, invoice_id: str) -> list[PartnerPayment]:

@@ -10,8 +10,8 @@ class LedgerRejection(ValueError):
     `credit_conflict`, `write_off_conflict`, `over_outstanding`, `nothing_outstanding`, `invalid_amount`,
     `audit_conflict`, `reschedule_conflict`, `earlier_due_date`, `unknown_dispute`, `wrong_invoice`,
     `dispute_conflict`, `over_disputed`, `not_escalated`, `already_escalated`, `escalation_closed`,
-    `escalation_conflict`, `invalid_escalation`; `unstorable` (a value the database cannot hold or a rule of
-    the books it enforces, see `database_errors`).
+    `escalation_conflict`, `invalid_escalation`; `amount_too_large` (a total beyond what the engine books) and
+    `unstorable` (a value the database cannot hold or a rule of the books it enforces, see `database_errors`).
     """
 
     def __init__(self, code: str, message: str) -> None:

@@ -3,6 +3,7 @@ lock, invoice and dispute rows."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -13,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from billing.ledger.rejection import LedgerRejection
 from billing.ledger.schema import customers, disputes, invoices
 from billing.ledger_messages import InvoiceBalance
-from billing.money import Money
+from billing.money import AmountOutOfRange, Money, total
 
 # --- SQL --------------------------------------------------------------------------------------------------
 
@@ -24,6 +25,15 @@ def _insert(connection: Connection, table: Table) -> postgresql.Insert | sqlite.
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _total(amounts: Iterable[Decimal], currency: str, what: str) -> Money:
+    """`amounts` added up. A total beyond what the engine books refuses the request that led to it (the
+    transaction rolls back), rather than leaving books whose balance no lifecycle could read."""
+    try:
+        return total([Money(amount=amount, currency=currency) for amount in amounts], currency)
+    except AmountOutOfRange as error:
+        raise LedgerRejection("amount_too_large", f"{what}: {error}") from None
 
 
 # --- accounts ---------------------------------------------------------------------------------------------
