@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import URL
+from sqlalchemy import URL, text
 from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 from temporalio.api.failure.v1 import Failure
@@ -188,6 +188,34 @@ def test_a_lost_database_is_retried_by_temporal(postgres_url: URL) -> None:
     # Raised as it is: Temporal retries it under the workflow's LEDGER_RETRY, as it does any outage.
     assert not isinstance(caught.value, ApplicationError)
     store.close()
+
+
+@pytest.mark.postgres
+def test_a_lock_timeout_is_retried_and_its_message_carries_no_personal_data(postgres_schema_url: URL) -> None:
+    store = LedgerStore.from_url(postgres_schema_url)
+    ActivityEnvironment().run(
+        LedgerActivities(store).record_invoice, invoice_request("INV-1", "100.00", date(2026, 1, 31))
+    )
+    options = postgres_schema_url.query["options"]
+    impatient = LedgerStore.from_url(
+        postgres_schema_url.update_query_dict({"options": f"{options} -clock_timeout=200"})
+    )
+    other_worker = store.engine.connect()
+    other_worker.begin()
+    other_worker.execute(text("SELECT * FROM customers WHERE customer_id = 'cust-001' FOR UPDATE"))
+    try:
+        with pytest.raises(OperationalError) as caught:
+            ActivityEnvironment().run(
+                LedgerActivities(impatient).record_invoice, invoice_request("INV-2", "100.00", date(2026, 2, 28))
+            )
+    finally:
+        other_worker.close()
+        impatient.close()
+        store.close()
+
+    assert not isinstance(caught.value, ApplicationError)  # retried: the other worker lets go in time
+    assert "lock timeout" in str(caught.value)
+    assert ACCOUNT.email not in str(caught.value) and ACCOUNT.name not in str(caught.value)
 
 
 def test_activity_logs_carry_ids_and_no_personal_data(ledger_activities: LedgerActivities) -> None:
