@@ -97,10 +97,21 @@ class SmtpTransport:
             if all(500 <= code < 600 for code in codes):
                 raise MailRejected(codes[0], "recipient") from None
             raise MailDeferred(codes[0], "recipient") from None
-        except aiosmtplib.SMTPDataError as error:
+        except aiosmtplib.SMTPResponseException as error:
+            # Any other reply with a code (the greeting, HELO, AUTH, MAIL FROM, DATA): 5xx is for good as well.
+            stage = _STAGES.get(type(error), "session")
             if 500 <= error.code < 600:
-                raise MailRejected(error.code, "message") from None
-            raise MailDeferred(error.code, "message") from None
+                raise MailRejected(error.code, stage) from None
+            raise MailDeferred(error.code, stage) from None
+
+
+_STAGES: dict[type[aiosmtplib.SMTPResponseException], str] = {
+    aiosmtplib.SMTPDataError: "message",
+    aiosmtplib.SMTPSenderRefused: "sender",
+    aiosmtplib.SMTPAuthenticationError: "login",
+    aiosmtplib.SMTPHeloError: "greeting",
+    aiosmtplib.SMTPConnectResponseError: "connection",
+}
 
 
 class OutboxTransport:

@@ -88,20 +88,31 @@ class Delivery:
 class SmtpSink:
     """A real SMTP server (aiosmtpd) on a loopback port that keeps every message it accepts.
 
-    `refuse` maps a recipient address to the reply RCPT gets instead of 250 (e.g. "550 5.1.1 no such user").
-    AUTH is offered without TLS and accepts `credentials`; logins are recorded in `logins`.
+    `refuse` maps a recipient address to the reply RCPT gets instead of 250 (e.g. "550 5.1.1 no such user");
+    `refuse_sender`, when set, is the reply MAIL FROM gets. AUTH is offered without TLS and accepts
+    `credentials`; logins are recorded in `logins`.
     """
 
     host: str = "127.0.0.1"
     port: int = 0
     deliveries: list[Delivery] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
+    refuse_sender: str | None = None
     credentials: tuple[str, str] = ("billing", "sink-password")
     logins: list[str] = field(default_factory=list)
 
     @property
     def messages(self) -> list[EmailMessage]:
         return [delivery.message for delivery in self.deliveries]
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        if self.refuse_sender is not None:
+            return self.refuse_sender
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]

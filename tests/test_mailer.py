@@ -242,6 +242,39 @@ async def test_temporary_refusal_raises_for_temporal_to_retry(
     assert len(smtp_sink.deliveries) == 1
 
 
+async def test_a_sender_refused_for_good_is_not_retried_and_one_refused_for_now_is(
+    smtp_sink: SmtpSink, smtp: SmtpTransport, sqlite_ledger: LedgerStore
+) -> None:
+    smtp_sink.refuse_sender = "553 5.7.1 <billing@partner.example.cn>: sender address rejected"
+
+    with pytest.raises(ApplicationError) as failure:
+        await mailer(smtp, sqlite_ledger).send_notice(request())
+
+    assert (failure.value.type, failure.value.non_retryable) == ("MailRejected", True)
+    assert "the mail server refused the sender for good (SMTP 553)" in str(failure.value)
+
+    smtp_sink.refuse_sender = "451 4.7.1 greylisted, try again later"
+    with pytest.raises(MailDeferred, match=r"deferred the sender \(SMTP 451\)"):
+        await mailer(smtp, sqlite_ledger).send_notice(request())
+    assert smtp_sink.deliveries == []
+    assert sqlite_ledger.find_notice("C-42", "reminder-1-INV-1") is None
+
+
+async def test_a_login_refused_for_good_is_not_retried_and_names_no_password(
+    smtp_sink: SmtpSink, sqlite_ledger: LedgerStore
+) -> None:
+    username, _ = smtp_sink.credentials
+    transport = SmtpTransport(smtp_sink.host, smtp_sink.port, username=username, password="wrong-4a1e", starttls=False)
+
+    with pytest.raises(ApplicationError) as failure:
+        await mailer(transport, sqlite_ledger).send_notice(request())
+
+    assert (failure.value.type, failure.value.non_retryable) == ("MailRejected", True)
+    assert "refused the login for good (SMTP 535)" in str(failure.value)
+    assert "wrong-4a1e" not in str(failure.value)
+    assert smtp_sink.deliveries == []
+
+
 async def test_an_unreachable_mail_server_raises_for_temporal_to_retry(sqlite_ledger: LedgerStore) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
