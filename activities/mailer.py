@@ -21,6 +21,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from billing.ledger.rejection import LedgerRejection
 from billing.ledger_messages import NoticeLog, NoticeLogEntry
 from billing.models import CUSTOMER_NOTICE_KINDS, NoticeKind
 from billing.notice_request import NoticeReceipt, NoticeRequest
@@ -211,7 +212,10 @@ class MailerActivities:
         customer_id = request.account.customer_id
         message_id = notice_message_id(customer_id, request.key, self._from.domain)
         fields = {"kind": str(request.kind), "key": request.key, "customer_id": customer_id}
-        logged = await asyncio.to_thread(self._notice_log.find_notice, customer_id, request.key)
+        try:
+            logged = await asyncio.to_thread(self._notice_log.find_notice, customer_id, request.key)
+        except LedgerRejection as rejection:
+            raise _log_refused(f"the {request.kind} notice {request.key!r} was not sent", rejection) from None
         if logged is not None:
             log.info("notice_already_sent", message_id=logged.message_id, **fields)
             return NoticeReceipt(
@@ -239,17 +243,23 @@ class MailerActivities:
                 non_retryable=True,
             ) from None
 
-        entry = await asyncio.to_thread(
-            self._notice_log.log_notice,
-            NoticeLogEntry(
-                customer_id=customer_id,
-                key=request.key,
-                kind=request.kind,
-                message_id=message_id,
-                sent_at=sent_at,
-                invoice_id=_invoice_of(request),
-            ),
-        )
+        try:
+            entry = await asyncio.to_thread(
+                self._notice_log.log_notice,
+                NoticeLogEntry(
+                    customer_id=customer_id,
+                    key=request.key,
+                    kind=request.kind,
+                    message_id=message_id,
+                    sent_at=sent_at,
+                    invoice_id=_invoice_of(request),
+                ),
+            )
+        except LedgerRejection as rejection:
+            # Retrying at once would send it again every attempt; the workflow tries the step again later.
+            raise _log_refused(
+                f"the {request.kind} notice {request.key!r} was sent but not logged", rejection
+            ) from None
         log.info("notice_sent", message_id=entry.message_id, **fields)
         return NoticeReceipt(
             key=request.key,
@@ -326,6 +336,11 @@ class MailerActivities:
         message.set_content(rendered.text, charset="utf-8")
         message.add_alternative(rendered.html, subtype="html", charset="utf-8")
         return message
+
+
+def _log_refused(what: str, rejection: LedgerRejection) -> ApplicationError:
+    """The notice log (the ledger) refusing a value it cannot store: an answer, the same on every attempt."""
+    return ApplicationError(f"{what}: {rejection}", rejection.code, type="LedgerRejection", non_retryable=True)
 
 
 def _invoice_of(request: NoticeRequest) -> str | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 import structlog
+from sqlalchemy import URL
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -273,6 +274,43 @@ async def test_a_login_refused_for_good_is_not_retried_and_names_no_password(
     assert "refused the login for good (SMTP 535)" in str(failure.value)
     assert "wrong-4a1e" not in str(failure.value)
     assert smtp_sink.deliveries == []
+
+
+@pytest.mark.postgres
+async def test_a_notice_the_notice_log_cannot_store_is_refused_for_good_and_not_sent(
+    smtp_sink: SmtpSink, smtp: SmtpTransport, postgres_schema_url: URL
+) -> None:
+    notice_log = LedgerStore.from_url(postgres_schema_url)
+    try:
+        with pytest.raises(ApplicationError) as failure:
+            # A NUL byte PostgreSQL cannot hold, say in an id Partner Center sent: the lookup is refused.
+            await mailer(smtp, notice_log).send_notice(request(key="partner-payable/VI-1\x00/before"))
+    finally:
+        notice_log.close()
+
+    assert (failure.value.type, failure.value.non_retryable) == ("LedgerRejection", True)
+    assert "was not sent: the ledger cannot look this up" in str(failure.value)
+    assert smtp_sink.deliveries == []
+
+
+@pytest.mark.postgres
+async def test_a_notice_sent_but_refused_by_the_notice_log_is_not_retried_at_once(
+    tmp_path: Path, postgres_schema_url: URL
+) -> None:
+    outbox = OutboxTransport(tmp_path / "outbox")
+    notice = request()
+    notice = notice.model_copy(update={"invoices": [notice.invoices[0].model_copy(update={"invoice_id": "INV-1\x00"})]})
+    notice_log = LedgerStore.from_url(postgres_schema_url)
+    try:
+        with pytest.raises(ApplicationError) as failure:
+            await mailer(outbox, notice_log).send_notice(notice)
+    finally:
+        notice_log.close()
+
+    # Each immediate retry would send it again (nothing was logged): the workflow tries the step again later.
+    assert (failure.value.type, failure.value.non_retryable) == ("LedgerRejection", True)
+    assert "was sent but not logged: the ledger cannot store this in notice_log" in str(failure.value)
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
 
 
 async def test_an_unreachable_mail_server_raises_for_temporal_to_retry(sqlite_ledger: LedgerStore) -> None:
