@@ -345,6 +345,65 @@ async def test_a_subscription_partner_center_refuses_stays_out_of_the_suspension
     assert result.stage is BillingStage.RESOLVED
 
 
+LARGEST = "is larger than the largest amount this engine books (999,999,999,999.99 CNY)"
+
+
+async def test_amounts_beyond_the_bound_are_rejected_and_never_stick_the_lifecycle(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+):
+    env = time_skipping_env
+    now = await env.get_current_time()
+    async with engine_factory(env.client) as engine:
+        due = now + timedelta(days=9)
+        handle = await engine.issue(account("absurd"), invoice("absurd", "INV-A-1", "600000000000.00", due))
+        good = payment("absurd", "PAY-A-0", "1.00", now).model_dump(mode="json")
+        # The issue's amounts: a string, a JSON number and thirty 9s (InvalidOperation), and one beyond the ledger's
+        # NUMERIC(18, 2) (retried for ever); then an invoice that would take the amount due beyond the bound.
+        absurd: list[Any] = ["1e30", 1e30, "9" * 30, "99999999999999999999.00"]
+        for number, amount in enumerate(absurd, start=1):
+            money = {"amount": amount, "currency": "CNY"}
+            await handle.signal("payment_received", {**good, "payment_id": f"PAY-A-{number}", "amount": money})
+        await handle.signal("invoice_issued", invoice("absurd", "INV-A-2", "400000000000.00", due))
+        status = await status_when(engine, "absurd", lambda s: len(s.rejected) == 5)
+
+        assert [(r.name, r.reference) for r in status.rejected] == [
+            *(("payment_received", f"PAY-A-{number}") for number in range(1, 5)),
+            ("invoice_issued", "INV-A-2"),
+        ]
+        assert all(LARGEST in r.reason for r in status.rejected), [r.reason for r in status.rejected]
+        assert "amount due: the sum 1,000,000,000,000.00 CNY" in status.rejected[4].reason
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(
+                "record_payment", {**good, "amount": {"amount": "1e30", "currency": "CNY"}}, result_type=BillingStatus
+            )
+        assert str(getattr(refused.value.cause, "message", "")) == f"invalid input: amount: 1E+30 {LARGEST}"
+        assert status.amount_due == cny("600000000000.00")
+        await handle.signal("payment_received", payment("absurd", "PAY-A-5", "600000000000.00", now))
+        result = await handle.result()
+    assert result.amount_due == cny("0.00")
+
+
+async def test_a_dispute_whose_sum_leaves_the_bound_is_rejected_and_the_lifecycle_goes_on(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+):
+    env = time_skipping_env
+    now = await env.get_current_time()
+    async with engine_factory(env.client) as engine:
+        largest = "999999999999.99"
+        handle = await engine.issue(account("bound"), invoice("bound", "INV-B-1", largest, now + timedelta(days=9)))
+        whole = {"dispute_id": "D-1", "customer_id": "bound", "invoice_id": "INV-B-1", "reason": "all of it"}
+        await handle.signal("dispute_opened", whole)
+        await status_when(engine, "bound", lambda s: len(s.disputes) == 1)
+        more = {**whole, "dispute_id": "D-2", "amount": {"amount": "0.01", "currency": "CNY"}}
+        await handle.signal("dispute_opened", more)
+        status = await status_when(engine, "bound", lambda s: len(s.rejected) == 1)
+
+        assert (status.rejected[0].reference, LARGEST in status.rejected[0].reason) == ("D-2", True)
+        await handle.signal("payment_received", payment("bound", "PAY-B-1", "100.00", now))
+        after = await status_when(engine, "bound", lambda s: s.amount_due == cny("999999999899.99"))
+        assert [d.dispute_id for d in after.disputes] == ["D-1"]
+
+
 async def test_quiet_hours_and_weekends_hold_customer_notices(
     time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
 ):
