@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from billing.due_dates import due_moment
-from billing.models import DEFAULT_TIME_ZONE, BillingStage, Locale, Message, NoticeRecord, RejectedMessage
+from billing.models import DEFAULT_TIME_ZONE, BillingStage, Locale, Message, NoticeKind, NoticeRecord, RejectedMessage
 from billing.money import Money, minor_units
 from billing.policy import LateChargeBasis, PartnerPayableRules
 from billing.refusals import Refused
@@ -438,6 +438,28 @@ def decide(state: PayableState, rules: PartnerPayableRules, now: datetime) -> De
 def _with_retry(state: PayableState, step: Reminder) -> Decision:
     failure = state.failures.get(step.key)
     return Decision(step=step, wake_at=max(step.at, failure.retry_at) if failure else step.at, finished=False)
+
+
+# A reminder whose mail failed for good is tried again later: 15 minutes, doubling, at most every 6 hours.
+REMINDER_RETRY_BASE = timedelta(minutes=15)
+REMINDER_RETRY_MAX = timedelta(hours=6)
+
+
+def reminder_failed(state: PayableState, step: Reminder, error: str, at: datetime) -> StepFailure:
+    """The mailer gave up on `step`: the core offers it again after a backoff that grows with each failure."""
+    previous = state.failures.get(step.key)
+    attempts = (previous.attempts if previous else 0) + 1
+    retry_at = at + min(REMINDER_RETRY_BASE * 2 ** (attempts - 1), REMINDER_RETRY_MAX)
+    failure = StepFailure(key=step.key, attempts=attempts, retry_at=retry_at, error=error)
+    state.failures = {**state.failures, step.key: failure}
+    return failure
+
+
+def reminder_sent(state: PayableState, step: Reminder, at: datetime) -> None:
+    """Finance was told: the notice is on record and the step done."""
+    record = NoticeRecord(kind=NoticeKind.PARTNER_PAYABLE, at=at, invoice_id=state.invoice.invoice_id, key=step.key)
+    state.notices = [*state.notices, record]
+    mark_done(state, step)
 
 
 def mark_done(state: PayableState, step: Reminder) -> None:

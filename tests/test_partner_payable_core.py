@@ -348,18 +348,20 @@ def test_the_status_of_a_voided_invoice_says_so_and_owes_nothing() -> None:
 
 
 def test_a_failed_reminder_waits_for_its_retry_time() -> None:
-    from billing.partner_payable import StepFailure
+    from billing.partner_payable import reminder_failed
 
     payable = state()
     first = decide(payable, RULES, local(date(2026, 11, 24)))
     assert first.step is not None
-    retry_at = local(date(2026, 11, 24), 11)
-    payable.failures = {first.step.key: StepFailure(key=first.step.key, attempts=1, retry_at=retry_at, error="x")}
+    failure = reminder_failed(payable, first.step, "smtp down", local(date(2026, 11, 24), 10))
+    assert failure.retry_at == local(date(2026, 11, 24), 10) + timedelta(minutes=15)
 
-    again = decide(payable, RULES, local(date(2026, 11, 24), 10))
+    again = decide(payable, RULES, local(date(2026, 11, 24), 10) + timedelta(minutes=5))
 
     assert again.step == first.step
-    assert again.wake_at == retry_at
+    assert again.wake_at == failure.retry_at
+    second = reminder_failed(payable, first.step, "smtp down", failure.retry_at)
+    assert (second.attempts, second.retry_at - failure.retry_at) == (2, timedelta(minutes=30))
 
 
 def test_the_ladder_is_read_from_the_policy_files_partner_payable_table() -> None:

@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from billing import search_attributes as attributes
     from billing.ledger_messages import InvoiceBalance, PartnerPaymentBooked, PartnerPaymentBooking
     from billing.message_catalog import describe
-    from billing.models import CustomerAccount, NextActionKind, NoticeKind, NoticeRecord, RejectedMessage
+    from billing.models import CustomerAccount, NextActionKind, NoticeKind, RejectedMessage
     from billing.money import Money
     from billing.notice_request import NoticeNextStep, NoticePayable, NoticeReceipt, NoticeRequest
     from billing.partner_payable import (
@@ -43,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
         PayableState,
         Reminder,
         ReminderKind,
-        StepFailure,
     )
     from billing.policy import LifecycleSettings, PartnerPayableRules
     from billing.refusals import Refused
@@ -58,8 +57,6 @@ _FINANCE_TEAM = {"zh-CN": "财务团队", "en-US": "Finance team"}
 # buffered and ignored it, and its history must replay that way. Only a run that records this patch acts on it.
 VOIDED_PATCH = "partner-center-voided"
 
-STEP_RETRY_BASE = timedelta(minutes=15)
-STEP_RETRY_MAX = timedelta(hours=6)
 HISTORY_EVENT_LIMIT = 10_000
 
 
@@ -236,22 +233,10 @@ class PartnerPayable:
                 workflow.logger.error("closing notice not sent", extra={"key": step.key, "error": reason})
                 core.mark_done(state, step)
                 return
-            previous = state.failures.get(step.key)
-            attempts = (previous.attempts if previous else 0) + 1
-            retry_at = workflow.now() + min(STEP_RETRY_BASE * 2 ** (attempts - 1), STEP_RETRY_MAX)
-            state.failures = {
-                **state.failures,
-                step.key: StepFailure(key=step.key, attempts=attempts, retry_at=retry_at, error=reason),
-            }
+            core.reminder_failed(state, step, reason, workflow.now())
             workflow.logger.error("reminder to finance failed; will try again", extra={"key": step.key})
             return
-        state.notices = [
-            *state.notices,
-            NoticeRecord(
-                kind=NoticeKind.PARTNER_PAYABLE, at=workflow.now(), invoice_id=state.invoice.invoice_id, key=step.key
-            ),
-        ]
-        core.mark_done(state, step)
+        core.reminder_sent(state, step, workflow.now())
         workflow.logger.info(
             "reminder to finance sent", extra={"key": receipt.key, "already_sent": receipt.already_sent}
         )
