@@ -21,6 +21,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from billing.ledger.rejection import LedgerRejection
 from billing.ledger_messages import NoticeLog, NoticeLogEntry
 from billing.models import CUSTOMER_NOTICE_KINDS, NoticeKind
@@ -234,7 +235,8 @@ class MailerActivities:
             # the same request fails the same way.
             raise ApplicationError(str(error), type="InvalidNotice", non_retryable=True) from None
         try:
-            await self._transport.send(message)
+            async with heartbeating():
+                await self._transport.send(message)
         except MailRejected as error:
             log.warning("notice_rejected", message_id=message_id, smtp_code=error.code, **fields)
             raise ApplicationError(

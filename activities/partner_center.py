@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from billing.money import Money
 from billing.partner_center_messages import (
     ActiveSubscriptions,
@@ -575,7 +576,8 @@ class PartnerCenterActivities:
 
     @activity.defn(name="list_active_subscriptions")
     async def list_active_subscriptions(self, query: SubscriptionQuery) -> ActiveSubscriptions:
-        subscriptions = await self._client.list_subscriptions(query.tenant_id, query.correlation_id)
+        async with heartbeating():
+            subscriptions = await self._client.list_subscriptions(query.tenant_id, query.correlation_id)
         active = [subscription for subscription in subscriptions if subscription.status == "active"]
         return ActiveSubscriptions(
             subscription_ids=[subscription.subscription_id for subscription in active],
@@ -584,15 +586,24 @@ class PartnerCenterActivities:
 
     @activity.defn(name="change_subscription_status")
     async def change_subscription_status(self, change: SubscriptionStatusChange) -> SubscriptionStatusChanged:
-        return await self._client.set_subscription_status(
-            change.tenant_id,
-            change.subscription_id,
-            change.target,
-            change.request_key,
-            change.correlation_id,
-            answered=StepAnswers.of(activity.info().heartbeat_details).answered,
-            on_answered=lambda answered: activity.heartbeat(StepAnswers(answered=answered)),
-        )
+        answers = StepAnswers.of(activity.info().heartbeat_details)
+
+        def answered(count: int) -> None:
+            nonlocal answers
+            answers = StepAnswers(answered=count)
+            activity.heartbeat(answers)
+
+        # Every beat carries the answers so far, so the next attempt starts from them whenever this one dies.
+        async with heartbeating(lambda: (answers,)):
+            return await self._client.set_subscription_status(
+                change.tenant_id,
+                change.subscription_id,
+                change.target,
+                change.request_key,
+                change.correlation_id,
+                answered=answers.answered,
+                on_answered=answered,
+            )
 
 
 class UnreadableInvoice(ValueError):

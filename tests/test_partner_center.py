@@ -355,7 +355,8 @@ async def test_activity_retried_by_temporal_sends_the_same_request_id(
 
     assert failed.value.type == UNAVAILABLE
     assert not failed.value.non_retryable
-    assert heartbeats == []  # a 503 is no answer: the id stays
+    # A 503 is no answer: the id stays (the activity's regular beats carry no answer either).
+    assert all(beat == (StepAnswers(answered=0),) for beat in heartbeats)
     assert result == SubscriptionStatusChanged(subscription_id="sub-1", status="suspended", changed=True)
     patches = partner_center_emulator.api_requests("PATCH")
     assert [patch.status for patch in patches] == [503, 503, 200]
@@ -388,7 +389,9 @@ async def test_activity_retried_by_temporal_after_a_busy_answer_sends_a_new_requ
     assert busy.value.type == BUSY
     assert not busy.value.non_retryable
     assert "Subscription is not ready to be updated" in busy.value.message
-    assert heartbeats == [(StepAnswers(answered=1),)]
+    # The busy answer is reported at once; the regular beats carry the count so far.
+    assert heartbeats[-1] == (StepAnswers(answered=1),)
+    assert all(beat in ((StepAnswers(answered=0),), (StepAnswers(answered=1),)) for beat in heartbeats)
     assert (result.changed, result.status) == (True, "suspended")
     patches = partner_center_emulator.api_requests("PATCH")
     assert [patch.status for patch in patches] == [409, 200]
@@ -1047,3 +1050,26 @@ def test_emulator_command_prints_its_urls_and_stops_cleanly_on_sigterm() -> None
             process.kill()
     assert process.returncode == 0
     assert "stopped" in remaining_output
+
+
+async def test_activities_heartbeat_while_partner_center_keeps_them_waiting(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 429 with Retry-After holds the call inside one attempt: the activity keeps beating, so a worker killed
+    meanwhile is noticed within the heartbeat timeout (seconds) instead of the 5-minute start-to-close."""
+    from activities import heartbeat
+
+    monkeypatch.setattr(heartbeat, "EVERY_SECONDS", 0.2)
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    partner_center_emulator.inject_fault(429, times=1, retry_after="1")
+    environment = ActivityEnvironment()
+    beats: list[Any] = []
+    environment.on_heartbeat = lambda *details: beats.append(details)
+    activities = PartnerCenterActivities(client)
+
+    active = await environment.run(
+        activities.list_active_subscriptions, SubscriptionQuery(tenant_id=TENANT, correlation_id=WORKFLOW_ID)
+    )
+
+    assert active.subscription_ids == ["sub-1"]
+    assert len(beats) >= 3  # every 0.2 s through the second Partner Center asked us to wait

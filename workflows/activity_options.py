@@ -31,3 +31,6 @@ OUTSIDE_GIVE_UP_AFTER = timedelta(minutes=30)
 MAIL_TIMEOUT = timedelta(seconds=60)
 # The client itself waits out 429s (Retry-After up to a minute) and 5xx a few times within one attempt.
 PARTNER_CENTER_CALL_TIMEOUT = timedelta(minutes=5)
+# Partner Center and mail activities beat every 2 s (activities/heartbeat.py): a worker killed mid-call is
+# noticed this soon, and another worker retries then instead of after the start-to-close timeout.
+HEARTBEAT_TIMEOUT = timedelta(seconds=10)

@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import inbox
 from workflows.activity_options import (
+    HEARTBEAT_TIMEOUT,
     LEDGER_RETRY,
     LEDGER_TIMEOUT,
     MAIL_TIMEOUT,
@@ -584,6 +585,7 @@ class CustomerBilling:
             MailerActivities.send_notice,
             request,
             start_to_close_timeout=MAIL_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             schedule_to_close_timeout=OUTSIDE_GIVE_UP_AFTER,
             retry_policy=OUTSIDE_RETRY,
             summary=notice.notice_summary(step),
@@ -599,6 +601,7 @@ class CustomerBilling:
             PartnerCenterActivities.list_active_subscriptions,
             SubscriptionQuery(tenant_id=state.account.tenant_id, correlation_id=workflow.info().workflow_id),
             start_to_close_timeout=PARTNER_CENTER_CALL_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             schedule_to_close_timeout=OUTSIDE_GIVE_UP_AFTER,
             retry_policy=OUTSIDE_RETRY,
             summary=f"List active subscriptions of tenant {state.account.tenant_id}",
@@ -622,6 +625,7 @@ class CustomerBilling:
                     correlation_id=workflow_id,
                 ),
                 start_to_close_timeout=PARTNER_CENTER_CALL_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 schedule_to_close_timeout=OUTSIDE_GIVE_UP_AFTER,
                 retry_policy=OUTSIDE_RETRY,
                 summary=f"Set subscription {subscription_id} {target}",

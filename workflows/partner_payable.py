@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import inbox
 from workflows.activity_options import (
+    HEARTBEAT_TIMEOUT,
     LEDGER_RETRY,
     LEDGER_TIMEOUT,
     MAIL_TIMEOUT,
@@ -221,6 +222,7 @@ class PartnerPayable:
                 "send_notice",
                 self._notice(step),
                 start_to_close_timeout=MAIL_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 schedule_to_close_timeout=OUTSIDE_GIVE_UP_AFTER,
                 retry_policy=OUTSIDE_RETRY,
                 result_type=NoticeReceipt,

@@ -1,0 +1,36 @@
+"""Heartbeats while an activity waits on an outside system, so that a worker killed mid-call is noticed within
+the heartbeat timeout and another worker retries in seconds, not after the whole start-to-close timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from temporalio import activity
+
+# Beat this often; the workflows give these activities a heartbeat timeout of a few times that.
+EVERY_SECONDS = 2.0
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(details: Callable[[], Sequence[Any]] = tuple) -> AsyncIterator[None]:
+    """Heartbeat every EVERY_SECONDS while the block runs, each time with `details()` (what the next attempt
+    must know, e.g. how many answers Partner Center already gave)."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat(*details())
+            await asyncio.sleep(EVERY_SECONDS)
+
+    if not activity.in_activity():  # a preview or a test calling the method directly: nobody to tell
+        yield
+        return
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
