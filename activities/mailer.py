@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderParseError
@@ -53,10 +54,17 @@ class MailDeferred(Exception):
         self.code = code
 
 
-class MailTransport(Protocol):
-    """Delivers one finished message. Raises `MailRejected` when delivery can never succeed."""
+Accepted = Callable[[], Awaitable[None]]
 
-    async def send(self, message: EmailMessage) -> None: ...
+
+class MailTransport(Protocol):
+    """Delivers one finished message. Raises `MailRejected` when delivery can never succeed.
+
+    `accepted` runs the moment the message is handed over (the server's reply to DATA, the file in place),
+    before anything else (QUIT) can fail or take time: the notice log is written there, so a crash between
+    delivery and log is as short as it can be."""
+
+    async def send(self, message: EmailMessage, accepted: Accepted) -> None: ...
 
 
 class SmtpTransport:
@@ -81,19 +89,21 @@ class SmtpTransport:
         self.starttls = starttls
         self.timeout = timeout
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: EmailMessage, accepted: Accepted) -> None:
         # Only the reply code goes into the errors raised here: the server's text often repeats the
         # recipient's address, and activity failures end up in the worker's log.
+        smtp = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            start_tls=self.starttls,
+            timeout=self.timeout,
+        )
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=self.host,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                start_tls=self.starttls,
-                timeout=self.timeout,
-            )
+            async with smtp:  # QUIT on leaving, after the notice is logged
+                await smtp.send_message(message)
+                await accepted()
         except aiosmtplib.SMTPRecipientsRefused as error:
             codes = [refusal.code for refusal in error.recipients]
             if all(500 <= code < 600 for code in codes):
@@ -130,8 +140,9 @@ class OutboxTransport:
         name = re.sub(r"[^A-Za-z0-9._@-]", "_", message_id.strip("<>"))
         return self.directory / f"{name}.eml"
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: EmailMessage, accepted: Accepted) -> None:
         await asyncio.to_thread(self._write, message)
+        await accepted()
 
     def _write(self, message: EmailMessage) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -234,9 +245,22 @@ class MailerActivities:
             # The request lacks what the notice must say, or holds text no mail header can carry: a retry of
             # the same request fails the same way.
             raise ApplicationError(str(error), type="InvalidNotice", non_retryable=True) from None
+        entry = NoticeLogEntry(
+            customer_id=customer_id,
+            key=request.key,
+            kind=request.kind,
+            message_id=message_id,
+            sent_at=sent_at,
+            invoice_id=_invoice_of(request),
+        )
+
+        async def log_it() -> None:
+            nonlocal entry
+            entry = await asyncio.to_thread(self._notice_log.log_notice, entry)
+
         try:
             async with heartbeating():
-                await self._transport.send(message)
+                await self._transport.send(message, accepted=log_it)
         except MailRejected as error:
             log.warning("notice_rejected", message_id=message_id, smtp_code=error.code, **fields)
             raise ApplicationError(
@@ -244,19 +268,6 @@ class MailerActivities:
                 type="MailRejected",
                 non_retryable=True,
             ) from None
-
-        try:
-            entry = await asyncio.to_thread(
-                self._notice_log.log_notice,
-                NoticeLogEntry(
-                    customer_id=customer_id,
-                    key=request.key,
-                    kind=request.kind,
-                    message_id=message_id,
-                    sent_at=sent_at,
-                    invoice_id=_invoice_of(request),
-                ),
-            )
         except LedgerRejection as rejection:
             # Retrying at once would send it again every attempt; the workflow tries the step again later.
             raise _log_refused(

@@ -100,6 +100,7 @@ class SmtpSink:
     refuse_sender: str | None = None
     credentials: tuple[str, str] = ("billing", "sink-password")
     logins: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # "accepted" per message, "quit" per session, in order
 
     @property
     def messages(self) -> list[EmailMessage]:
@@ -129,7 +130,12 @@ class SmtpSink:
         message = BytesParser(policy=policy.default).parsebytes(raw)
         assert isinstance(message, EmailMessage)
         self.deliveries.append(Delivery(str(envelope.mail_from), list(envelope.rcpt_tos), message))
+        self.events.append("accepted")
         return "250 OK: queued"
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.events.append("quit")
+        return "221 Bye"
 
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any

@@ -9,6 +9,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -417,3 +418,21 @@ async def test_logs_carry_ids_never_the_customers_address_or_name(
         assert {"kind", "key", "message_id", "customer_id"} <= entry.keys()
         assert CUSTOMER_EMAIL not in repr(entry)
         assert CUSTOMER_NAME not in repr(entry)
+
+
+async def test_the_notice_is_logged_the_moment_the_server_accepts_it_before_quit(smtp_sink: Any) -> None:
+    """The crash window of a notice is as short as it can be: between the server's 250 to DATA and the notice
+    log's write nothing else happens (QUIT comes after), so a kill can resend only a message whose stable
+    Message-ID the receiver can drop as a repeat."""
+    transport = SmtpTransport(smtp_sink.host, smtp_sink.port, starttls=False, timeout=5)
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "billing@partner.example.cn", "ap@example.cn", "x"
+    message["Message-ID"] = "<crash-window@partner.example.cn>"
+    message.set_content("x")
+
+    async def logged() -> None:
+        smtp_sink.events.append("logged")
+
+    await transport.send(message, accepted=logged)
+
+    assert smtp_sink.events == ["accepted", "logged", "quit"]
