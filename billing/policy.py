@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from datetime import time, timedelta
 from decimal import Decimal
@@ -149,6 +150,10 @@ class CollectionsPolicy(PolicyModel):
     final_notice: timedelta = timedelta(days=14)
     suspend_after: timedelta = timedelta(days=21)
     data_deletion_warnings: tuple[timedelta, ...] = (timedelta(days=30), timedelta(days=50))
+    # The least time between two dunning notices (reminders, final notice, data deletion warnings), so that a
+    # catch-up after an outage or a late start does not send them in one burst. Not set: half the shortest
+    # distance between two rungs of the ladder (2 days for the default ladder, seconds for a test ladder).
+    minimum_notice_gap: timedelta | None = None
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
     dispute: DisputeRules = Field(default_factory=DisputeRules)
     escalation: EscalationRules = Field(default_factory=EscalationRules)
@@ -198,6 +203,8 @@ class CollectionsPolicy(PolicyModel):
                 f"final_notice: {_iso(self.final_notice)} must come after the last reminder "
                 f"({_iso(self.reminders[-1])})"
             )
+        if self.minimum_notice_gap is not None and self.minimum_notice_gap < timedelta(0):
+            raise ValueError(f"minimum_notice_gap: {_iso(self.minimum_notice_gap)} must not be negative")
         if self.final_notice >= self.suspend_after:
             raise ValueError(
                 f"suspend_after: {_iso(self.suspend_after)} must come after final_notice ({_iso(self.final_notice)})"
@@ -210,6 +217,15 @@ class CollectionsPolicy(PolicyModel):
     @property
     def minimum_to_suspend(self) -> Money:
         return Money(amount=self.minimum_amount_to_suspend, currency=self.currency)
+
+    @property
+    def notice_gap(self) -> timedelta:
+        """`minimum_notice_gap`, or half the shortest distance between two rungs of the ladder."""
+        if self.minimum_notice_gap is not None:
+            return self.minimum_notice_gap
+        rungs = [*self.reminders, self.final_notice]
+        distances = [later - earlier for earlier, later in itertools.pairwise(rungs)]
+        return min(distances, default=self.final_notice) / 2
 
     @property
     def final_notice_warning(self) -> timedelta:

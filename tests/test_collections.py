@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from billing.lifecycle import notice, transitions
 from billing.lifecycle.forecast import forecast
 from billing.lifecycle.next_step import decide, stage
-from billing.lifecycle.steps import CUSTOMER_FACING_STEPS, StepKind
+from billing.lifecycle.steps import CUSTOMER_FACING_STEPS, DESK_STEPS, PACED_STEPS, StepKind
 from billing.models import BillingStage, CustomerAccount, Dispute, DunningPause, EscalateDispute, ResolveDispute
 from billing.money import Money
 from billing.notices import render_notice
@@ -197,11 +198,31 @@ def test_invoice_that_arrives_long_overdue_gets_one_catch_up_notice_not_the_whol
     d = driver()
     d.now = DUE + days(10)
     d.issue("INV-1", cny(800), DUE)  # arrives on a Saturday: the notices wait for Monday morning
-    d.run_until(DUE + days(13))
-    sent = [step for _, step in d.performed]
-    assert [step.kind for step in sent] == [StepKind.SEND_INVOICE, StepKind.SEND_REMINDER]
-    assert sent[1].key == "reminder-3-INV-1"
-    assert set(sent[1].superseded_keys) == {"reminder-2-INV-1"}
+    d.run_until(DUE + days(16))
+    sent = [(at, step) for at, step in d.performed]
+    # The catch-up is paced: the one dunning notice comes the policy's gap (half the shortest distance between
+    # rungs) after the invoice notice; by then the final notice is due and stands for the reminders.
+    assert d.policy.notice_gap == days(2)
+    assert [step.kind for _, step in sent] == [StepKind.SEND_INVOICE, StepKind.SEND_FINAL_NOTICE]
+    assert set(sent[1][1].superseded_keys) == {"reminder-2-INV-1", "reminder-3-INV-1"}
+    assert sent[1][0] == sent[0][0] + days(2)
+
+
+def test_a_catch_up_after_an_outage_spaces_its_dunning_notices_and_suspension_still_follows_the_final_notice():
+    """The worker was down from before the due date until long after: when it is back, the ladder's overdue
+    rungs do not arrive in one burst (the fault run saw an invoice notice and a final notice 0.2 s apart)."""
+    policy = CollectionsPolicy(quiet_hours=QuietHours(enabled=False))
+    d = driver(policy)
+    d.issue("INV-1", cny(800), DUE)  # booked, then the worker was down before its invoice notice went out
+    d.now = DUE + days(18)  # back after the outage: the invoice notice and every rung but suspension are due
+    d.run_until(DUE + days(60))
+    notices = [(at, step) for at, step in d.performed if step.kind in (StepKind.SEND_INVOICE, *PACED_STEPS)]
+    assert [step.kind for _, step in notices][:2] == [StepKind.SEND_INVOICE, StepKind.SEND_FINAL_NOTICE]
+    for (earlier, _), (later, _) in itertools.pairwise(notices):
+        assert later - earlier >= policy.notice_gap
+    [(final_at, _)] = [(at, step) for at, step in notices if step.kind is StepKind.SEND_FINAL_NOTICE]
+    [suspended_at] = [at for at, step in d.performed if step.kind is StepKind.SUSPEND]
+    assert suspended_at >= final_at + policy.final_notice_warning
 
 
 def test_suspension_never_comes_sooner_than_the_final_notice_promised():
@@ -327,8 +348,8 @@ def test_property_lifecycle_invariants(d: CoreDriver, plan: list[tuple[int, obje
         if step.kind in (StepKind.SUSPEND, StepKind.SEND_FINAL_NOTICE):
             # Never suspend (or threaten to) a paid-up or below-minimum account.
             assert overdue >= d.policy.minimum_to_suspend, (step.key, overdue)
-        if step.kind is not StepKind.REINSTATE:
-            # Quiet hours respected for every customer-facing step.
+        if step.kind is not StepKind.REINSTATE and step.kind not in DESK_STEPS:
+            # Quiet hours respected for every customer-facing step (the desk is told at any hour).
             assert is_business_moment(at, zone, d.policy.quiet_hours), (step.key, at.astimezone(zone))
     # Every suspension ends in reinstatement once everything is paid.
     d.pay_everything()
@@ -449,7 +470,9 @@ def test_property_a_make_up_working_day_carries_the_step_planned_for_it(day: dat
     planned = datetime.combine(day, time(0), tzinfo=SHANGHAI) + timedelta(minutes=minutes)
     due = planned - CollectionsPolicy().reminders[1]  # the reminder one day after payment fell due
     account = CustomerAccount(customer_id="C-M", name="M", email="m@m.example.cn", time_zone="Asia/Shanghai")
-    d = CoreDriver(policy=CollectionsPolicy(), account=account, now=due - days(30))
+    # No gap between notices: this property is about the calendar, not about pacing a catch-up.
+    policy = CollectionsPolicy(minimum_notice_gap=timedelta(0))
+    d = CoreDriver(policy=policy, account=account, now=due - days(30))
     d.issue("INV-1", cny(500), due)
 
     d.run_until(planned + days(1))

@@ -79,6 +79,7 @@ R = TypeVar("R")
 # workflow.patched ids: each guards a change of commands against histories recorded before it.
 PATCH_NOTICE_TIME = "notice-time-is-workflow-time"
 PATCH_LADDER_RESTARTS = "ladder-restarts-after-extension-or-pause"
+PATCH_NOTICE_GAP = "dunning-notices-keep-a-minimum-gap"
 PATCH_CHINA_CALENDAR = "business-days-follow-china-calendar"
 
 
@@ -264,7 +265,11 @@ class CustomerBilling:
         if self._state is None:
             # A ladder restarts after a new due date or a resumed pause; runs recorded before keep their keys.
             restarts = workflow.patched(PATCH_LADDER_RESTARTS)
-            self._state = BillingState.new(account, settings.policy.currency, restarts_ladders=restarts)
+            # A catch-up spaces out dunning notices; runs recorded before send them as they fall due.
+            paces = workflow.patched(PATCH_NOTICE_GAP)
+            self._state = BillingState.new(
+                account, settings.policy.currency, restarts_ladders=restarts, paces_notices=paces
+            )
         state = self._state
         self._upsert({attributes.CUSTOMER_ID.name: account.customer_id})
         while True:

@@ -7,21 +7,24 @@ arrives), performs it through an activity and records the outcome with a functio
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from billing.lifecycle.state import BillingState, SuspensionReason
 from billing.lifecycle.steps import (
     CUSTOMER_FACING_STEPS,
     NEXT_ACTION_OF_STEP,
+    PACED_STEPS,
     STEP_ORDER,
     Decision,
     Step,
     StepKind,
 )
-from billing.models import STAGE_PRECEDENCE, BillingStage, NextAction, NextActionKind
+from billing.models import STAGE_PRECEDENCE, BillingStage, NextAction, NextActionKind, NoticeKind
 from billing.notice_request import NoticeNextStep
 from billing.policy import DATA_DELETION_AFTER_SUSPENSION, CollectionsPolicy
 from billing.quiet_hours import next_business_moment
+
+DESK_NOTICE_KINDS = frozenset({NoticeKind.ESCALATION_CASE, NoticeKind.PARTNER_PAYABLE})
 
 
 def ladder_anchor(state: BillingState) -> str | None:
@@ -50,8 +53,19 @@ def _step(
     now: datetime,
     **extra: object,
 ) -> Step:
-    at = _retry_floor(state, key, _adjust(kind, max(planned, now), state, policy))
+    earliest = max(planned, now)
+    if kind in PACED_STEPS:
+        earliest = max(earliest, _paced(state, policy))
+    at = _retry_floor(state, key, _adjust(kind, earliest, state, policy))
     return Step(kind=kind, key=key, at=at, planned=planned, **extra)  # type: ignore[arg-type]
+
+
+def _paced(state: BillingState, policy: CollectionsPolicy) -> datetime:
+    """The earliest moment for the next dunning notice: the gap after the last notice the customer got."""
+    if not state.paces_notices:
+        return datetime.min.replace(tzinfo=UTC)
+    sent = [notice.at for notice in state.notices if notice.kind not in DESK_NOTICE_KINDS]
+    return max(sent) + policy.notice_gap if sent else datetime.min.replace(tzinfo=UTC)
 
 
 def is_paused(state: BillingState, now: datetime) -> bool:
@@ -131,8 +145,8 @@ def _suspension_step(
     if final is not None:
         at = max(at, final.at + policy.final_notice_warning)
     elif not state.is_done(final_key):
-        final_at = _adjust(StepKind.SEND_FINAL_NOTICE, due + policy.final_notice, state, policy)
-        at = max(at, max(final_at, now) + policy.final_notice_warning)
+        final_at = _step(StepKind.SEND_FINAL_NOTICE, final_key, due + policy.final_notice, state, policy, now).at
+        at = max(at, final_at + policy.final_notice_warning)
     key = f"suspension-{anchor_id}-{state.suspension_count + 1}"
     return _step(StepKind.SUSPEND, key, at, state, policy, now, invoice_id=anchor_id)
 

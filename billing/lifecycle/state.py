@@ -135,15 +135,25 @@ class BillingState(BaseModel):
     desk_reports: list[DeskReport] = Field(default_factory=list)  # each goes to the desk once
     # Runs recorded before ladders could restart keep their rung keys (see CustomerBilling's patch).
     restarts_ladders: bool = False
+    # Runs recorded before dunning notices kept a minimum gap send them as they fall due (CustomerBilling's patch).
+    paces_notices: bool = False
     timeline: list[TimelineEntry] = Field(default_factory=list)
 
     @classmethod
-    def new(cls, account: CustomerAccount, currency: str, *, restarts_ladders: bool = True) -> BillingState:
+    def new(
+        cls, account: CustomerAccount, currency: str, *, restarts_ladders: bool = True, paces_notices: bool = True
+    ) -> BillingState:
         zero = Money.zero(currency)
         balance = AccountBalance(
             customer_id=account.customer_id, currency=currency, unapplied_credit=zero, amount_due=zero
         )
-        return cls(account=account, currency=currency, balance=balance, restarts_ladders=restarts_ladders)
+        return cls(
+            account=account,
+            currency=currency,
+            balance=balance,
+            restarts_ladders=restarts_ladders,
+            paces_notices=paces_notices,
+        )
 
     # --- reading the books -----------------------------------------------------------------------------
 

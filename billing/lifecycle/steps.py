@@ -73,6 +73,8 @@ DUNNING_NOTICES = frozenset(
         StepKind.SEND_DISPUTE_RECEIVED,
     }
 )
+# Dunning notices a catch-up spaces out (policy.notice_gap): never two of them closer than the gap.
+PACED_STEPS = frozenset({StepKind.SEND_REMINDER, StepKind.SEND_FINAL_NOTICE, StepKind.SEND_DATA_DELETION_WARNING})
 # Steps for the partner's own escalation desk: they go out at any hour.
 DESK_STEPS = frozenset(
     {
