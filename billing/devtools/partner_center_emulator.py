@@ -103,6 +103,14 @@ class _Fault:
 
 
 @dataclass
+class _Storm:
+    until: float  # time.monotonic() when it ends
+    statuses: tuple[int, ...]
+    retry_after: str | None
+    answered: int = 0
+
+
+@dataclass
 class _Refusal:
     code: str
     remaining: int | None  # None: every PATCH
@@ -152,6 +160,7 @@ class PartnerCenterEmulator:
         self._answers: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
         self._tokens: dict[str, float] = {}  # token → time.monotonic() when it expires
         self._faults: list[_Fault] = []
+        self._storm: _Storm | None = None
         self._refusals: dict[tuple[str, str], _Refusal] = {}
         self._concurrent_edits = 0
         self._requests: list[RecordedRequest] = []
@@ -268,6 +277,17 @@ class PartnerCenterEmulator:
         throttled or failed call has not reached the subscription.
         """
         self._add_fault(_Fault(None if status == "disconnect" else status, times, retry_after, method))
+
+    def storm(
+        self, seconds: float, statuses: Sequence[int] = (429, 500, 503), *, retry_after: str | None = "1"
+    ) -> None:
+        """For the next `seconds`, answer every API call with one of `statuses` in turn (429s with `retry_after`),
+        as a throttled or failing Partner Center does for a while; token requests are never faulted. Faults
+        queued by `inject_fault` are answered first."""
+        if seconds <= 0 or not statuses:
+            raise ValueError("a storm lasts a positive number of seconds and answers with at least one status")
+        with self._lock:
+            self._storm = _Storm(time.monotonic() + seconds, tuple(statuses), retry_after)
 
     def simulate_concurrent_edit(self, times: int = 1) -> None:
         """Before each of the next `times` PATCHes, change the subscription as someone in the portal would."""
@@ -541,6 +561,14 @@ class PartnerCenterEmulator:
                 if fault.remaining == 0:
                     self._faults.remove(fault)
                 return fault
+        storm = self._storm
+        if storm is not None:
+            if time.monotonic() >= storm.until:
+                self._storm = None
+                return None
+            status = storm.statuses[storm.answered % len(storm.statuses)]
+            storm.answered += 1
+            return _Fault(status, 1, storm.retry_after if status == 429 else None, None)
         return None
 
     def _add_fault(self, fault: _Fault) -> None:
