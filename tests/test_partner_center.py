@@ -1073,3 +1073,20 @@ async def test_activities_heartbeat_while_partner_center_keeps_them_waiting(
 
     assert active.subscription_ids == ["sub-1"]
     assert len(beats) >= 3  # every 0.2 s through the second Partner Center asked us to wait
+
+
+async def test_emulator_storm_answers_429_and_5xx_in_turn_until_it_ends(
+    partner_center_emulator: PartnerCenterEmulator,
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    url = f"{partner_center_emulator.base_url}/v1/customers/{TENANT}/subscriptions"
+    async with httpx.AsyncClient() as http:
+        token = await emulator_token(http, partner_center_emulator)  # token requests are never stormed
+        partner_center_emulator.storm(0.5, retry_after="2")
+        during = [await http.get(url, headers=api_headers(token)) for _ in range(4)]
+        await asyncio.sleep(0.6)
+        after = await http.get(url, headers=api_headers(token))
+
+    assert [answer.status_code for answer in during] == [429, 500, 503, 429]
+    assert during[0].headers["Retry-After"] == "2" and "Retry-After" not in during[1].headers
+    assert after.status_code == 200
