@@ -252,6 +252,10 @@ async def persist(call: Callable[[], Awaitable[T]], within: float = 120) -> T:
         try:
             return await call()
         except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as error:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The SDK turns a cancelled update call into this error: the cancellation stands.
+                raise asyncio.CancelledError from error
             transient = not isinstance(error, RPCError) or error.status in TRANSIENT
             if not transient or time.monotonic() > deadline:
                 raise
@@ -672,7 +676,13 @@ async def run_suite(setting: Setting, *, postgres: bool, seed: int, sabotage: st
             await asyncio.sleep(max(0, started + setting.stagger * n / len(lifecycles) - time.monotonic()))
             drivers.append(asyncio.create_task(driver.drive(life)))
         drivers += [asyncio.create_task(driver.fuzz(life, share)) for life, share in zip(fuzzed, shares, strict=True)]
-        await asyncio.wait_for(asyncio.gather(*drivers), setting.deadline + setting.stagger)
+        _, late = await asyncio.wait(drivers, timeout=setting.deadline + setting.stagger)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        for task, life in zip(drivers, lifecycles + fuzzed, strict=True):
+            if task in late:
+                life.driver_error = "the driver did not finish in time (a message it sent was never applied?)"
         await background[-1]  # every fault has happened
         everyone = lifecycles + fuzzed
         durations: dict[str, float] = {}
@@ -851,8 +861,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # asyncio.run cancels the suite, whose cleanup stops every process it started
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     setting = FULL if args.full else SMALL
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     began = time.monotonic()
