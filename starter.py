@@ -10,11 +10,19 @@ import sys
 
 from cli.main import main
 
+# What a Unix tool ends with when the reader of its output went away (`starter.py status | head`): 128 + SIGPIPE.
+CUT_SHORT = 141
+
 if __name__ == "__main__":
-    status = main()
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader has all it wanted: no traceback. Later writes (the flush below) go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = CUT_SHORT
     # Skip interpreter finalization: the Temporal client's Rust threads can abort it with SIGABRT after the
     # command succeeded ("PyGILState_Release ... finalizing", temporalio/sdk-python#300), and scripts act on
     # the exit status.
-    sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

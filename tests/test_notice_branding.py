@@ -500,3 +500,18 @@ def test_notices_preview_refuses_an_unknown_kind() -> None:
         starter.main(["notices", "preview", "nudge"])
 
     assert refused.value.code == 2
+
+
+def test_starter_whose_reader_went_away_ends_without_a_traceback(tmp_path: Path) -> None:
+    """`starter.py ... | head`: the pipe closes before the output is written; the command ends quietly."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    command = [sys.executable, str(repo / "starter.py"), "policy", "render", "--locale", "en-US"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # long before the interpreter has started and written anything
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
