@@ -533,3 +533,15 @@ def test_a_reinstatement_within_60_days_tells_the_desk_nothing():
     d.pay_everything()
     d.run_until(d.now + days(1))
     assert StepKind.REPORT_SUBSCRIPTIONS_TO_DESK not in d.kinds() and d.state.desk_reports == []
+
+
+def test_pausing_and_resuming_a_suspended_account_sends_no_second_final_notice():
+    d = driver()
+    d.issue("INV-1", cny("2400.00"), DUE)
+    d.run_until(DUE + days(30))
+    assert d.state.suspension is not None
+    transitions.dunning_paused(d.state, DunningPause(reason="talks"))
+    d.run_until(d.now + days(2))
+    transitions.dunning_resumed(d.state)
+    d.run_until(d.now + days(10))
+    assert d.kinds().count(StepKind.SEND_FINAL_NOTICE) == 1

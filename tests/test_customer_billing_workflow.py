@@ -404,6 +404,27 @@ async def test_a_dispute_whose_sum_leaves_the_bound_is_rejected_and_the_lifecycl
         assert [d.dispute_id for d in after.disputes] == ["D-1"]
 
 
+async def test_a_suspension_partner_center_refuses_for_every_subscription_is_not_announced(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, partner_center_emulator: Any, smtp_sink: Any
+):
+    env = time_skipping_env
+    now = await env.get_current_time()
+    partner_center_emulator.seed_tenant("all-refused", {"sub-only": "active"})
+    partner_center_emulator.refuse_status_change("all-refused", "sub-only", "800096")
+    async with engine_factory(env.client) as engine:
+        handle = await engine.issue(
+            account("all-refused"), invoice("all-refused", "INV-AR-1", "900.00", now + timedelta(days=1))
+        )
+        await env.sleep(timedelta(days=30))
+        status = await status_when(
+            engine, "all-refused", lambda s: "escalation_case" in sink_kinds(smtp_sink, "all-refused")
+        )
+        assert status.stage is not BillingStage.SUSPENDED and status.suspended_subscription_ids == []
+        assert "suspension" not in sink_kinds(smtp_sink, "all-refused")
+        await handle.signal("payment_received", payment("all-refused", "PAY-AR-1", "900.00", now))
+        await handle.result()
+
+
 async def test_quiet_hours_and_weekends_hold_customer_notices(
     time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
 ):

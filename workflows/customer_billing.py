@@ -80,6 +80,7 @@ R = TypeVar("R")
 PATCH_NOTICE_TIME = "notice-time-is-workflow-time"
 PATCH_LADDER_RESTARTS = "ladder-restarts-after-extension-or-pause"
 PATCH_NOTICE_GAP = "dunning-notices-keep-a-minimum-gap"
+PATCH_SUBSCRIPTION_ANSWERS = "partner-center-answers-per-subscription"
 PATCH_CHINA_CALENDAR = "business-days-follow-china-calendar"
 
 
@@ -267,8 +268,14 @@ class CustomerBilling:
             restarts = workflow.patched(PATCH_LADDER_RESTARTS)
             # A catch-up spaces out dunning notices; runs recorded before send them as they fall due.
             paces = workflow.patched(PATCH_NOTICE_GAP)
+            # Partner Center's answer per subscription is kept, the desk told, suspend_now checked for overdue.
+            per_subscription = workflow.patched(PATCH_SUBSCRIPTION_ANSWERS)
             self._state = BillingState.new(
-                account, settings.policy.currency, restarts_ladders=restarts, paces_notices=paces
+                account,
+                settings.policy.currency,
+                restarts_ladders=restarts,
+                paces_notices=paces,
+                answers_per_subscription=per_subscription,
             )
         state = self._state
         self._upsert({attributes.CUSTOMER_ID.name: account.customer_id})

@@ -93,7 +93,7 @@ def check_suspend_now(state: BillingState, action: SuspendNow, now: datetime) ->
             f"the account is already suspended ({state.suspension.reason.value} since "
             f"{state.suspension.suspended_at.isoformat(timespec='minutes')})"
         )
-    if action.reason == "non_payment" and not state.overdue_amount(now).is_positive:
+    if action.reason == "non_payment" and state.answers_per_subscription and not state.overdue_amount(now).is_positive:
         # The engine reinstates an account with nothing overdue at once, so this suspension would be undone
         # before Partner Center heard of it.
         raise Refused(

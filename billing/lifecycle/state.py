@@ -137,11 +137,20 @@ class BillingState(BaseModel):
     restarts_ladders: bool = False
     # Runs recorded before dunning notices kept a minimum gap send them as they fall due (CustomerBilling's patch).
     paces_notices: bool = False
+    # Runs recorded before Partner Center answered per subscription keep claiming what they asked for, tell the
+    # desk nothing and accept suspend_now with nothing overdue (CustomerBilling's patch).
+    answers_per_subscription: bool = False
     timeline: list[TimelineEntry] = Field(default_factory=list)
 
     @classmethod
     def new(
-        cls, account: CustomerAccount, currency: str, *, restarts_ladders: bool = True, paces_notices: bool = True
+        cls,
+        account: CustomerAccount,
+        currency: str,
+        *,
+        restarts_ladders: bool = True,
+        paces_notices: bool = True,
+        answers_per_subscription: bool = True,
     ) -> BillingState:
         zero = Money.zero(currency)
         balance = AccountBalance(
@@ -153,6 +162,7 @@ class BillingState(BaseModel):
             balance=balance,
             restarts_ladders=restarts_ladders,
             paces_notices=paces_notices,
+            answers_per_subscription=answers_per_subscription,
         )
 
     # --- reading the books -----------------------------------------------------------------------------

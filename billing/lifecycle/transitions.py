@@ -270,11 +270,19 @@ def suspension_confirmed(state: BillingState, results: list[SubscriptionStatusCh
     suspension = state.suspension
     if suspension is None:
         raise ValueError("nothing is suspended")
+    suspension.confirmed = True
+    if not state.answers_per_subscription:
+        return  # a run recorded before: it claims what it asked for, as it did then
     problems = [_problem(result, suspension) for result in results if result.status != "suspended"]
     suspension.refused = problems
-    suspension.confirmed = True
     if problems:
         _report_to_desk(state, DeskReport(key=f"desk-report-{suspension.key}", at=at, problems=problems))
+    if suspension.subscription_ids and not suspension.suspended_ids:
+        # Partner Center suspended none of them: nothing is suspended, and the customer is not told it was. The
+        # ladder does not try again over this invoice by itself; the desk has the case.
+        if suspension.invoice_id and suspension.invoice_id not in state.suspension_waived_for:
+            state.suspension_waived_for = [*state.suspension_waived_for, suspension.invoice_id]
+        state.suspension = None
 
 
 def reinstated(state: BillingState, results: list[SubscriptionStatusChanged], at: datetime) -> None:
@@ -284,6 +292,12 @@ def reinstated(state: BillingState, results: list[SubscriptionStatusChanged], at
     suspension = state.suspension
     if suspension is None:
         raise ValueError("nothing is suspended")
+    if not state.answers_per_subscription:
+        # A run recorded before: it claims what it suspended as restored and tells the desk nothing, as then.
+        if state.issue is not None:
+            state.issue.reinstated_subscription_ids = list(suspension.subscription_ids)
+        state.suspension = None
+        return
     restored = [result.subscription_id for result in results if result.status == "active"]
     problems = [_problem(result, suspension) for result in results if result.status != "active"]
     late = at - suspension.suspended_at > DATA_DELETION_AFTER_SUSPENSION
@@ -356,6 +370,8 @@ def _restart(state: BillingState, invoice_id: str) -> None:
 def _restart_if_warned(state: BillingState, invoice_id: str | None) -> None:
     """After an interruption (a pause, an upheld dispute's grace), a ladder whose final notice already went out
     starts again, so the next suspension is announced afresh instead of following at once."""
+    if state.suspension is not None:
+        return  # suspended already: the ladder's warnings are behind it, reinstatement is what comes next
     if state.restarts_ladders and invoice_id is not None and state.is_done(state.rung_key("final-notice", invoice_id)):
         _restart(state, invoice_id)
 
