@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,31 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+async def skip_settled(env: WorkflowEnvironment, handle: WorkflowHandle, duration: timedelta) -> None:
+    """`env.sleep(duration)` on the time-skipping server, with the lifecycle idle before and after.
+
+    The time-skipping server jumps to the next timer it knows, and an activity still running when a skip begins
+    has timers of its own there (its 10 s heartbeat timeout): the skip fires them while the activity is alive.
+    An update sent while a workflow task is still with the worker may cancel a timer the server just fired,
+    which the test server refuses ("invalid history builder state for action", temporalio/sdk-java#3088) and
+    the run is stranded. A real server handles both; the test waits for quiet instead."""
+    await settled(handle)
+    await env.sleep(duration)
+    await settled(handle)
+
+
+async def settled(handle: WorkflowHandle, within: float = 15.0) -> None:
+    """Wait until the run has no activity running and no workflow task outstanding."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        raw = (await handle.describe()).raw_description
+        if not raw.pending_activities and not raw.HasField("pending_workflow_task"):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the run never settled: {len(raw.pending_activities)} activities pending")
+        await asyncio.sleep(0.02)
 
 
 async def register_search_attributes(client: Client) -> None:

@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from billing.models import BillingStage, BillingStatus, NoticeKind
 from tests.builders import SHANGHAI
-from tests.temporal_fixtures import EngineFactory
+from tests.temporal_fixtures import EngineFactory, skip_settled
 from tests.test_customer_billing_workflow import account, cny, invoice, notice_kinds, payment, status_when
 
 pytestmark = pytest.mark.timeout(120)
@@ -117,13 +117,13 @@ async def test_pause_without_until_holds_the_ladder_until_resumed(
         handle = await issued(engine, account("pause"), invoice("pause", "INV-PA-1", "900.00", now + timedelta(days=1)))
         paused = await accepted(handle, "pause_dunning", {"reason": "customer in payment plan talks"})
         assert paused.paused and paused.stage is BillingStage.PAUSED
-        await env.sleep(timedelta(days=30))
+        await skip_settled(env, handle, timedelta(days=30))
         status = await engine.status("pause")
         assert [n.kind for n in status.notices_sent] == [NoticeKind.INVOICE]
         assert status.suspended_subscription_ids == []
         resumed = await accepted(handle, "resume_dunning", {"reason": "talks failed"})
         assert not resumed.paused
-        await env.sleep(timedelta(days=1))
+        await skip_settled(env, handle, timedelta(days=1))
         status = await engine.status("pause")
         # The latest rung that fell due during the pause goes out, not the whole ladder at once,
         # and suspension still waits the final notice's full warning period.
@@ -145,9 +145,9 @@ async def test_pause_with_until_resumes_by_itself(
         until = (now + timedelta(days=10)).isoformat()
         status = await accepted(handle, "pause_dunning", {"reason": "promised to pay", "until": until})
         assert status.paused_until is not None
-        await env.sleep(timedelta(days=9))
+        await skip_settled(env, handle, timedelta(days=9))
         assert [n.kind for n in (await engine.status("pauseu")).notices_sent] == [NoticeKind.INVOICE]
-        await env.sleep(timedelta(days=2))
+        await skip_settled(env, handle, timedelta(days=2))
         status = await engine.status("pauseu")
         assert not status.paused
         assert [n.kind for n in status.notices_sent][-1] is NoticeKind.REMINDER
@@ -163,7 +163,7 @@ async def test_write_off_then_payment_completes_the_run(
     now = await env.get_current_time()
     async with engine_factory(env.client) as engine:
         handle = await issued(engine, account("wo"), invoice("wo", "INV-WO-1", "1000.00", now + timedelta(days=1)))
-        await env.sleep(timedelta(days=3))
+        await skip_settled(env, handle, timedelta(days=3))
         status = await accepted(
             handle,
             "write_off",
@@ -190,7 +190,7 @@ async def test_extend_due_date_moves_the_ladder(time_skipping_env: WorkflowEnvir
             handle, "extend_due_date", {"invoice_id": "INV-EX-1", "due_on": str(new_due), "reason": "x"}
         )
         assert status.invoices[0].due_on == new_due
-        await env.sleep(timedelta(days=15))
+        await skip_settled(env, handle, timedelta(days=15))
         status = await engine.status("extend")
         assert status.stage is BillingStage.CURRENT
         assert NoticeKind.FINAL_NOTICE not in [n.kind for n in status.notices_sent]
@@ -209,11 +209,11 @@ async def test_extend_due_date_after_the_final_notice_warns_again_before_suspend
         handle = await issued(
             engine, account("re-anchor"), invoice("re-anchor", "INV-RA-1", "900.00", now + timedelta(days=1))
         )
-        await env.sleep(timedelta(days=16))
+        await skip_settled(env, handle, timedelta(days=16))
         before = await status_when(engine, "re-anchor", lambda s: NoticeKind.FINAL_NOTICE in notice_kinds(s))
         new_due = (now + timedelta(days=21)).astimezone(SHANGHAI).date()
         await accepted(handle, "extend_due_date", {"invoice_id": "INV-RA-1", "due_on": str(new_due), "reason": "x"})
-        await env.sleep(timedelta(days=40))
+        await skip_settled(env, handle, timedelta(days=40))
         status = await status_when(engine, "re-anchor", lambda s: s.stage is BillingStage.SUSPENDED)
         later = status.notices_sent[len(before.notices_sent) :]
         kinds = [n.kind for n in later]
@@ -239,7 +239,7 @@ async def test_suspend_now_and_reinstate_for_non_payment(
         handle = await issued(
             engine, account("manual"), invoice("manual", "INV-MS-1", "900.00", now + timedelta(days=1))
         )
-        await env.sleep(timedelta(days=2))
+        await skip_settled(env, handle, timedelta(days=2))
         status = await accepted(handle, "suspend_now", {"reason": "non_payment", "note": "third broken promise"})
         assert status.stage is BillingStage.SUSPENDED
         assert status.suspended_subscription_ids == ["sub-1"]
@@ -250,7 +250,7 @@ async def test_suspend_now_and_reinstate_for_non_payment(
         assert status.suspended_subscription_ids == []
         assert partner_center_emulator.subscription("manual", "sub-1")["status"] == "active"
         assert partner_center_emulator.subscription("manual", "sub-2")["status"] == "suspended"
-        await env.sleep(timedelta(days=30))
+        await skip_settled(env, handle, timedelta(days=30))
         assert (await engine.status("manual")).stage is not BillingStage.SUSPENDED  # no automatic re-suspension
         await accepted(handle, "record_payment", payment("manual", "PAY-MS-1", "900.00", now).model_dump(mode="json"))
         result = await handle.result()
