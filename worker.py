@@ -7,6 +7,8 @@ the `CustomerBilling` workflow and its activities on the `BILLING_TASK_QUEUE` ta
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -91,12 +93,51 @@ def partner_center_client(settings: Settings) -> PartnerCenterClient:
         settings.partner_center_client_id or "",
         settings.partner_center_client_secret or "",
         resource=settings.partner_center_resource,
+        # Beside the task-queue-wide limit of the Temporal server: no one process exceeds it either.
+        max_calls_per_second=max(1, math.ceil(settings.partner_center_calls_per_second)),
     )
 
 
+class BillingWorkers:
+    """The worker process's three task queues, run and stopped together: the lifecycles and their ledger and mail
+    activities; Partner Center's calls, rate-limited by the Temporal server for every worker of the partner at
+    once; the daily sweep, which never competes with the lifecycles it wakes."""
+
+    def __init__(self, lifecycles: Worker, partner_center: Worker, sweep: Worker) -> None:
+        self.lifecycles = lifecycles
+        self.partner_center = partner_center
+        self.sweep = sweep
+        self._all = [lifecycles, partner_center, sweep]
+        self._stack = contextlib.AsyncExitStack()
+
+    async def run(self) -> None:
+        await asyncio.gather(*(worker.run() for worker in self._all))
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(worker.shutdown() for worker in self._all))
+
+    async def __aenter__(self) -> BillingWorkers:
+        for worker in self._all:
+            await self._stack.enter_async_context(worker)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+
+def tuning(settings: Settings) -> dict[str, Any]:
+    """The SDK worker options the settings tune (None: the SDK's default), as printed at start."""
+    options: dict[str, Any] = {"max_cached_workflows": settings.max_cached_workflows}
+    if settings.max_concurrent_workflow_tasks is not None:
+        options["max_concurrent_workflow_tasks"] = settings.max_concurrent_workflow_tasks
+    if settings.max_concurrent_activities is not None:
+        options["max_concurrent_activities"] = settings.max_concurrent_activities
+    return options
+
+
 @asynccontextmanager
-async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """A worker wired to real adapters from `settings`; the adapters close when the context ends."""
+async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[BillingWorkers]:
+    """The workers wired to real adapters from `settings`; the adapters close when the context ends."""
     store = LedgerStore.from_url(settings.ledger_url)
     partner_center = partner_center_client(settings)
     transport: SmtpTransport | OutboxTransport
@@ -121,10 +162,16 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
         collections_policy=settings.policy(),
     )
     ledger = LedgerActivities(store)
-    policy = PolicyActivities(settings.policy(), settings.history_event_limit)
+    policy = PolicyActivities(settings.policy(), settings.history_event_limit, settings.partner_center_queue)
     warn_if_china_calendar_runs_out(settings.policy(), datetime.now(ZoneInfo(DEFAULT_TIME_ZONE)).date())
     payables = PartnerPayableActivities(partner_center, client, settings.task_queue, PartnerPaymentBook(store.engine))
     sweep = SweepActivities(store, client, settings.task_queue)
+    subscriptions = PartnerCenterActivities(partner_center)
+    partner_center_calls: list[Callable[..., Any]] = [
+        subscriptions.list_active_subscriptions,
+        subscriptions.change_subscriptions,
+        subscriptions.change_subscription_status,  # runs recorded before change_subscriptions
+    ]
     activities: list[Callable[..., Any]] = [
         policy.load_lifecycle_settings,
         ledger.record_invoice,
@@ -140,23 +187,48 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
         mailer.send_notice,
         payables.track_partner_invoices,
         payables.record_partner_payment,
-        PartnerCenterActivities(partner_center).list_active_subscriptions,
-        PartnerCenterActivities(partner_center).change_subscription_status,
+        # Runs that started before Partner Center had its own task queue still call it on this one.
+        *partner_center_calls,
+        # A schedule created before the sweep had its own task queue still starts sweeps on this one.
         sweep.reconcile_owed_customers,
         sweep.reconcile_running_lifecycles,
     ]
+    options = tuning(settings)
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="ledger") as ledger_threads:
-        worker = Worker(
-            client,
-            task_queue=settings.task_queue,
-            workflows=WORKFLOWS,
-            activities=activities,
-            interceptors=[OnePayloadPerMessage()],
-            activity_executor=ledger_threads,
-            graceful_shutdown_timeout=timedelta(seconds=10),
+        workers = BillingWorkers(
+            Worker(
+                client,
+                task_queue=settings.task_queue,
+                workflows=WORKFLOWS,
+                activities=activities,
+                interceptors=[OnePayloadPerMessage()],
+                activity_executor=ledger_threads,
+                graceful_shutdown_timeout=timedelta(seconds=10),
+                **options,
+            ),
+            Worker(
+                client,
+                task_queue=settings.partner_center_queue,
+                activities=partner_center_calls,
+                max_task_queue_activities_per_second=settings.partner_center_calls_per_second,
+                graceful_shutdown_timeout=timedelta(seconds=10),
+            ),
+            Worker(
+                client,
+                task_queue=settings.sweep_queue,
+                workflows=[DailySweep],
+                activities=[
+                    sweep.reconcile_owed_customers,
+                    sweep.reconcile_running_lifecycles,
+                    payables.track_partner_invoices,
+                ],
+                interceptors=[OnePayloadPerMessage()],
+                activity_executor=ledger_threads,
+                graceful_shutdown_timeout=timedelta(seconds=10),
+            ),
         )
         try:
-            yield worker
+            yield workers
         finally:
             await partner_center.aclose()
             store.close()
@@ -172,6 +244,10 @@ async def run(settings: Settings) -> None:
         log.info(
             "worker started",
             task_queue=settings.task_queue,
+            partner_center_task_queue=settings.partner_center_queue,
+            partner_center_calls_per_second=settings.partner_center_calls_per_second,
+            sweep_task_queue=settings.sweep_queue,
+            **tuning(settings),
             namespace=settings.temporal_namespace,
             temporal_address=settings.temporal_address,
             mail="smtp" if settings.smtp_host else "outbox",

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import httpx
 import structlog
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -33,6 +33,8 @@ from billing.money import Money
 from billing.partner_center_messages import (
     ActiveSubscriptions,
     SubscriptionQuery,
+    SubscriptionsChange,
+    SubscriptionsChanged,
     SubscriptionStatusChange,
     SubscriptionStatusChanged,
     SubscriptionSummary,
@@ -321,8 +323,12 @@ class PartnerCenterClient:
         *,
         answered: int = 0,
         on_answered: Callable[[int], None] | None = None,
+        listed: SubscriptionResource | None = None,
     ) -> SubscriptionStatusChanged:
         """GET the subscription, then PATCH it whole with `status` under its etag; nothing if already there.
+        `listed`: the resource as a list of the customer's subscriptions just returned it, etag included; the
+        first PATCH uses it instead of a GET of its own, and only a stale etag (the subscription changed since)
+        makes it read the subscription again.
 
         Only an active or suspended subscription is changed; any other is reported with its status, untouched.
         A permanent answer about this subscription comes back as a refusal (`refused`, Partner Center's code and
@@ -336,12 +342,15 @@ class PartnerCenterClient:
         context = {"tenant_id": tenant_id, "subscription_id": subscription_id}
         path = _subscriptions_path(tenant_id, subscription_id)
         for conflicts in range(self._max_conflicts + 1):
-            read = await self._call(
-                "GET", path, workflow_id=workflow_id, accept=_ANSWERS_ABOUT_THE_SUBSCRIPTION, context=context
-            )
-            if not read.is_success:
-                return self._refused_or_raise(f"GET {path}", read, status="", context=context)
-            current = SubscriptionResource.parse(read.json(), read.headers.get("ETag"))
+            if conflicts == 0 and listed is not None and listed.etag:
+                current = listed
+            else:
+                read = await self._call(
+                    "GET", path, workflow_id=workflow_id, accept=_ANSWERS_ABOUT_THE_SUBSCRIPTION, context=context
+                )
+                if not read.is_success:
+                    return self._refused_or_raise(f"GET {path}", read, status="", context=context)
+                current = SubscriptionResource.parse(read.json(), read.headers.get("ETag"))
             if current.status == status or current.status not in _CHANGEABLE_STATUSES:
                 log.info("partner_center.subscription_left_as_is", status=current.status, target=status, **context)
                 return SubscriptionStatusChanged(subscription_id=subscription_id, status=current.status, changed=False)
@@ -584,6 +593,46 @@ class PartnerCenterActivities:
             subscriptions=[subscription.summary() for subscription in active],
         )
 
+    @activity.defn(name="change_subscriptions")
+    async def change_subscriptions(self, change: SubscriptionsChange) -> SubscriptionsChanged:
+        """Set every listed subscription to the target in one activity: one list of the tenant's subscriptions,
+        then one PATCH each under the etag the list gave (Partner Center's list returns each resource with its
+        `attributes.etag`: https://learn.microsoft.com/partner-center/developer/get-all-of-a-customer-s-subscriptions).
+        A refusal is that subscription's answer; the others still change."""
+        progress = SubscriptionsProgress.of(activity.info().heartbeat_details)
+
+        def answered_for(subscription_id: str) -> Callable[[int], None]:
+            def answered(count: int) -> None:
+                progress.answered[subscription_id] = count
+                activity.heartbeat(progress)
+
+            return answered
+
+        async def change_one(subscription_id: str, listed: SubscriptionResource | None) -> None:
+            result = await self._client.set_subscription_status(
+                change.tenant_id,
+                subscription_id,
+                change.target,
+                f"{change.request_key}/{subscription_id}",
+                change.correlation_id,
+                answered=progress.answered.get(subscription_id, 0),
+                on_answered=answered_for(subscription_id),
+                listed=listed,
+            )
+            progress.results[subscription_id] = result
+            activity.heartbeat(progress)
+
+        async with heartbeating(lambda: (progress,)):
+            pending = [sid for sid in change.subscription_ids if sid not in progress.results]
+            if pending:
+                listing = await self._client.list_subscriptions(change.tenant_id, change.correlation_id)
+                by_id = {subscription.subscription_id: subscription for subscription in listing}
+                # One after the other: the rate limit paces them anyway, and an outage that fails the attempt
+                # leaves no call of it running on.
+                for subscription_id in pending:
+                    await change_one(subscription_id, by_id.get(subscription_id))
+        return SubscriptionsChanged(results=[progress.results[sid] for sid in change.subscription_ids])
+
     @activity.defn(name="change_subscription_status")
     async def change_subscription_status(self, change: SubscriptionStatusChange) -> SubscriptionStatusChanged:
         answers = StepAnswers.of(activity.info().heartbeat_details)
@@ -604,6 +653,22 @@ class PartnerCenterActivities:
                 answered=answers.answered,
                 on_answered=answered,
             )
+
+
+class SubscriptionsProgress(BaseModel):
+    """Heartbeat details of `change_subscriptions`: Partner Center's answers so far, per subscription, and how
+    many MS-RequestIds of each it has answered. The next attempt keeps the answers (a subscription this attempt
+    suspended is reported as suspended by it, not as "already suspended") and starts each id afresh."""
+
+    answered: dict[str, int] = Field(default_factory=dict)
+    results: dict[str, SubscriptionStatusChanged] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, heartbeat_details: Sequence[Any]) -> SubscriptionsProgress:
+        try:
+            return cls.model_validate(heartbeat_details[-1]) if heartbeat_details else cls()
+        except ValidationError:
+            return cls()
 
 
 class UnreadableInvoice(ValueError):

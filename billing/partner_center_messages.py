@@ -63,6 +63,22 @@ class SubscriptionStatusChanged(FrozenMessage):
     error_text: str | None = None
 
 
+class SubscriptionsChange(FrozenMessage):
+    """`change_subscriptions`: set these subscriptions of the tenant to `target`, in one activity."""
+
+    tenant_id: str
+    subscription_ids: list[str]
+    target: SubscriptionStatusTarget
+    request_key: str  # stable across retries; each subscription's MS-RequestId comes from "{request_key}/{id}"
+    correlation_id: str  # the workflow id, logged beside each call's own MS-CorrelationId (a fresh GUID)
+
+
+class SubscriptionsChanged(FrozenMessage):
+    """Partner Center's answer for each subscription of a `SubscriptionsChange`, in the order asked."""
+
+    results: list[SubscriptionStatusChanged]
+
+
 class TrackPartnerInvoicesRequest(FrozenMessage):
     """`track_partner_invoices`: start a `PartnerPayable` for each 21Vianet invoice with money owed."""
 

@@ -294,3 +294,6 @@ class LifecycleSettings(FrozenMessage):
 
     policy: CollectionsPolicy
     history_event_limit: int = 10_000  # continue-as-new past this many events even if not yet suggested
+    # The task queue of Partner Center activities (rate-limited there for every worker); None in runs recorded
+    # before it existed: those call Partner Center on their own task queue, as then.
+    partner_center_task_queue: str | None = None

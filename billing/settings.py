@@ -53,6 +53,13 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "BILLING_HISTORY_EVENT_LIMIT": "history_event_limit",
     "BILLING_SWEEP_TIME": "sweep_time",
     "BILLING_SWEEP_TIME_ZONE": "sweep_time_zone",
+    "BILLING_SWEEP_TASK_QUEUE": "sweep_task_queue",
+    # Worker tuning (SDK worker options), printed when the worker starts.
+    "BILLING_MAX_CACHED_WORKFLOWS": "max_cached_workflows",
+    "BILLING_MAX_CONCURRENT_WORKFLOW_TASKS": "max_concurrent_workflow_tasks",
+    "BILLING_MAX_CONCURRENT_ACTIVITIES": "max_concurrent_activities",
+    "BILLING_PARTNER_CENTER_TASK_QUEUE": "partner_center_task_queue",
+    "BILLING_PARTNER_CENTER_CALLS_PER_SECOND": "partner_center_calls_per_second",
     # What customers read (billing.notices.Branding) and where a partner's own templates live.
     "BILLING_PARTNER_NAME": "partner_name",
     "BILLING_PARTNER_LOGO_URL": "partner_logo_url",
@@ -196,6 +203,40 @@ class Settings(DocumentSettings):
     history_event_limit: int = 10_000  # a lifecycle continues as new past this many history events
     sweep_time: time = time(6, 0)  # the daily sweep's local time, HH:MM
     sweep_time_zone: str = "Asia/Shanghai"
+    # The daily sweep's own task queue (None: "{task_queue}-sweep"): a sweep never waits behind the lifecycles
+    # it wakes, nor they behind it.
+    sweep_task_queue: str | None = None
+    # Lifecycles kept in the worker's cache; beyond it every wake-up replays the whole history in a fresh
+    # sandbox. Size it for the open lifecycles (about 150-400 KiB each: bench/results/lifecycle.md).
+    max_cached_workflows: int = 2_000
+    max_concurrent_workflow_tasks: int | None = None  # None: the SDK's default
+    max_concurrent_activities: int | None = None  # None: the SDK's default
+    # Partner Center's rate limit is per partner tenant, so it is kept by the Temporal server for every worker at
+    # once: its calls run on their own task queue (None: "{task_queue}-partner-center") with a task-queue-wide
+    # activity rate limit.
+    partner_center_task_queue: str | None = None
+    partner_center_calls_per_second: float = 8.0
+
+    @field_validator("max_cached_workflows")
+    @classmethod
+    def _cache_size(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 (no cache) or more")
+        return value
+
+    @field_validator("max_concurrent_workflow_tasks", "max_concurrent_activities")
+    @classmethod
+    def _slots(cls, value: int | None) -> int | None:
+        if value is not None and value < 2:
+            raise ValueError("must be at least 2 (the SDK needs one slot per poller)")
+        return value
+
+    @field_validator("partner_center_calls_per_second")
+    @classmethod
+    def _rate(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be a positive number of calls per second")
+        return value
 
     @field_validator("sweep_time")
     @classmethod
@@ -250,6 +291,14 @@ class Settings(DocumentSettings):
                 + PRODUCTION_TOKEN_URL_TEMPLATE.format(tenant="<your partner tenant id>")
             )
         return self
+
+    @property
+    def sweep_queue(self) -> str:
+        return self.sweep_task_queue or f"{self.task_queue}-sweep"
+
+    @property
+    def partner_center_queue(self) -> str:
+        return self.partner_center_task_queue or f"{self.task_queue}-partner-center"
 
     def policy(self) -> CollectionsPolicy:
         return load_policy(self.policy_file) if self.policy_file else CollectionsPolicy()

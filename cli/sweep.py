@@ -27,14 +27,19 @@ def _sweep_zone_argument(value: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def sweep_task_queue(args: argparse.Namespace) -> str:
+    """The sweep's own task queue, as the worker derives it (BILLING_SWEEP_TASK_QUEUE or "{task queue}-sweep")."""
+    return os.environ.get("BILLING_SWEEP_TASK_QUEUE") or f"{args.task_queue}-sweep"
+
+
 async def sweep_command(client: Client, args: argparse.Namespace) -> None:
     if args.sweep_command == "schedule":
-        change = await ensure_sweep_schedule(client, SweepSchedule(args.at, args.time_zone, args.task_queue))
+        change = await ensure_sweep_schedule(client, SweepSchedule(args.at, args.time_zone, sweep_task_queue(args)))
         zone = ZoneInfo(args.time_zone)
         upcoming = ", ".join(f"{moment.astimezone(zone):%Y-%m-%d %H:%M}" for moment in await next_sweeps(client))
         print(f"schedule {SWEEP_SCHEDULE_ID} {change}: daily at {args.at:%H:%M} {args.time_zone}; next: {upcoming}")
         return
-    report = await run_sweep_now(client, args.task_queue)
+    report = await run_sweep_now(client, sweep_task_queue(args))
     print(report.details().replace("**", "").replace("\n\n", "\n"))
 
 

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from structlog.testing import capture_logs
 from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import RawValue
 from temporalio.testing import WorkflowEnvironment
@@ -23,7 +24,7 @@ from billing.policy import CollectionsPolicy, QuietHours
 from tests.builders import SHANGHAI, cny
 from tests.temporal_fixtures import TEST_POLICY, EngineFactory
 from worker import warn_if_china_calendar_runs_out
-from workflows.customer_billing import PATCH_CHINA_CALENDAR
+from workflows.customer_billing import PATCH_CHINA_CALENDAR, PATCH_FEWER_ACTIONS
 
 
 def account(customer_id: str, **extra: Any) -> CustomerAccount:
@@ -63,6 +64,14 @@ async def status_when(engine: Any, customer_id: str, predicate: Any) -> Any:
         await asyncio.sleep(0.05)
 
 
+def command_events(history: Any) -> list[str]:
+    """The history's events that commands of the workflow made, by type (workflow tasks, signals and activity
+    progress left out)."""
+    names = [EventType.Name(event.event_type).removeprefix("EVENT_TYPE_") for event in history.events]
+    made = ("MARKER_RECORDED", "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES", "ACTIVITY_TASK_SCHEDULED", "TIMER_STARTED")
+    return [name for name in names if name in made or name in ("TIMER_CANCELED", "WORKFLOW_EXECUTION_COMPLETED")]
+
+
 def notice_kinds(status: Any) -> list[NoticeKind]:
     return [notice.kind for notice in status.notices_sent]
 
@@ -78,12 +87,29 @@ async def test_invoice_paid_on_time_completes_without_close_the_loop(
     now = await env.get_current_time()
     async with engine_factory(env.client) as engine:
         handle = await engine.issue(account("ontime"), invoice("ontime", "INV-T-1", "880.00", now + timedelta(days=10)))
+        await status_when(engine, "ontime", lambda s: notice_kinds(s) == [NoticeKind.INVOICE])  # then it waits
         await handle.signal("payment_received", payment("ontime", "PAY-T-1", "880.00", now))
         result = await handle.result()
+        commands = command_events(await handle.fetch_history())
     assert result.stage is BillingStage.RESOLVED
     assert result.amount_due == cny("0.00")
     assert notice_kinds(result) == [NoticeKind.INVOICE]
     assert sink_kinds(smtp_sink, "ontime") == ["invoice"]
+    # The policy comes from a local activity; search attributes (CustomerId with the first stage) are upserted
+    # as the run waits and as it ends; one patch marker (and its TemporalChangeVersion upsert) for every change.
+    assert commands == [
+        "MARKER_RECORDED",  # PATCH_FEWER_ACTIONS
+        "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES",  # TemporalChangeVersion, by the SDK for the patch
+        "MARKER_RECORDED",  # the policy, read in a local activity
+        "ACTIVITY_TASK_SCHEDULED",  # record_invoice
+        "ACTIVITY_TASK_SCHEDULED",  # send_notice (invoice)
+        "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES",  # CustomerId, Current, amount, oldest due date
+        "TIMER_STARTED",
+        "TIMER_CANCELED",
+        "ACTIVITY_TASK_SCHEDULED",  # record_payment
+        "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES",  # Resolved, nothing due
+        "WORKFLOW_EXECUTION_COMPLETED",
+    ]
 
 
 async def test_full_ladder_to_suspension_then_payment_reinstates_and_closes_the_loop(
@@ -111,6 +137,22 @@ async def test_full_ladder_to_suspension_then_payment_reinstates_and_closes_the_
         ]
         await handle.signal("payment_received", payment("ladder", "PAY-L-1", "5600.00", now + timedelta(days=23)))
         result = await handle.result()
+        history = await handle.fetch_history()
+    # One Partner Center activity changes both subscriptions, on Partner Center's own (rate-limited) task queue.
+    partner_center_calls = [
+        (
+            event.activity_task_scheduled_event_attributes.activity_type.name,
+            event.activity_task_scheduled_event_attributes.task_queue.name,
+        )
+        for event in history.events
+        if event.HasField("activity_task_scheduled_event_attributes")
+        and event.activity_task_scheduled_event_attributes.task_queue.name == engine.settings.partner_center_queue
+    ]
+    assert [name for name, _ in partner_center_calls] == [
+        "list_active_subscriptions",
+        "change_subscriptions",  # suspension
+        "change_subscriptions",  # reinstatement
+    ]
     assert result.stage is BillingStage.RESOLVED
     assert notice_kinds(result)[-1] is NoticeKind.CLOSE_THE_LOOP
     assert result.suspended_subscription_ids == []
@@ -453,7 +495,8 @@ async def test_a_new_lifecycle_records_that_it_follows_the_policys_business_day_
     time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
 ):
     """The marker tells a replay that this run counts China's holidays (runs without it count Monday to
-    Friday: tests/test_replay.py); the core's tests show what the calendar does to the dates."""
+    Friday: tests/test_replay.py); the core's tests show what the calendar does to the dates. A new run records
+    one marker, PATCH_FEWER_ACTIONS, which stands for every earlier patch, the calendar's among them."""
     env = time_skipping_env
     now = await env.get_current_time()
     async with engine_factory(env.client) as engine:
@@ -468,7 +511,8 @@ async def test_a_new_lifecycle_records_that_it_follows_the_policys_business_day_
         if event.HasField("marker_recorded_event_attributes")
         for payload in event.marker_recorded_event_attributes.details["patch-data"].payloads
     ]
-    assert PATCH_CHINA_CALENDAR in patches
+    assert patches == [PATCH_FEWER_ACTIONS]
+    assert PATCH_CHINA_CALENDAR not in patches  # implied by PATCH_FEWER_ACTIONS: no marker and upsert of its own
 
 
 def test_the_worker_warns_at_start_up_about_this_year_and_next_when_china_calendar_does_not_know_them():

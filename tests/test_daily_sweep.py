@@ -314,7 +314,7 @@ async def test_sweep_starts_exactly_the_lifecycles_the_ledger_calls_for(
                         )
                     )
 
-            report = await sweep(env, engine.settings.task_queue)
+            report = await sweep(env, engine.settings.sweep_queue)
 
             assert report.phase == "done" and report.finished_at is not None
             assert report.customers_owing == MISSING + RUNNING + 2
@@ -359,7 +359,7 @@ async def test_sweep_starts_exactly_the_lifecycles_the_ledger_calls_for(
                 return all(amount is not None for amount in amounts)
 
             await eventually("every lifecycle publishing its amount due", everyone_published, 120)
-            again = await sweep(env, engine.settings.task_queue)
+            again = await sweep(env, engine.settings.sweep_queue)
 
             assert again.lifecycles_started == 0
             assert again.lifecycles_told == 0

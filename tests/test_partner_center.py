@@ -40,6 +40,7 @@ from billing.devtools.partner_center_emulator import DEFAULT_RESOURCE, PartnerCe
 from billing.partner_center_messages import (
     ActiveSubscriptions,
     SubscriptionQuery,
+    SubscriptionsChange,
     SubscriptionStatusChange,
     SubscriptionStatusChanged,
     SubscriptionSummary,
@@ -1090,3 +1091,95 @@ async def test_emulator_storm_answers_429_and_5xx_in_turn_until_it_ends(
     assert [answer.status_code for answer in during] == [429, 500, 503, 429]
     assert during[0].headers["Retry-After"] == "2" and "Retry-After" not in during[1].headers
     assert after.status_code == 200
+
+
+# --- change_subscriptions: one activity for all of a customer's subscriptions -----------------------------------
+
+
+def subscriptions_change(*subscription_ids: str, target: str = "suspended") -> SubscriptionsChange:
+    return SubscriptionsChange(
+        tenant_id=TENANT,
+        subscription_ids=list(subscription_ids),
+        target=target,  # type: ignore[arg-type]
+        request_key=f"{WORKFLOW_ID}/suspension-1",
+        correlation_id=WORKFLOW_ID,
+    )
+
+
+async def test_one_activity_lists_once_then_patches_each_subscription_under_the_listed_etag(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active", "sub-2": "active", "sub-3": "suspended"})
+    listed = {s.subscription_id: s.etag for s in await client.list_subscriptions(TENANT, WORKFLOW_ID)}
+    before = len(partner_center_emulator.api_requests())
+
+    changed = await ActivityEnvironment().run(
+        PartnerCenterActivities(client).change_subscriptions, subscriptions_change("sub-1", "sub-2")
+    )
+
+    assert changed.results == [
+        SubscriptionStatusChanged(subscription_id="sub-1", status="suspended", changed=True),
+        SubscriptionStatusChanged(subscription_id="sub-2", status="suspended", changed=True),
+    ]
+    calls = partner_center_emulator.api_requests()[before:]
+    assert [call.method for call in calls] == ["GET", "PATCH", "PATCH"]  # no GET of its own before each PATCH
+    assert calls[0].path.endswith(f"/customers/{TENANT}/subscriptions")
+    patches = {call.path.rsplit("/", 1)[-1]: call for call in calls[1:]}
+    assert {sid: call.header("If-Match") for sid, call in patches.items()} == {
+        sid: if_match(listed[sid]) for sid in ("sub-1", "sub-2")
+    }
+    assert {call.header("MS-RequestId") for call in patches.values()} == {
+        ms_request_id(f"{WORKFLOW_ID}/suspension-1/sub-1"),
+        ms_request_id(f"{WORKFLOW_ID}/suspension-1/sub-2"),
+    }
+
+
+async def test_a_subscription_changed_since_the_list_is_read_again_and_the_others_still_change(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active", "sub-2": "active"})
+    partner_center_emulator.inject_fault(412, method="PATCH", times=1)
+
+    changed = await ActivityEnvironment().run(
+        PartnerCenterActivities(client).change_subscriptions, subscriptions_change("sub-1", "sub-2")
+    )
+
+    assert [result.status for result in changed.results] == ["suspended", "suspended"]
+    calls = [(call.method, call.status) for call in partner_center_emulator.api_requests()]
+    assert calls.count(("PATCH", 412)) == 1
+    assert calls.count(("GET", 200)) == 2  # the list, and the one re-read after the stale etag
+
+
+async def test_the_next_attempt_keeps_what_the_failed_one_changed_and_patches_only_the_rest(
+    partner_center_emulator: PartnerCenterEmulator,
+) -> None:
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active", "sub-2": "active"})
+    first, second = ActivityEnvironment(), ActivityEnvironment()
+    heartbeats: list[Any] = []
+
+    faulted = False
+
+    def beat(*details: Any) -> None:
+        nonlocal faulted
+        heartbeats.append(tuple(d.model_copy(deep=True) for d in details))
+        if not faulted and details[0].results.keys() == {"sub-1"}:
+            faulted = True
+            partner_center_emulator.inject_fault(503, method="PATCH")  # sub-2's PATCH meets an outage
+
+    first.on_heartbeat = beat
+    async with client_for(partner_center_emulator, max_attempts=1) as client:
+        activities = PartnerCenterActivities(client)
+        with pytest.raises(ApplicationError) as failed:
+            await first.run(activities.change_subscriptions, subscriptions_change("sub-1", "sub-2"))
+        second.info = replace(first.info, attempt=2, heartbeat_details=list(heartbeats[-1]))
+        changed = await second.run(activities.change_subscriptions, subscriptions_change("sub-1", "sub-2"))
+
+    assert failed.value.type == UNAVAILABLE
+    # The first attempt suspended sub-1 before sub-2's PATCH failed: the next attempt reports sub-1 as suspended
+    # by this step (changed), not as found already suspended, and does not ask Partner Center about it again.
+    assert [(result.status, result.changed) for result in changed.results] == [
+        ("suspended", True),
+        ("suspended", True),
+    ]
+    patched = [(call.path.rsplit("/", 1)[-1], call.status) for call in partner_center_emulator.api_requests("PATCH")]
+    assert patched == [("sub-1", 200), ("sub-2", 503), ("sub-2", 200)]

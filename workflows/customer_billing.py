@@ -65,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
     from billing.partner_center_messages import (
         ActiveSubscriptions,
         SubscriptionQuery,
+        SubscriptionsChange,
         SubscriptionStatusChange,
         SubscriptionStatusChanged,
         SubscriptionStatusTarget,
@@ -82,6 +83,11 @@ PATCH_LADDER_RESTARTS = "ladder-restarts-after-extension-or-pause"
 PATCH_NOTICE_GAP = "dunning-notices-keep-a-minimum-gap"
 PATCH_SUBSCRIPTION_ANSWERS = "partner-center-answers-per-subscription"
 PATCH_CHINA_CALENDAR = "business-days-follow-china-calendar"
+# Every patch above, and fewer Temporal actions: a run that records this one marker takes every earlier change
+# without a marker (and a TemporalChangeVersion upsert) each; it reads the policy in a local activity,
+# publishes its search attributes (CustomerId with them) only when it waits, and changes all of a customer's
+# subscriptions in one Partner Center activity on Partner Center's own task queue.
+PATCH_FEWER_ACTIONS = "lifecycle-fewer-actions"
 
 
 class CarriedState(BaseModel):
@@ -113,6 +119,8 @@ class CustomerBilling:
         self._inbox = inbox.Inbox()
         self._published: dict[str, object] = {}
         self._details = ""
+        self._fewer_actions = False
+        self._partner_center_task_queue: str | None = None
 
     # --- messages from other services ----------------------------------------------------------------
 
@@ -257,19 +265,22 @@ class CustomerBilling:
     async def run(self, start: CustomerBillingInput) -> BillingStatus:
         account = self._account
         carried = start.carried_over
+        self._fewer_actions = workflow.patched(PATCH_FEWER_ACTIONS)
         settings = carried.settings if carried else await self._load_settings()
+        if self._fewer_actions:
+            self._partner_center_task_queue = settings.partner_center_task_queue
         # A run recorded while business days were Monday to Friday everywhere keeps them: its replay would
         # otherwise hold back a notice it sent on a public holiday. Its successor after continue-as-new
         # follows the policy's calendar.
-        patched = workflow.patched(PATCH_CHINA_CALENDAR)
+        patched = self._patched(PATCH_CHINA_CALENDAR)
         self._policy = settings.policy if patched else settings.policy.with_business_day_calendar("weekends")
         if self._state is None:
             # A ladder restarts after a new due date or a resumed pause; runs recorded before keep their keys.
-            restarts = workflow.patched(PATCH_LADDER_RESTARTS)
+            restarts = self._patched(PATCH_LADDER_RESTARTS)
             # A catch-up spaces out dunning notices; runs recorded before send them as they fall due.
-            paces = workflow.patched(PATCH_NOTICE_GAP)
+            paces = self._patched(PATCH_NOTICE_GAP)
             # Partner Center's answer per subscription is kept, the desk told, suspend_now checked for overdue.
-            per_subscription = workflow.patched(PATCH_SUBSCRIPTION_ANSWERS)
+            per_subscription = self._patched(PATCH_SUBSCRIPTION_ANSWERS)
             self._state = BillingState.new(
                 account,
                 settings.policy.currency,
@@ -278,16 +289,18 @@ class CustomerBilling:
                 answers_per_subscription=per_subscription,
             )
         state = self._state
-        self._upsert({attributes.CUSTOMER_ID.name: account.customer_id})
+        if not self._fewer_actions:
+            self._upsert({attributes.CUSTOMER_ID.name: account.customer_id})
         while True:
             await self._take_in_messages()
             now = workflow.now()
             transitions.time_passed(state, now)
             decision = self._decide()
-            self._publish(decision, now)
+            self._show(decision, now, waiting=False)
             if decision.finished:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not self._inbox:
+                    self._show(decision, now, waiting=True)
                     break
                 continue
             if decision.step is not None and decision.step.at <= now:
@@ -298,6 +311,7 @@ class CustomerBilling:
                 if not self._inbox:
                     carried_over = CarriedState(state=state, settings=settings)
                     workflow.continue_as_new(CustomerBillingInput(**account.model_dump(), carried_over=carried_over))
+            self._show(decision, now, waiting=True)
             await self._sleep_until(decision)
         workflow.logger.info("billing lifecycle complete", extra={"customer_id": account.customer_id})
         return build_status(state, self._decide(), workflow.now())
@@ -312,6 +326,10 @@ class CustomerBilling:
             summary = f"Wait until the {what}{target} on {decision.step.at:%Y-%m-%d %H:%M} UTC"
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: bool(self._inbox), timeout=timeout, timeout_summary=summary)
+
+    def _patched(self, patch_id: str) -> bool:
+        """`workflow.patched(patch_id)`, except in a run that recorded PATCH_FEWER_ACTIONS, which has them all."""
+        return True if self._fewer_actions else workflow.patched(patch_id)
 
     def _should_continue_as_new(self, settings: LifecycleSettings) -> bool:
         info = workflow.info()
@@ -331,6 +349,14 @@ class CustomerBilling:
         return self._policy
 
     async def _load_settings(self) -> LifecycleSettings:
+        if self._fewer_actions:
+            # The worker holds the policy in memory: no round trip through the server's activity queue.
+            return await workflow.execute_local_activity_method(
+                PolicyActivities.load_lifecycle_settings,
+                start_to_close_timeout=SETTINGS_TIMEOUT,
+                retry_policy=LEDGER_RETRY,
+                summary="Load the collections policy",
+            )
         return await workflow.execute_activity_method(
             PolicyActivities.load_lifecycle_settings,
             start_to_close_timeout=SETTINGS_TIMEOUT,
@@ -605,13 +631,14 @@ class CustomerBilling:
         workflow.logger.info("notice sent", extra={"key": receipt.key, "already_sent": receipt.already_sent})
         # Workflow time, not the worker's clock: the core reasons in workflow time (suspension comes a full
         # warning period after the final notice). Runs recorded before this change keep the receipt's time.
-        return workflow.now() if workflow.patched(PATCH_NOTICE_TIME) else receipt.sent_at
+        return workflow.now() if self._patched(PATCH_NOTICE_TIME) else receipt.sent_at
 
     async def _list_active_subscriptions(self) -> ActiveSubscriptions:
         state = self._require_state()
         active = await workflow.execute_activity_method(
             PartnerCenterActivities.list_active_subscriptions,
             SubscriptionQuery(tenant_id=state.account.tenant_id, correlation_id=workflow.info().workflow_id),
+            task_queue=self._partner_center_task_queue,
             start_to_close_timeout=PARTNER_CENTER_CALL_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             schedule_to_close_timeout=OUTSIDE_GIVE_UP_AFTER,
@@ -626,6 +653,26 @@ class CustomerBilling:
         """Every subscription at once; Partner Center's answer for each (a refusal is an answer, not an error)."""
         state = self._require_state()
         workflow_id = workflow.info().workflow_id
+        if self._fewer_actions:
+            if not subscription_ids:
+                return []
+            changed = await workflow.execute_activity_method(
+                PartnerCenterActivities.change_subscriptions,
+                SubscriptionsChange(
+                    tenant_id=state.account.tenant_id,
+                    subscription_ids=subscription_ids,
+                    target=target,
+                    request_key=f"{workflow_id}/{key}",
+                    correlation_id=workflow_id,
+                ),
+                task_queue=self._partner_center_task_queue,
+                start_to_close_timeout=PARTNER_CENTER_CALL_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                schedule_to_close_timeout=OUTSIDE_GIVE_UP_AFTER,
+                retry_policy=OUTSIDE_RETRY,
+                summary=f"Set {len(subscription_ids)} subscription(s) {target}",
+            )
+            return changed.results
         changes = [
             workflow.execute_activity_method(
                 PartnerCenterActivities.change_subscription_status,
@@ -648,13 +695,25 @@ class CustomerBilling:
 
     # --- what operators see -----------------------------------------------------------------------------
 
-    def _publish(self, decision: Decision, now: datetime) -> None:
+    def _show(self, decision: Decision, now: datetime, *, waiting: bool) -> None:
+        """Current details at every turn of the loop; search attributes at every turn in runs recorded before
+        PATCH_FEWER_ACTIONS, otherwise only as the run waits or ends (one upsert for what a turn's steps changed)."""
         state = self._require_state()
         status = build_status(state, decision, now)
+        if waiting or not self._fewer_actions:
+            self._publish(state, status)
+        details = current_details(status, state.account.time_zone)
+        if details != self._details:
+            self._details = details
+            workflow.set_current_details(details)
+
+    def _publish(self, state: BillingState, status: BillingStatus) -> None:
         open_invoices = state.open_invoices()
         references = [d.reference for d in state.disputes if d.reference]
+        first = {attributes.CUSTOMER_ID.name: state.account.customer_id} if self._fewer_actions else {}
         self._upsert(
             {
+                **first,
                 attributes.BILLING_STAGE.name: status.stage.value,
                 attributes.AMOUNT_DUE.name: float(status.amount_due.amount),  # display only; the books stay Decimal
                 attributes.OLDEST_DUE_DATE.name: open_invoices[0].due_at if open_invoices else None,
@@ -662,10 +721,6 @@ class CustomerBilling:
                 **({attributes.ESCALATION_REF.name: references[-1]} if references else {}),
             }
         )
-        details = current_details(status, state.account.time_zone)
-        if details != self._details:
-            self._details = details
-            workflow.set_current_details(details)
 
     def _upsert(self, values: dict[str, object]) -> None:
         updates = []
