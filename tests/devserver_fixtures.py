@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from billing import search_attributes
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
+from billing.encryption import data_converter, new_key
+from billing.settings import parse_encryption_keys
 
 if TYPE_CHECKING:
     # conftest imports this module's fixtures, so only the type checker imports it back.
@@ -46,6 +47,12 @@ enabled = false
 """
 
 T = TypeVar("T")
+
+# Every test environment encrypts, as `./dev run` does, with a key made for this test session: the worker, the
+# starter and the tests' clients (BILLING_ENCRYPTION_KEYS for the subprocesses, TEST_DATA_CONVERTER in process).
+TEST_ENCRYPTION_KEYS = new_key("test-session")
+TEST_KEYS = parse_encryption_keys(TEST_ENCRYPTION_KEYS)
+TEST_DATA_CONVERTER = data_converter(TEST_KEYS)
 
 
 def free_port() -> int:
@@ -161,7 +168,7 @@ async def _start_dev_server(folder: Path, *, ui: bool) -> tuple[subprocess.Popen
             if process.poll() is not None:
                 return True  # exited: the caller reads the log
             try:
-                return await Client.connect(address, data_converter=pydantic_data_converter)
+                return await Client.connect(address, data_converter=TEST_DATA_CONVERTER)
             except RuntimeError:
                 return None
 
@@ -208,6 +215,7 @@ def worker_environment(
         "BILLING_PARTNER_CENTER_CLIENT_ID": emulator.client_id,
         "BILLING_PARTNER_CENTER_CLIENT_SECRET": emulator.client_secret,
         "BILLING_POLICY_FILE": str(policy_file),
+        "BILLING_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEYS,
     }
 
 
@@ -273,7 +281,7 @@ async def run_starter(server: DevServer, task_queue: str, *args: str) -> Finishe
         task_queue,
         *args,
         cwd=REPO,
-        env=clean_environment(),
+        env=clean_environment() | {"BILLING_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEYS},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -285,3 +293,33 @@ async def run_starter(server: DevServer, task_queue: str, *args: str) -> Finishe
         raise
     assert process.returncode is not None
     return Finished(process.returncode, out.decode(), err.decode())
+
+
+@dataclass(frozen=True)
+class RunningCodecServer:
+    url: str
+    token: str | None
+    log: Path
+
+
+@asynccontextmanager
+async def running_codec_server(
+    tmp_path: Path, *, token: str | None = None, cors_origins: str | None = None
+) -> AsyncIterator[RunningCodecServer]:
+    """`python -m billing.codec_server` with the session's key on a free loopback port, as `./dev run` starts it."""
+    port = free_port()
+    env = clean_environment() | {"BILLING_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEYS, "BILLING_CODEC_PORT": str(port)}
+    env |= {"BILLING_CODEC_TOKEN": token} if token else {}
+    env |= {"BILLING_CODEC_CORS_ORIGINS": cors_origins} if cors_origins else {}
+    log = tmp_path / f"codec-server-{port}.log"
+    process = spawn([sys.executable, "-m", "billing.codec_server"], stdout=log, env=env)
+    try:
+
+        async def listening() -> bool:
+            assert process.poll() is None, f"the codec server exited: {log.read_text(errors='replace')}"
+            return await _port_open(port)
+
+        await eventually("the codec server listening", listening, 30, log)
+        yield RunningCodecServer(f"http://127.0.0.1:{port}", token, log)
+    finally:
+        stop_process(process)
