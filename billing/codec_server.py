@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 from google.protobuf import json_format
-from temporalio.api.common.v1 import Payload
+from temporalio.api.common.v1 import Payload, Payloads
 
 from billing.encryption import EncryptionCodec, PayloadDecryptionError
 from billing.logging import configure_logging
@@ -194,10 +194,11 @@ def _payloads(body: bytes) -> list[Payload]:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"not JSON ({error.__class__.__name__})") from None
-    if not isinstance(document, dict) or not isinstance(document.get("payloads"), list):
-        raise ValueError("no payloads list")
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
     try:
-        return [json_format.ParseDict(item, Payload()) for item in document["payloads"]]
+        # Protobuf's JSON form: an empty list may be left out (the CLI sends `{}` for a query without arguments).
+        return list(json_format.ParseDict(document, Payloads()).payloads)
     except (json_format.ParseError, TypeError, AttributeError) as error:
         raise ValueError(str(error)) from None
 

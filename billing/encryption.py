@@ -25,8 +25,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
+from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
+from temporalio.converter import DataConverter, DefaultFailureConverter, PayloadCodec, PayloadConverter
+from temporalio.exceptions import ApplicationError
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
@@ -128,16 +130,38 @@ class EncryptionCodec(PayloadCodec):
         return [self.decrypt(payload) for payload in payloads]
 
 
+# The engine's own refusals (workflows/inbox.py) and "not started yet": sentences the engine writes, which name
+# fields and amounts, never a customer's name or email (billing/refusals.py says never the value).
+PLAIN_FAILURE_TYPES = frozenset({"Refused", "NotStarted"})
+
+
+class EncryptedFailureConverter(DefaultFailureConverter):
+    """Failure messages and stack traces moved into the failure's encoded attributes, which the codec encrypts
+    (they are not payloads by default: https://docs.temporal.io/production-deployment/data-encryption,
+    "Application errors and failures"), as `DefaultFailureConverterWithEncodedAttributes` does, except the
+    engine's refusals: an operator must read why an update was refused where it was sent, and the Temporal
+    Web UI's "Send an Update" dialog (UI 2.54) shows an encoded failure as "Encoded failure", even with a codec
+    server configured. Everything else (activity errors, mail and HTTP errors, stack traces) is encrypted."""
+
+    def __init__(self) -> None:
+        super().__init__(encode_common_attributes=True)
+        self._plain = DefaultFailureConverter()
+
+    def to_failure(self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure) -> None:
+        refusal = isinstance(exception, ApplicationError) and exception.type in PLAIN_FAILURE_TYPES
+        if refusal and exception.__cause__ is None:
+            self._plain.to_failure(exception, payload_converter, failure)
+        else:
+            super().to_failure(exception, payload_converter, failure)
+
+
 def data_converter(keys: EncryptionKeys | None) -> DataConverter:
     """The engine's data converter: plain JSON (pydantic) without keys; with keys, JSON encrypted by the codec
-    and failures whose message and stack trace are encrypted too (they are not payloads by default:
-    https://docs.temporal.io/production-deployment/data-encryption, "Application errors and failures")."""
+    and failure messages encrypted too (`EncryptedFailureConverter`)."""
     if keys is None:
         return pydantic_data_converter
     return dataclasses.replace(
-        pydantic_data_converter,
-        payload_codec=EncryptionCodec(keys),
-        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+        pydantic_data_converter, payload_codec=EncryptionCodec(keys), failure_converter_class=EncryptedFailureConverter
     )
 
 

@@ -117,12 +117,17 @@ async def _port_open(port: int) -> bool:
 
 
 @asynccontextmanager
-async def running_dev_server(tmp_path: Path, *, ui: bool = False) -> AsyncIterator[DevServer]:
+async def running_dev_server(
+    tmp_path: Path, *, ui: bool = False, ui_port: int | None = None, codec_endpoint: str | None = None
+) -> AsyncIterator[DevServer]:
     """`temporal server start-dev` on free loopback ports with the contract's search attributes; with `ui`,
-    the Web UI on a free port too. A port found free can be taken by another process before the server binds
-    it: then the server is started again on other ports (three tries)."""
+    the Web UI on a free port too (or `ui_port`), reading payloads through `codec_endpoint` when given. A port
+    found free can be taken by another process before the server binds it: then the server is started again on
+    other ports (three tries)."""
     for attempt in range(1, 4):
-        process, log, server = await _start_dev_server(tmp_path / f"dev-server-{attempt}", ui=ui)
+        process, log, server = await _start_dev_server(
+            tmp_path / f"dev-server-{attempt}", ui=ui, ui_port=ui_port, codec_endpoint=codec_endpoint
+        )
         if server is not None:
             break
         if attempt == 3 or "address already in use" not in log.read_text(errors="replace"):
@@ -133,17 +138,20 @@ async def running_dev_server(tmp_path: Path, *, ui: bool = False) -> AsyncIterat
         stop_process(process)
 
 
-async def _start_dev_server(folder: Path, *, ui: bool) -> tuple[subprocess.Popen[bytes], Path, DevServer | None]:
+async def _start_dev_server(
+    folder: Path, *, ui: bool, ui_port: int | None, codec_endpoint: str | None
+) -> tuple[subprocess.Popen[bytes], Path, DevServer | None]:
     """The server's process, its log, and the server once it accepts connections (None: it exited)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    ui_port = free_port() if ui else None
+    ui_port = (ui_port or free_port()) if ui else None
     command = [
         str(TEMPORAL_CLI),
         "server",
         "start-dev",
         # No newsfeed: the UI would fetch it from the internet, which the tests never reach.
         *(["--ui-port", str(ui_port), "--ui-disable-news-fetch"] if ui_port else ["--headless"]),
+        *(["--ui-codec-endpoint", codec_endpoint] if ui_port and codec_endpoint else []),
         "--ip",
         "127.0.0.1",
         "--port",

@@ -62,6 +62,7 @@ def test_a_plain_payload_decodes_unchanged_and_a_namespace_path_segment_works(se
     assert decoded.status_code == 200, decoded.text
     assert decoded.json() == {"payloads": [PLAIN, {}]}
     assert post(server, "/decode", {"payloads": []}).json() == {"payloads": []}
+    assert post(server, "/encode", {}).json() == {"payloads": []}  # the CLI's query without arguments
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,12 @@ import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 from temporalio.exceptions import ApplicationError
 
 from billing.encryption import (
     ENCODING,
     KEY_ID_METADATA,
+    EncryptedFailureConverter,
     EncryptionCodec,
     PayloadDecryptionError,
     UnknownEncryptionKey,
@@ -115,12 +115,27 @@ async def test_the_key_id_is_bound_to_the_ciphertext():
 async def test_with_keys_failure_messages_are_encrypted_too_and_without_keys_the_converter_is_todays():
     assert data_converter(None) is pydantic_data_converter
     converter = data_converter(parse_encryption_keys(key("k")))
-    assert isinstance(converter.failure_converter, DefaultFailureConverterWithEncodedAttributes)
+    assert isinstance(converter.failure_converter, EncryptedFailureConverter)
     failure = Failure()
     await converter.encode_failure(ApplicationError(f"mail to {ACCOUNT.email} bounced"), failure)
     assert ACCOUNT.email.encode() not in failure.SerializeToString()
+    assert failure.message == "Encoded failure"
     decoded = await converter.decode_failure(failure)
     assert str(decoded) == f"mail to {ACCOUNT.email} bounced"
+
+
+async def test_the_engines_refusal_stays_readable_without_the_codec_and_anything_it_wraps_does_not():
+    """The Web UI's update dialog shows a refusal's message only in clear; refusals name no personal data."""
+    converter = data_converter(parse_encryption_keys(key("k")))
+    refusal = Failure()
+    await converter.encode_failure(ApplicationError("cannot write off 5000.00 CNY", type="Refused"), refusal)
+    assert refusal.message == "cannot write off 5000.00 CNY"
+    try:
+        raise ApplicationError("ledger down", type="Refused") from OSError(f"no route for {ACCOUNT.email}")
+    except ApplicationError as error:
+        wrapping = Failure()
+        await converter.encode_failure(error, wrapping)
+    assert ACCOUNT.email.encode() not in wrapping.SerializeToString()
 
 
 @pytest.mark.parametrize(
