@@ -225,3 +225,21 @@ def test_new_key_prints_a_key_the_setting_accepts(capsys: pytest.CaptureFixture[
     printed = capsys.readouterr().out.strip()
     assert parse_encryption_keys(printed).ids == ["2026-05"]
     assert new_key("x") != new_key("x")
+
+
+def test_dev_run_makes_its_key_once_readable_by_its_user_only_and_a_developers_own_keys_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from billing.devtools.local_stack import encryption_key_file, worker_environment
+
+    monkeypatch.delenv("BILLING_ENCRYPTION_KEYS", raising=False)
+    monkeypatch.delenv("BILLING_ENCRYPTION_KEYS_FILE", raising=False)
+    env = worker_environment(tmp_path, demo=False)
+    path = Path(env["BILLING_ENCRYPTION_KEYS_FILE"])
+    assert path == tmp_path / "encryption-keys"
+    assert path.stat().st_mode & 0o777 == 0o600
+    first = path.read_text(encoding="utf-8")
+    assert encryption_keys_from_environment(env) is not None
+    assert encryption_key_file(tmp_path) == path and path.read_text(encoding="utf-8") == first  # reused
+    monkeypatch.setenv("BILLING_ENCRYPTION_KEYS", key("mine"))
+    assert "BILLING_ENCRYPTION_KEYS_FILE" not in worker_environment(tmp_path, demo=False)
