@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.collections_policy import PolicyActivities
@@ -29,6 +28,7 @@ from activities.mailer import MailerActivities, OutboxTransport, SmtpTransport
 from activities.partner_center import PartnerCenterActivities, PartnerCenterClient
 from activities.partner_payables import PartnerPayableActivities
 from activities.sweep import SweepActivities
+from billing import encryption
 from billing.business_days import KNOWN_YEARS, unknown_years
 from billing.ledger import LedgerStore
 from billing.ledger.partner_payments import PartnerPaymentBook
@@ -55,7 +55,7 @@ async def connect(settings: Settings, attempts: int = CONNECT_ATTEMPTS) -> Clien
             return await Client.connect(
                 settings.temporal_address,
                 namespace=settings.temporal_namespace,
-                data_converter=pydantic_data_converter,
+                data_converter=encryption.data_converter(settings.encryption_keys),
             )
         except RuntimeError as error:
             if attempt == attempts:

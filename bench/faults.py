@@ -45,7 +45,6 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import RawValue
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
@@ -58,7 +57,15 @@ from billing.money import Money
 from cli.customers import issue_invoice
 from tests.builders import SHANGHAI
 from tests.conftest import POSTGRES_URL, SmtpSink, _LoopbackController
-from tests.devserver_fixtures import FAST_POLICY, TEMPORAL_CLI, free_port, spawn, stop_process, worker_environment
+from tests.devserver_fixtures import (
+    FAST_POLICY,
+    TEMPORAL_CLI,
+    TEST_DATA_CONVERTER,
+    free_port,
+    spawn,
+    stop_process,
+    worker_environment,
+)
 from worker import WORKFLOWS
 from workflows.inbox import OnePayloadPerMessage
 
@@ -159,7 +166,7 @@ class DevServerProcess:
             deadline = time.monotonic() + 30
             while self.process.poll() is None and time.monotonic() < deadline:
                 try:
-                    return await Client.connect(self.address, data_converter=pydantic_data_converter)
+                    return await Client.connect(self.address, data_converter=TEST_DATA_CONVERTER)
                 except RuntimeError:
                     await asyncio.sleep(0.2)
             stop_process(self.process)
@@ -830,9 +837,7 @@ async def check(
         if failed:
             task_failures.append(f"{life.workflow_id}:{failed}")
     figures.defect_if("workflow_task_failures", len(task_failures), ",".join(task_failures))
-    replayer = Replayer(
-        workflows=WORKFLOWS, interceptors=[OnePayloadPerMessage()], data_converter=pydantic_data_converter
-    )
+    replayer = Replayer(workflows=WORKFLOWS, interceptors=[OnePayloadPerMessage()], data_converter=TEST_DATA_CONVERTER)
     results = await replayer.replay_workflows(_each(histories), raise_on_replay_failure=False)
     figures.values["replayed"] = f"{len(histories) - len(results.replay_failures)}/{len(histories)}"
     figures.defect_if(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator, model_validator
 
+from billing.encryption import KEY_BYTES, EncryptionKey, EncryptionKeys
 from billing.notices.branding import (
     BankAccount,
     Branding,
@@ -179,7 +184,7 @@ class DocumentSettings(BaseModel):
 
 
 class Settings(DocumentSettings):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
@@ -203,6 +208,8 @@ class Settings(DocumentSettings):
     history_event_limit: int = 10_000  # a lifecycle continues as new past this many history events
     sweep_time: time = time(6, 0)  # the daily sweep's local time, HH:MM
     sweep_time_zone: str = "Asia/Shanghai"
+    # BILLING_ENCRYPTION_KEYS or BILLING_ENCRYPTION_KEYS_FILE (encryption_keys_from_environment); None: plain JSON.
+    encryption_keys: EncryptionKeys | None = None
     # The daily sweep's own task queue (None: "{task_queue}-sweep"): a sweep never waits behind the lifecycles
     # it wakes, nor they behind it.
     sweep_task_queue: str | None = None
@@ -307,16 +314,23 @@ class Settings(DocumentSettings):
 def settings_from_environment(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check the settings; a `SettingsError` lists every problem by variable name."""
     environ = os.environ if environ is None else environ
-    values = {field: environ[name] for name, field in ENVIRONMENT_NAMES.items() if environ.get(name, "") != ""}
+    values: dict[str, object] = {
+        field: environ[name] for name, field in ENVIRONMENT_NAMES.items() if environ.get(name, "") != ""
+    }
+    problems = []
+    try:
+        values["encryption_keys"] = encryption_keys_from_environment(environ)
+    except SettingsError as error:
+        problems.append(str(error))
     try:
         settings = Settings.model_validate(values)
     except ValidationError as error:
         by_field = {field: name for name, field in ENVIRONMENT_NAMES.items()}
-        problems = []
         for detail in error.errors():
             field = str(detail["loc"][0]) if detail["loc"] else ""
             where = by_field.get(field, "settings")
             problems.append(f"{where}: {detail['msg'].removeprefix('Value error, ')}")
+    if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
     try:
         settings.policy()
@@ -340,3 +354,138 @@ def document_settings_from_environment(environ: Mapping[str, str] | None = None)
             for detail in error.errors()
         ]
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+# --- payload encryption and the codec server ---------------------------------------------------------------
+
+ENCRYPTION_KEYS = "BILLING_ENCRYPTION_KEYS"
+ENCRYPTION_KEYS_FILE = "BILLING_ENCRYPTION_KEYS_FILE"
+
+
+def parse_encryption_keys(text: str, source: str = ENCRYPTION_KEYS) -> EncryptionKeys:
+    """`key_id:base64-of-32-bytes` entries, comma-separated or one per line (the first encrypts, all decrypt).
+    A `SettingsError` names the entry by its position or key id: never a key's text, which may be a secret."""
+    entries = [entry.strip() for entry in re.split(r"[,\n]", text) if entry.strip()]
+    if not entries:
+        raise SettingsError(f"{source}: no key given (key_id:base64-of-32-bytes, comma-separated)")
+    keys: list[EncryptionKey] = []
+    for position, entry in enumerate(entries, start=1):
+        key_id, colon, encoded = (part.strip() for part in entry.partition(":"))
+        if not colon or not key_id:
+            raise SettingsError(f"{source}: entry {position} is not key_id:base64-of-32-bytes")
+        try:
+            secret = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise SettingsError(f"{source}: key {key_id!r} (entry {position}) is not valid base64") from None
+        if any(key.key_id == key_id for key in keys):
+            raise SettingsError(f"{source}: key id {key_id!r} appears more than once")
+        if len(secret) != KEY_BYTES:
+            raise SettingsError(
+                f"{source}: key {key_id!r} is {len(secret)} bytes; AES-256 needs {KEY_BYTES} "
+                "(make one with `python -m billing.encryption new-key --id ID`)"
+            )
+        try:
+            keys.append(EncryptionKey(key_id, secret))
+        except ValueError as error:
+            raise SettingsError(f"{source}: {error}") from None
+    return EncryptionKeys(keys)
+
+
+def encryption_keys_from_environment(environ: Mapping[str, str] | None = None) -> EncryptionKeys | None:
+    """The keys of `BILLING_ENCRYPTION_KEYS`, or of the file `BILLING_ENCRYPTION_KEYS_FILE` names (same form,
+    e.g. a mounted secret); None when neither is set: payloads are then plain JSON."""
+    environ = os.environ if environ is None else environ
+    text, file = environ.get(ENCRYPTION_KEYS, "").strip(), environ.get(ENCRYPTION_KEYS_FILE, "").strip()
+    if text and file:
+        raise SettingsError(f"{ENCRYPTION_KEYS} and {ENCRYPTION_KEYS_FILE} are both set: set one")
+    if file:
+        try:
+            content = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise SettingsError(f"{ENCRYPTION_KEYS_FILE}: cannot read {file}: {type(error).__name__}") from None
+        return parse_encryption_keys(content, f"{ENCRYPTION_KEYS_FILE} ({file})")
+    return parse_encryption_keys(text) if text else None
+
+
+CODEC_ENVIRONMENT_NAMES = {
+    "BILLING_CODEC_HOST": "host",
+    "BILLING_CODEC_PORT": "port",
+    "BILLING_CODEC_TOKEN": "token",
+    "BILLING_CODEC_CORS_ORIGINS": "cors_origins",
+}
+
+
+class CodecServerSettings(BaseModel):
+    """`python -m billing.codec_server`: where it listens, the bearer token it asks for, the origins (the Temporal
+    Web UI's) whose pages may call it, and the keys. Loopback by default; elsewhere a token is required."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    host: str = "127.0.0.1"
+    port: int = 8081
+    token: SecretStr | None = None
+    cors_origins: tuple[str, ...] = ("http://localhost:8233",)
+    encryption_keys: EncryptionKeys
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        if not 0 <= value < 65536:
+            raise ValueError("must be a TCP port between 1 and 65535 (0: any free port)")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
+        for origin in value if isinstance(value, tuple | list) else ():
+            if not re.fullmatch(r"https?://[^/\s]+", str(origin)):
+                raise ValueError(f"{origin!r} is not an origin like http://localhost:8233 (scheme, host, port)")
+        return value
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> CodecServerSettings:
+        if not self.loopback and not (self.token and self.token.get_secret_value()):
+            raise ValueError(
+                f"BILLING_CODEC_TOKEN is required when BILLING_CODEC_HOST is not loopback ({self.host}): "
+                "anyone who reaches the port could decrypt every payload"
+            )
+        return self
+
+
+def codec_server_settings_from_environment(environ: Mapping[str, str] | None = None) -> CodecServerSettings:
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {
+        field: environ[name] for name, field in CODEC_ENVIRONMENT_NAMES.items() if environ.get(name, "") != ""
+    }
+    problems = []
+    try:
+        keys = encryption_keys_from_environment(environ)
+    except SettingsError as error:
+        problems.append(str(error))
+    else:
+        if keys is None:
+            problems.append(f"{ENCRYPTION_KEYS} or {ENCRYPTION_KEYS_FILE} is required: the keys it decrypts with")
+        values["encryption_keys"] = keys
+    try:
+        settings = CodecServerSettings.model_validate(values)
+    except ValidationError as error:
+        by_field = {field: name for name, field in CODEC_ENVIRONMENT_NAMES.items()}
+        for detail in error.errors():
+            field = str(detail["loc"][0]) if detail["loc"] else ""
+            if field == "encryption_keys":
+                continue  # said above
+            problems.append(f"{by_field.get(field, 'settings')}: {detail['msg'].removeprefix('Value error, ')}")
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+    return settings

@@ -7,7 +7,10 @@ import argparse
 from datetime import date, datetime
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
+
+from billing import encryption
+from billing.settings import SettingsError, encryption_keys_from_environment
 
 
 class CommandError(Exception):
@@ -18,9 +21,19 @@ def workflow_id(customer_id: str) -> str:
     return f"customer-billing-{customer_id}"
 
 
-async def connect(args: argparse.Namespace) -> Client:
+def data_converter() -> DataConverter:
+    """The worker's converter: with BILLING_ENCRYPTION_KEYS (or _FILE) set, what the command sends is encrypted
+    and what it reads is decrypted, as the worker does."""
     try:
-        return await Client.connect(args.address, namespace=args.namespace, data_converter=pydantic_data_converter)
+        return encryption.data_converter(encryption_keys_from_environment())
+    except SettingsError as error:
+        raise CommandError(str(error)) from None
+
+
+async def connect(args: argparse.Namespace) -> Client:
+    converter = data_converter()
+    try:
+        return await Client.connect(args.address, namespace=args.namespace, data_converter=converter)
     except RuntimeError as error:
         raise CommandError(
             f"cannot reach Temporal at {args.address} (namespace {args.namespace}): {error}\n"

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from billing import search_attributes
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
+from billing.encryption import data_converter, new_key
+from billing.settings import parse_encryption_keys
 
 if TYPE_CHECKING:
     # conftest imports this module's fixtures, so only the type checker imports it back.
@@ -46,6 +47,12 @@ enabled = false
 """
 
 T = TypeVar("T")
+
+# Every test environment encrypts, as `./dev run` does, with a key made for this test session: the worker, the
+# starter and the tests' clients (BILLING_ENCRYPTION_KEYS for the subprocesses, TEST_DATA_CONVERTER in process).
+TEST_ENCRYPTION_KEYS = new_key("test-session")
+TEST_KEYS = parse_encryption_keys(TEST_ENCRYPTION_KEYS)
+TEST_DATA_CONVERTER = data_converter(TEST_KEYS)
 
 
 def free_port() -> int:
@@ -110,12 +117,17 @@ async def _port_open(port: int) -> bool:
 
 
 @asynccontextmanager
-async def running_dev_server(tmp_path: Path, *, ui: bool = False) -> AsyncIterator[DevServer]:
+async def running_dev_server(
+    tmp_path: Path, *, ui: bool = False, ui_port: int | None = None, codec_endpoint: str | None = None
+) -> AsyncIterator[DevServer]:
     """`temporal server start-dev` on free loopback ports with the contract's search attributes; with `ui`,
-    the Web UI on a free port too. A port found free can be taken by another process before the server binds
-    it: then the server is started again on other ports (three tries)."""
+    the Web UI on a free port too (or `ui_port`), reading payloads through `codec_endpoint` when given. A port
+    found free can be taken by another process before the server binds it: then the server is started again on
+    other ports (three tries)."""
     for attempt in range(1, 4):
-        process, log, server = await _start_dev_server(tmp_path / f"dev-server-{attempt}", ui=ui)
+        process, log, server = await _start_dev_server(
+            tmp_path / f"dev-server-{attempt}", ui=ui, ui_port=ui_port, codec_endpoint=codec_endpoint
+        )
         if server is not None:
             break
         if attempt == 3 or "address already in use" not in log.read_text(errors="replace"):
@@ -126,17 +138,20 @@ async def running_dev_server(tmp_path: Path, *, ui: bool = False) -> AsyncIterat
         stop_process(process)
 
 
-async def _start_dev_server(folder: Path, *, ui: bool) -> tuple[subprocess.Popen[bytes], Path, DevServer | None]:
+async def _start_dev_server(
+    folder: Path, *, ui: bool, ui_port: int | None, codec_endpoint: str | None
+) -> tuple[subprocess.Popen[bytes], Path, DevServer | None]:
     """The server's process, its log, and the server once it accepts connections (None: it exited)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    ui_port = free_port() if ui else None
+    ui_port = (ui_port or free_port()) if ui else None
     command = [
         str(TEMPORAL_CLI),
         "server",
         "start-dev",
         # No newsfeed: the UI would fetch it from the internet, which the tests never reach.
         *(["--ui-port", str(ui_port), "--ui-disable-news-fetch"] if ui_port else ["--headless"]),
+        *(["--ui-codec-endpoint", codec_endpoint] if ui_port and codec_endpoint else []),
         "--ip",
         "127.0.0.1",
         "--port",
@@ -161,7 +176,7 @@ async def _start_dev_server(folder: Path, *, ui: bool) -> tuple[subprocess.Popen
             if process.poll() is not None:
                 return True  # exited: the caller reads the log
             try:
-                return await Client.connect(address, data_converter=pydantic_data_converter)
+                return await Client.connect(address, data_converter=TEST_DATA_CONVERTER)
             except RuntimeError:
                 return None
 
@@ -208,6 +223,7 @@ def worker_environment(
         "BILLING_PARTNER_CENTER_CLIENT_ID": emulator.client_id,
         "BILLING_PARTNER_CENTER_CLIENT_SECRET": emulator.client_secret,
         "BILLING_POLICY_FILE": str(policy_file),
+        "BILLING_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEYS,
     }
 
 
@@ -273,7 +289,7 @@ async def run_starter(server: DevServer, task_queue: str, *args: str) -> Finishe
         task_queue,
         *args,
         cwd=REPO,
-        env=clean_environment(),
+        env=clean_environment() | {"BILLING_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEYS},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -285,3 +301,33 @@ async def run_starter(server: DevServer, task_queue: str, *args: str) -> Finishe
         raise
     assert process.returncode is not None
     return Finished(process.returncode, out.decode(), err.decode())
+
+
+@dataclass(frozen=True)
+class RunningCodecServer:
+    url: str
+    token: str | None
+    log: Path
+
+
+@asynccontextmanager
+async def running_codec_server(
+    tmp_path: Path, *, token: str | None = None, cors_origins: str | None = None
+) -> AsyncIterator[RunningCodecServer]:
+    """`python -m billing.codec_server` with the session's key on a free loopback port, as `./dev run` starts it."""
+    port = free_port()
+    env = clean_environment() | {"BILLING_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEYS, "BILLING_CODEC_PORT": str(port)}
+    env |= {"BILLING_CODEC_TOKEN": token} if token else {}
+    env |= {"BILLING_CODEC_CORS_ORIGINS": cors_origins} if cors_origins else {}
+    log = tmp_path / f"codec-server-{port}.log"
+    process = spawn([sys.executable, "-m", "billing.codec_server"], stdout=log, env=env)
+    try:
+
+        async def listening() -> bool:
+            assert process.poll() is None, f"the codec server exited: {log.read_text(errors='replace')}"
+            return await _port_open(port)
+
+        await eventually("the codec server listening", listening, 30, log)
+        yield RunningCodecServer(f"http://127.0.0.1:{port}", token, log)
+    finally:
+        stop_process(process)

@@ -1,7 +1,8 @@
 """Records the histories that `test_replay.py` replays: `python -m tests.record_histories`.
 
 Run it when a workflow change is deliberate and patched (`workflow.patched`), to add a history of the new
-code beside the old ones; never overwrite a recorded history to make a replay test pass.
+code beside the old ones; never overwrite a recorded history to make a replay test pass. A history whose name
+ends in `_encrypted_vN` is recorded with payload encryption on, under `HISTORY_ENCRYPTION_KEYS`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
+from billing.encryption import data_converter
 from billing.ledger import LedgerStore
 from billing.ledger_messages import RecordInvoiceRequest, RecordPaymentRequest
 from billing.models import CustomerAccount, Invoice, LedgerChanged, Payment
 from billing.money import Money
 from billing.partner_payable import PartnerInvoice, PartnerPayableInput
-from billing.settings import Settings
+from billing.settings import Settings, parse_encryption_keys
 from billing.sweep import SweepInput
 from tests.builders import SHANGHAI
 from tests.temporal_fixtures import TEST_POLICY, TEST_SERVER, register_search_attributes
@@ -34,6 +37,10 @@ from workflows.daily_sweep import DailySweep
 from workflows.partner_payable import PartnerPayable
 
 HISTORIES = Path(__file__).parent / "histories"
+# The key of the recorded encrypted histories, so the replay test can decrypt them: a test key, protecting
+# nothing but these fixtures (never use a key from a repository in a deployment).
+HISTORY_ENCRYPTION_KEYS = "histories-test:+Wve+QiYq0XAjSqOw21kKogVvxiZyk0+VgXZVNK/S4o="
+HISTORY_DATA_CONVERTER = data_converter(parse_encryption_keys(HISTORY_ENCRYPTION_KEYS))
 
 
 Scenario = Callable[[WorkflowEnvironment, Settings], Awaitable[WorkflowHandle[Any, Any]]]
@@ -243,8 +250,10 @@ def _payment(customer_id: str, payment_id: str, amount: str, at: datetime) -> Pa
 
 
 async def record(scenario: str, name: str) -> Path:
+    encrypted = "_encrypted_v" in name
+    converter: DataConverter = HISTORY_DATA_CONVERTER if encrypted else pydantic_data_converter
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
+        test_server_existing_path=str(TEST_SERVER), data_converter=converter
     )
     await register_search_attributes(env.client)
     with tempfile.TemporaryDirectory() as tmp, PartnerCenterEmulator() as emulator:
@@ -262,6 +271,7 @@ async def record(scenario: str, name: str) -> Path:
             partner_center_client_id=emulator.client_id,
             partner_center_client_secret=emulator.client_secret,
             policy_file=policy,
+            encryption_keys=parse_encryption_keys(HISTORY_ENCRYPTION_KEYS) if encrypted else None,
         )
         async with billing_worker(env.client, settings) as worker, worker:
             handle = await SCENARIOS[scenario](env, settings)

@@ -27,7 +27,6 @@ from temporalio.api.enums.v1.workflow_pb2 import (
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -36,6 +35,7 @@ from billing import search_attributes
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.models import BillingStatus, CustomerAccount, Invoice
 from billing.settings import Settings
+from tests.devserver_fixtures import TEST_DATA_CONVERTER, TEST_KEYS
 from worker import billing_worker
 from workflows.customer_billing import CustomerBilling
 
@@ -59,7 +59,7 @@ enabled = false
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
+        test_server_existing_path=str(TEST_SERVER), data_converter=TEST_DATA_CONVERTER
     )
     await register_search_attributes(env.client)
     try:
@@ -197,6 +197,7 @@ def engine_factory(tmp_path: Path, smtp_sink: Any, partner_center_emulator: Part
             "partner_center_client_id": partner_center_emulator.client_id,
             "partner_center_client_secret": partner_center_emulator.client_secret,
             "policy_file": policy_file,
+            "encryption_keys": TEST_KEYS,
         }
         values.update(overrides)
         settings = Settings.model_validate(values)

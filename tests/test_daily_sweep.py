@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
@@ -28,7 +27,7 @@ from billing.money import Money
 from billing.search_attributes import AMOUNT_DUE
 from billing.sweep import SweepInput, SweepReport, out_of_step
 from tests.builders import SHANGHAI, cny
-from tests.devserver_fixtures import eventually
+from tests.devserver_fixtures import TEST_DATA_CONVERTER, eventually
 from tests.temporal_fixtures import TEST_SERVER, register_search_attributes
 from workflows.daily_sweep import DailySweep
 
@@ -216,7 +215,7 @@ async def sweep_server() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping server of its own: the sweep test leaves thousands of executions behind, which the
     server keeps in memory and which slowed the shared session server for the tests after it."""
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
+        test_server_existing_path=str(TEST_SERVER), data_converter=TEST_DATA_CONVERTER
     )
     await register_search_attributes(env.client)
     try:

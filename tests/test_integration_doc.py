@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import History
 from temporalio.client import Client
 
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
@@ -28,8 +30,10 @@ from tests.conftest import SmtpSink
 from tests.devserver_fixtures import (
     REPO,
     DevServer,
+    RunningCodecServer,
     clean_environment,
     eventually,
+    running_codec_server,
     spawn,
     stop_process,
     worker_environment,
@@ -198,10 +202,26 @@ async def doc_worker(
         stop_process(process)
 
 
-def reader_environment(server: DevServer) -> dict[str, str]:
-    """What a reader has: the `temporal` CLI and this Python on the PATH, and the server in TEMPORAL_ADDRESS."""
+CODEC_TOKEN = "integration-doc-token"
+
+
+@pytest.fixture
+async def codec_server(tmp_path: Path) -> AsyncIterator[RunningCodecServer]:
+    """The engine's codec server, with a token as a deployment beyond loopback has one."""
+    async with running_codec_server(tmp_path, token=CODEC_TOKEN) as server:
+        yield server
+
+
+def reader_environment(server: DevServer, codec: RunningCodecServer) -> dict[str, str]:
+    """What a reader has: the `temporal` CLI and this Python on the PATH, the server in TEMPORAL_ADDRESS and the
+    codec server in CODEC_ENDPOINT and CODEC_TOKEN; no key (only the engine and its codec server hold it)."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return clean_environment() | {"TEMPORAL_ADDRESS": server.address, "PATH": path}
+    return clean_environment() | {
+        "TEMPORAL_ADDRESS": server.address,
+        "PATH": path,
+        "CODEC_ENDPOINT": codec.url,
+        "CODEC_TOKEN": CODEC_TOKEN,
+    }
 
 
 async def run(command: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
@@ -221,11 +241,11 @@ async def status_of(client: Client, customer_id: str) -> BillingStatus:
 
 @pytest.mark.devserver
 async def test_the_integration_document_drives_the_engine_as_written(
-    tmp_path: Path, dev_server: DevServer, doc_worker: None
+    tmp_path: Path, dev_server: DevServer, doc_worker: None, codec_server: RunningCodecServer
 ) -> None:
     from tests.test_message_schemas import schema_validator
 
-    env = reader_environment(dev_server)
+    env = reader_environment(dev_server, codec_server)
     blocks = shell_blocks()
     assert len(blocks) >= 8, "the sh blocks of docs/integration.md went missing"
     query_outputs: list[str] = []
@@ -268,12 +288,32 @@ async def test_the_integration_document_drives_the_engine_as_written(
     assert (rejected.name, rejected.reference) == ("payment_received", "PAY-USD-1")
     assert "USD" in rejected.reason
 
+    # The account went through the codec server: ciphertext on the Temporal server. The plain `signal`s reached
+    # the encrypting engine as plain JSON (stored as sent) and were read all the same (the status above).
+    outsider = Client(dev_server.client.service_client, namespace=dev_server.client.namespace)  # no codec
+    events = (await outsider.get_workflow_handle("customer-billing-C-1001").fetch_history()).events
+    [account] = events[0].workflow_execution_started_event_attributes.input.payloads
+    assert account.metadata["encoding"] == b"binary/encrypted" and b"Lotus" not in account.SerializeToString()
+    signals = [
+        event.workflow_execution_signaled_event_attributes.input.payloads[0]
+        for event in events
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    ]
+    assert signals[0].metadata["encoding"] == b"binary/encrypted"  # signal-with-start's, through the codec
+    plain = [json.loads(signal.data) for signal in signals if signal.metadata["encoding"] == b"json/plain"]
+    assert {"PAY-USD-1", "PAY-77", "D-7"} <= {
+        message.get("payment_id") or message.get("dispute_id") for message in plain
+    }
+
     script = tmp_path / "billing_example.py"
     script.write_text(python_example().text, encoding="utf-8")
     code, out, err = await run([sys.executable, str(script)], env, tmp_path)
     assert code == 0, f"the Python example failed:\n{out}\n{err}"
     assert "write_off refused: invoice INV-NOPE" in out, out
     assert "rejected payment_received PAY-2001-2: " in out and "INV-2026-0999" in out, out
+
+    stored = History(events=(await outsider.get_workflow_handle("customer-billing-C-2001").fetch_history()).events)
+    assert b"Peony" not in stored.SerializeToString() and b"finance@peony" not in stored.SerializeToString()
 
     status = await status_of(dev_server.client, "C-2001")
     [invoice] = status.invoices

@@ -2,7 +2,9 @@
 customer with a `BillingStage` query, read its current details, see a refused update's message, and pay the
 account off with `record_payment` until the run completes. Screenshots of each step go to test-artifacts/.
 
-Runs against a dev server started with its UI and `worker.py`, on a ladder that suspends within seconds.
+Runs against a dev server started with its UI, the codec server and `worker.py` (payloads encrypted, as
+`./dev run` runs them), on a ladder that suspends within seconds. The UI shows the customer's input decrypted
+through the codec server, while the history the server stores holds no customer name or email.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import BrowserContext, Locator, Page, async_playwright, expect
+from temporalio.api.history.v1 import History
+from temporalio.client import Client
 
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.models import BillingStage, BillingStatus, NoticeKind
@@ -28,9 +32,12 @@ from tests.devserver_fixtures import (
     FAST_POLICY,
     REPO,
     DevServer,
+    RunningCodecServer,
     RunningWorker,
     eventually,
+    free_port,
     run_starter,
+    running_codec_server,
     running_dev_server,
     running_worker,
 )
@@ -59,12 +66,14 @@ SUBSCRIPTIONS = {"sub-office": "active", "sub-m365": "active"}
 # As Partner Center names them: the operator reads these, not the ids.
 OFFERS = {"sub-office": "Office 365 E3 operated by 21Vianet", "sub-m365": "Microsoft 365 Business Standard"}
 FRIENDLY = {"sub-office": "Head office", "sub-m365": "Sales team"}
+CUSTOMER_NAME, CUSTOMER_EMAIL = "Lotus Trading UI test", "ap@ui-lotus.example.cn"
 
 
 @dataclass(frozen=True)
 class OperatorUi:
     server: DevServer
     worker: RunningWorker
+    codec: RunningCodecServer
     url: str
 
 
@@ -72,14 +81,17 @@ class OperatorUi:
 async def operator_ui(
     tmp_path: Path, partner_center_emulator: PartnerCenterEmulator, smtp_sink: SmtpSink
 ) -> AsyncIterator[OperatorUi]:
-    """A dev server with its Web UI on a free port, and `worker.py` on the seconds-long ladder."""
+    """A dev server with its Web UI on a free port reading payloads through the codec server, as `./dev run`
+    starts them, and `worker.py` (encrypting) on the seconds-long ladder."""
     assert "PT1H" in UI_POLICY, "FAST_POLICY changed: keep the data deletion warnings out of this test's way"
+    ui_port = free_port()
     async with (
-        running_dev_server(tmp_path, ui=True) as server,
+        running_codec_server(tmp_path, cors_origins=f"http://127.0.0.1:{ui_port}") as codec,
+        running_dev_server(tmp_path, ui=True, ui_port=ui_port, codec_endpoint=codec.url) as server,
         running_worker(tmp_path, server, partner_center_emulator, smtp_sink, UI_POLICY) as worker,
     ):
         assert server.ui_url is not None
-        yield OperatorUi(server, worker, server.ui_url)
+        yield OperatorUi(server, worker, codec, server.ui_url)
 
 
 @pytest.fixture
@@ -187,7 +199,7 @@ async def test_operator_finds_a_suspended_customer_sees_a_refusal_and_pays_the_a
             operator_ui.server,
             operator_ui.worker.task_queue,
             "invoice",
-            *("--customer-id", customer_id, "--name", f"UI test {customer_id}", "--email", "ap@ui.example.cn"),
+            *("--customer-id", customer_id, "--name", f"{CUSTOMER_NAME} {customer_id}", "--email", CUSTOMER_EMAIL),
             *("--invoice-id", invoice, "--amount", amount),
             *("--time-zone", "Asia/Shanghai", "--issued-on", issued_on.isoformat()),
             *("--due-on", due_at.astimezone(SHANGHAI).date().isoformat(), "--due-at", due_at.isoformat()),
@@ -221,10 +233,18 @@ async def test_operator_finds_a_suspended_customer_sees_a_refusal_and_pays_the_a
         assert "query=BillingStage" in page.url
         await shots.take("suspended-customers-query")
 
-        # 2. The customer's page: the summary set at start and the Markdown current details.
+        # 2. The customer's page: the input decrypted through the codec server, the summary set at start and the
+        # Markdown current details.
         await page.get_by_role("link", name=suspended_wf).click()
         await expect(page.get_by_role("heading", level=1)).to_contain_text(suspended_wf)
         await workflow_status_reads(page, "Running")
+        # The input is the customer's account: the UI shows it decrypted by the codec server (the Temporal
+        # server stores only ciphertext: checked below), and says so with its codec badge.
+        workflow_input = page.get_by_role("textbox", name="Input")
+        await expect(workflow_input).to_contain_text(f'"name": "{CUSTOMER_NAME} {suspended_id}"')
+        await expect(workflow_input).to_contain_text(f'"email": "{CUSTOMER_EMAIL}"')
+        await expect(page.get_by_label("Codec Server succesfully converted content").first).to_be_visible()
+        await shots.take("input-decrypted-by-the-codec-server")
         await page.get_by_role("tab", name="User Metadata").click()
         summary = page.frame_locator("iframe#user-metadata-summary").locator("body")
         await expect(summary).to_contain_text(f"Billing lifecycle of customer {suspended_id}")
@@ -295,3 +315,19 @@ async def test_operator_finds_a_suspended_customer_sees_a_refusal_and_pays_the_a
         "sub-m365": "active",
     }
     assert all(path.stat().st_size > 0 for path in shots.taken)
+
+    # What the Temporal server stores, read without the codec: no customer name or email anywhere.
+    outsider = Client(client.service_client, namespace=client.namespace)
+    for workflow_id in (suspended_wf, current_wf):
+        history = await outsider.get_workflow_handle(workflow_id).fetch_history()
+        stored = History(events=history.events).SerializeToString()
+        assert history.events and CUSTOMER_NAME.encode() not in stored and b"UI test" not in stored
+        assert CUSTOMER_EMAIL.encode() not in stored and b"ui-lotus" not in stored
+    # The UI reached the codec server from the browser (the Temporal server never calls it).
+    requests = [
+        json.loads(line) for line in operator_ui.codec.log.read_text().splitlines() if '"codec request"' in line
+    ]
+    assert {(r["method"], r["path"], r["status"]) for r in requests} >= {
+        ("POST", "/decode", 200),
+        ("OPTIONS", "/decode", 204),
+    }

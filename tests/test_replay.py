@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from tests.record_histories import HISTORY_DATA_CONVERTER
 from worker import WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -28,9 +28,21 @@ def test_there_is_a_recorded_history_to_replay():
 @pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
 async def test_recorded_history_replays_against_current_code(path: Path):
     history = WorkflowHistory.from_json(path.stem, path.read_text(encoding="utf-8"))
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    # With the recorded histories' key: the encrypted ones decrypt, the plain ones pass the codec unchanged.
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=HISTORY_DATA_CONVERTER)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
+
+
+def test_the_encrypted_full_ladder_history_holds_no_customer_name_or_email_in_clear():
+    """As the Temporal server stored it with encryption on: every payload's bytes, base64-decoded."""
+    path = Path(__file__).parent / "histories" / "customer_billing_full_ladder_encrypted_v1.json"
+    text = path.read_text(encoding="utf-8")
+    decoded = b"".join(base64.b64decode(value) for value in re.findall(r'"data":\s*"([A-Za-z0-9+/=]*)"', text))
+    assert len(decoded) > 1000, "the history's payloads went missing"
+    for personal in (b"Lotus Trading", b"ap@lotus.example.cn", b"lotus"):
+        assert personal not in decoded and personal not in text.encode()
+    assert '"encoding": "YmluYXJ5L2VuY3J5cHRlZA=="' in text or "YmluYXJ5L2VuY3J5cHRlZA==" in text  # binary/encrypted
 
 
 # --- a run recorded before business days followed China's calendar, moved onto National Day ----------------
@@ -80,7 +92,7 @@ async def test_a_run_recorded_before_china_calendar_replays_though_its_reminder_
     assert reminder_sent_at(moved["events"]).astimezone(ZoneInfo("Asia/Shanghai")).date() == holiday
 
     history = WorkflowHistory.from_json("customer-billing-history-6", json.dumps(moved))
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=HISTORY_DATA_CONVERTER)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
 
     assert result.replay_failure is None, result.replay_failure

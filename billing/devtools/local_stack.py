@@ -1,5 +1,7 @@
 """`./dev run`: the whole engine on one machine for development — the Temporal dev server (SQLite under var/,
-Web UI on :8233), the Partner Center emulator and the worker; `--demo` also drives demo customers.
+Web UI on :8233), the Partner Center emulator, the codec server and the worker; `--demo` also drives demo
+customers. Payloads are encrypted with a key kept in var/encryption-keys (made on the first run), and the Web UI
+reads them decrypted through the codec server on :8081.
 
 A development tool: production runs `worker.py` against a real Temporal cluster and Partner Center.
 """
@@ -17,11 +19,14 @@ from pathlib import Path
 
 from billing import search_attributes
 from billing.devtools.partner_center_emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_RESOURCE
+from billing.encryption import new_key
 from billing.policy import DEMO_POLICY_TOML
+from billing.settings import ENCRYPTION_KEYS, ENCRYPTION_KEYS_FILE
 
 TEMPORAL_PORT = 7233
 UI_PORT = 8233
 EMULATOR_PORT = 8765
+CODEC_PORT = 8081
 
 
 def _bin(name: str) -> str:
@@ -54,8 +59,23 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def encryption_key_file(var: Path) -> Path:
+    """var/encryption-keys: a key made on the first run, readable by this user only, and kept, so that what the
+    server stored on an earlier run still decrypts."""
+    path = var / "encryption-keys"
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(new_key("dev-1") + "\n")
+    return path
+
+
 def worker_environment(var: Path, demo: bool) -> dict[str, str]:
     env = dict(os.environ)
+    if not env.get(ENCRYPTION_KEYS) and not env.get(ENCRYPTION_KEYS_FILE):  # a developer's own keys win
+        env[ENCRYPTION_KEYS_FILE] = str(encryption_key_file(var))
     emulator = f"http://127.0.0.1:{EMULATOR_PORT}"
     env.setdefault("BILLING_LEDGER_URL", f"sqlite:///{var / 'ledger.db'}")
     env.setdefault("BILLING_OUTBOX_DIR", str(var / "outbox"))
@@ -87,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         (TEMPORAL_PORT, "Temporal"),
         (UI_PORT, "the Temporal UI"),
         (EMULATOR_PORT, "the emulator"),
+        (CODEC_PORT, "the codec server"),
     ):
         if not _port_free(port):
             raise SystemExit(f"port {port} for {what} is taken: is another ./dev run still running?")
@@ -111,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 process.kill()
 
     signal.signal(signal.SIGTERM, _interrupt)
+    environment = worker_environment(var, args.demo)
     try:
         temporal_command = [
             _bin("temporal"),
@@ -122,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             str(TEMPORAL_PORT),
             "--ui-port",
             str(UI_PORT),
+            # The UI sends the payloads it shows to the codec server (docs.temporal.io/codec-server).
+            "--ui-codec-endpoint",
+            f"http://127.0.0.1:{CODEC_PORT}",
             "--ip",
             "127.0.0.1",
             "--log-level",
@@ -142,19 +167,31 @@ def main(argv: list[str] | None = None) -> int:
                 str(var / "partner-center-emulator.json"),
             ],
         )
+        codec = start(
+            "codec-server",
+            [sys.executable, "-m", "billing.codec_server"],
+            env=environment
+            | {
+                "BILLING_CODEC_HOST": "127.0.0.1",
+                "BILLING_CODEC_PORT": str(CODEC_PORT),
+                "BILLING_CODEC_CORS_ORIGINS": f"http://localhost:{UI_PORT},http://127.0.0.1:{UI_PORT}",
+            },
+        )
         _wait_for_port(TEMPORAL_PORT, "the Temporal dev server", temporal)
         _wait_for_port(EMULATOR_PORT, "the Partner Center emulator", emulator)
-        environment = worker_environment(var, args.demo)
+        _wait_for_port(CODEC_PORT, "the codec server", codec)
         start("worker", [sys.executable, "worker.py"], env=environment)
         # The daily sweep's schedule, as a deployment creates it (idempotent: a restart finds it in place).
         subprocess.run([sys.executable, "starter.py", "sweep", "schedule"], env=environment, check=False)
         print(f"Temporal UI      http://localhost:{UI_PORT}")
         print(f"Temporal server  localhost:{TEMPORAL_PORT} (database {var / 'temporal.db'})")
         print(f"Partner Center   http://127.0.0.1:{EMULATOR_PORT} (local emulator)")
+        keys = environment.get(ENCRYPTION_KEYS_FILE) or ENCRYPTION_KEYS
+        print(f"Codec server     http://127.0.0.1:{CODEC_PORT} (payloads encrypted with the keys of {keys})")
         print(f"Outbox           {var / 'outbox'}    Logs {logs}")
         print("Ctrl-C stops everything; running ./dev run again resumes from the same files.")
         if args.demo:
-            subprocess.run([sys.executable, "starter.py", "demo"], check=False)
+            subprocess.run([sys.executable, "starter.py", "demo"], env=environment, check=False)
         while all(process.poll() is None for _, process in processes):
             time.sleep(0.5)
         failed = next(name for name, process in processes if process.poll() is not None)

@@ -1,0 +1,183 @@
+"""Payload encryption: with `BILLING_ENCRYPTION_KEYS` set, every payload the engine writes to Temporal (workflow
+inputs, activity inputs and results, query and update results, memo, summaries, failure messages) is
+AES-256-GCM ciphertext, so no customer name or email is stored in clear on the Temporal server.
+
+    python -m billing.encryption new-key [--id KEY_ID]     prints a new `key_id:base64` for the setting
+
+The codec encrypts the whole serialised payload (its metadata too), as Temporal recommends
+(https://docs.temporal.io/production-deployment/data-encryption), and writes the id of the key it used into the
+new payload's metadata, so a payload written before a key rotation still finds its key. A payload without the
+encrypted encoding passes through unchanged: other services may send plain JSON, as the contract allows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
+from temporalio.api.common.v1 import Payload
+from temporalio.api.failure.v1 import Failure
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverter, PayloadCodec, PayloadConverter
+from temporalio.exceptions import ApplicationError
+
+ENCODING = b"binary/encrypted"
+KEY_ID_METADATA = "encryption-key-id"
+KEY_BYTES = 32  # AES-256
+NONCE_BYTES = 12  # 96 bits, the size GCM is specified for (NIST SP 800-38D, 5.2.1.1)
+KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class PayloadDecryptionError(ValueError):
+    """An encrypted payload this engine cannot decrypt; the message names the key id, never key material."""
+
+
+class UnknownEncryptionKey(PayloadDecryptionError):
+    """The payload was encrypted with a key id that is not among the configured keys."""
+
+
+@dataclass(frozen=True)
+class EncryptionKey:
+    key_id: str
+    secret: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not KEY_ID_PATTERN.fullmatch(self.key_id):
+            raise ValueError(f"key id {self.key_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        if len(self.secret) != KEY_BYTES:
+            raise ValueError(f"key {self.key_id!r} is {len(self.secret)} bytes; AES-256 needs {KEY_BYTES}")
+
+
+class EncryptionKeys:
+    """The configured keys: the first encrypts, every one decrypts. Its repr shows the ids only."""
+
+    def __init__(self, keys: Sequence[EncryptionKey]) -> None:
+        if not keys:
+            raise ValueError("at least one key is needed")
+        ids = [key.key_id for key in keys]
+        duplicates = sorted({key_id for key_id in ids if ids.count(key_id) > 1})
+        if duplicates:
+            raise ValueError(f"key id {duplicates[0]!r} appears more than once")
+        self._keys = {key.key_id: key for key in keys}
+        self.encrypting = keys[0]
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._keys)
+
+    def get(self, key_id: str) -> EncryptionKey | None:
+        return self._keys.get(key_id)
+
+    def __repr__(self) -> str:
+        return f"EncryptionKeys(ids={self.ids!r})"
+
+
+def new_key(key_id: str) -> str:
+    """A fresh random key in the setting's `key_id:base64` form."""
+    EncryptionKey(key_id, bytes(KEY_BYTES))  # checks the id
+    return f"{key_id}:{base64.b64encode(os.urandom(KEY_BYTES)).decode()}"
+
+
+class EncryptionCodec(PayloadCodec):
+    """AES-256-GCM over the serialised payload, a random 96-bit nonce per payload, the key id in the metadata
+    (and bound to the ciphertext as associated data, so it cannot be swapped)."""
+
+    def __init__(self, keys: EncryptionKeys) -> None:
+        self._keys = keys
+        self._ciphers = {key.key_id: AESGCM(key.secret) for key in (keys.get(i) for i in keys.ids) if key}
+
+    def __repr__(self) -> str:
+        return f"EncryptionCodec({self._keys!r})"
+
+    def encrypt(self, payload: Payload) -> Payload:
+        key_id = self._keys.encrypting.key_id
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._ciphers[key_id].encrypt(nonce, payload.SerializeToString(), key_id.encode())
+        return Payload(metadata={"encoding": ENCODING, KEY_ID_METADATA: key_id.encode()}, data=nonce + sealed)
+
+    def decrypt(self, payload: Payload) -> Payload:
+        if payload.metadata.get("encoding") != ENCODING:
+            return payload
+        key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode(errors="replace")
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise UnknownEncryptionKey(
+                f"the payload was encrypted with key id {key_id!r}, which is not among the configured "
+                f"BILLING_ENCRYPTION_KEYS (ids {', '.join(self._keys.ids)}): add that key to decrypt it"
+            )
+        nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+        try:
+            return Payload.FromString(cipher.decrypt(nonce, sealed, key_id.encode()))
+        except (InvalidTag, ValueError, DecodeError):
+            raise PayloadDecryptionError(
+                f"the payload encrypted with key id {key_id!r} does not decrypt with the configured key of that "
+                "id: the key differs from the one that encrypted it, or the payload was altered"
+            ) from None
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self.encrypt(payload) for payload in payloads]
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self.decrypt(payload) for payload in payloads]
+
+
+# The engine's own refusals (workflows/inbox.py) and "not started yet": sentences the engine writes, which name
+# fields and amounts, never a customer's name or email (billing/refusals.py says never the value).
+PLAIN_FAILURE_TYPES = frozenset({"Refused", "NotStarted"})
+
+
+class EncryptedFailureConverter(DefaultFailureConverter):
+    """Failure messages and stack traces moved into the failure's encoded attributes, which the codec encrypts
+    (they are not payloads by default: https://docs.temporal.io/production-deployment/data-encryption,
+    "Application errors and failures"), as `DefaultFailureConverterWithEncodedAttributes` does, except the
+    engine's refusals: an operator must read why an update was refused where it was sent, and the Temporal
+    Web UI's "Send an Update" dialog (UI 2.54) shows an encoded failure as "Encoded failure", even with a codec
+    server configured. Everything else (activity errors, mail and HTTP errors, stack traces) is encrypted."""
+
+    def __init__(self) -> None:
+        super().__init__(encode_common_attributes=True)
+        self._plain = DefaultFailureConverter()
+
+    def to_failure(self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure) -> None:
+        refusal = isinstance(exception, ApplicationError) and exception.type in PLAIN_FAILURE_TYPES
+        if refusal and exception.__cause__ is None:
+            self._plain.to_failure(exception, payload_converter, failure)
+        else:
+            super().to_failure(exception, payload_converter, failure)
+
+
+def data_converter(keys: EncryptionKeys | None) -> DataConverter:
+    """The engine's data converter: plain JSON (pydantic) without keys; with keys, JSON encrypted by the codec
+    and failure messages encrypted too (`EncryptedFailureConverter`)."""
+    if keys is None:
+        return pydantic_data_converter
+    return dataclasses.replace(
+        pydantic_data_converter, payload_codec=EncryptionCodec(keys), failure_converter_class=EncryptedFailureConverter
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m billing.encryption", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("new-key", help="print a new random key as key_id:base64")
+    create.add_argument("--id", default="key-1", help="the key's id, written into every payload it encrypts")
+    args = parser.parse_args(argv)
+    try:
+        print(new_key(args.id))
+    except ValueError as error:
+        print(f"python -m billing.encryption: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
