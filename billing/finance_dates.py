@@ -140,6 +140,7 @@ def _local(naive: datetime, zone: ZoneInfo) -> datetime:
         raise FinanceDateError(f"{shown} does not happen in {zone.key} (the clocks go forward)")
     if moment.utcoffset() != other.utcoffset():
         raise FinanceDateError(
-            f"{shown} happens twice in {zone.key} (the clocks go back): give the offset, e.g. +01:00"
+            f"{shown} happens twice in {zone.key} (the clocks go back): add the offset, "
+            f"{moment:%z} for the first or {other:%z} for the second"
         )
     return moment

@@ -607,3 +607,240 @@ async def test_the_command_line_imports_a_file_reports_bad_lines_and_is_idempote
         assert len(rerun) == 3  # the second run joined the three open lifecycles, it started none
     finally:
         ledger.close()
+
+
+# --- finance files as they really are: .xlsx, GB18030 and BOM CSVs, thousands separators ------------------
+
+GB18030_FILE = FILES / "invoices-gb18030.csv"
+BOM_FILE = FILES / "invoices-bom.csv"
+YEAR_FIRST = (
+    "write the year first, e.g. 2026-11-24: with the year last, the month comes first in some countries and the "
+    "day in others"
+)
+
+
+def test_a_gb18030_csv_from_chinese_excel_is_read_with_its_chinese_headers_names_and_amounts() -> None:
+    """Excel's "CSV" in a Chinese locale: GB18030, a title row above the header, Chinese column names,
+    full-width digits, thousands separators, 人民币 for the currency, and a 备注 column that stays unread."""
+    parsed = read_invoice_file(GB18030_FILE, "csv", "CNY")
+
+    assert parsed.encoding == "gb18030"
+    assert parsed.skipped == [1]  # the title row
+    assert parsed.ignored_columns == ["备注"]
+    assert [(row.line, row.invoice.invoice_id, row.invoice.amount, row.invoice.issued_on) for row in parsed.rows] == [
+        (3, "INV-GB-0001", cny("8800.00"), date(2030, 1, 5)),
+        (4, "INV-GB-0002", cny("12345.60"), date(2030, 1, 5)),  # "１２，３４５．６０", 人民币, 2030年1月5日
+        (5, "INV-GB-0003", cny("880.00"), date(2030, 1, 5)),  # ¥880 with the currency column saying CNY
+    ]
+    assert parsed.rows[0].account.name == LOTUS_NAME
+    assert parsed.rows[2].account.name == "牡丹科技（上海）有限公司"
+    assert reasons(parsed) == {
+        6: '金额 "8.800,00": use a dot for decimals, e.g. 8800.00',
+        7: f'开票日期 "01/05/2030": {YEAR_FIRST}; 到期日 "02/04/2030": {YEAR_FIRST}',
+        # Unambiguous alone, but this file writes decimals with a comma (row 6): 8,800 may be 8.8.
+        8: '金额 "8,800": row 6 writes decimals with a comma, so this may be 8800 or 8.8: write it without the comma',
+        9: '金额 "8.800": 3 decimals, CNY has 2: a dot marks decimals; write 8800 if you mean 8,800',
+        10: '金额 "¥300.00": ¥ is not USD',
+    }
+
+
+def test_the_encoding_can_be_given_and_a_file_in_neither_utf8_nor_gb18030_is_refused() -> None:
+    data = GB18030_FILE.read_bytes()
+    assert parse_invoices(data, "csv", "CNY", encoding="gb18030").rows[0].account.name == LOTUS_NAME
+    with pytest.raises(ImportFileError, match="row 1 is not utf-8: invalid continuation byte"):
+        parse_invoices(data, "csv", "CNY", encoding="utf-8")
+    with pytest.raises(ImportFileError, match=r"row 2 is neither UTF-8 nor GB18030: save the file as \"CSV UTF-8\""):
+        parse_invoices(
+            CSV_HEADER.encode() + b"INV-1,C-1,1.00,CNY,2030-01-05,2030-02-04,\x81\x20,a@b.cn\n", "csv", "CNY"
+        )
+    with pytest.raises(ImportFileError, match="UTF-16"):
+        parse_invoices(CSV_HEADER.encode("utf-16"), "csv", "CNY")
+
+
+def test_a_utf8_bom_csv_with_english_headers_reads_currency_beside_the_amount_and_local_due_times() -> None:
+    parsed = read_invoice_file(BOM_FILE, "csv", "CNY")
+
+    assert parsed.encoding == "utf-8-sig"
+    berlin = ZoneInfo("Europe/Berlin")
+    assert [(row.invoice.invoice_id, row.invoice.amount, row.due_at) for row in parsed.rows] == [
+        ("INV-BOM-0001", cny("1234567.89"), datetime(2030, 2, 5, 18, tzinfo=berlin)),  # "2030-02-05 18:00"
+        ("INV-BOM-0002", cny("5600.00"), datetime(2030, 2, 6, tzinfo=berlin)),  # "5600 RMB"
+    ]
+    assert reasons(parsed) == {
+        4: 'Amount "5600.00": no currency: add a currency column, or write it with the amount, e.g. CNY 5600.00',
+        5: 'Due Time "2030-10-27 02:30": 2030-10-27 02:30 happens twice in Europe/Berlin (the clocks go back): add '
+        "the offset, +0200 for the first or +0100 for the second",
+    }
+
+
+def _workbook(path: Path) -> Path:
+    """An .xlsx as finance exports it: a title row, number and text amounts, date cells and date text, an id
+    typed as a number, an empty row in the table, a merged note under it; a second sheet for --sheet."""
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "十一月"
+    sheet.append(["2030年1月应收发票"])
+    sheet.append(["发票号", "客户编号", "金额", "币种", "开票日期", "到期日", "客户名称", "邮箱", "到期时间"])
+    lotus = ("C-XL-LOTUS", None)
+    rows: list[list[Any]] = [
+        ["INV-XL-0001", lotus[0], 8800, "CNY", datetime(2030, 1, 5), datetime(2030, 2, 4)],
+        ["INV-XL-0002", lotus[0], 1234.5600000000001, "CNY", datetime(2030, 1, 5), "2030/02/04"],
+        ["INV-XL-0003", lotus[0], "8,800.00", "CNY", "2030年1月5日", datetime(2030, 2, 4)],
+        [],
+        [
+            1004,
+            lotus[0],
+            300.5,
+            "CNY",
+            datetime(2030, 1, 5),
+            datetime(2030, 2, 4),
+            None,
+            None,
+            datetime(2030, 2, 4, 18),
+        ],
+        ["INV-XL-0005", lotus[0], "8.800,00", "CNY", datetime(2030, 1, 5), datetime(2030, 2, 4)],
+        ["INV-XL-0006", lotus[0], 12.345, "CNY", datetime(2030, 1, 5), "11/24/2030"],
+        ["INV-XL-0007", lotus[0], datetime(2030, 1, 5), "CNY", datetime(2030, 1, 5), datetime(2030, 2, 4, 18)],
+    ]
+    for row in rows:
+        sheet.append([*row, LOTUS_NAME, "ap@lotus.example.cn"] if len(row) == 6 else row)
+    sheet.cell(7, 7, LOTUS_NAME)
+    sheet.cell(7, 8, "ap@lotus.example.cn")
+    sheet.append([])
+    sheet.append(["制表：财务部"])
+    sheet.merge_cells(start_row=12, start_column=1, end_row=12, end_column=9)
+    other = workbook.create_sheet("十二月")
+    other.append(["invoice_id", "customer_id", "amount", "currency", "issued_on", "due_on", "name", "email"])
+    other.append(["INV-XL-1201", "C-XL-LOTUS", "CNY 99.00", None, "2030-02-05", "2030-03-07", LOTUS_NAME, "a@b.cn"])
+    workbook.save(path)
+    return path
+
+
+def test_an_xlsx_workbook_reads_number_and_text_cells_date_cells_and_skips_titles_blank_rows_and_notes(
+    tmp_path: Path,
+) -> None:
+    path = _workbook(tmp_path / "invoices-2030-01.xlsx")
+    parsed = read_invoice_file(path, file_format(path), "CNY")
+
+    assert parsed.unit == "row" and parsed.skipped == [1, 12]  # the title; the merged note (row 11 is blank)
+    assert [(row.line, row.invoice.invoice_id, row.invoice.amount, row.invoice.due_on) for row in parsed.rows] == [
+        (3, "INV-XL-0001", cny("8800.00"), date(2030, 2, 4)),
+        (4, "INV-XL-0002", cny("1234.56"), date(2030, 2, 4)),  # the double as Excel shows it
+        (5, "INV-XL-0003", cny("8800.00"), date(2030, 2, 4)),
+        (7, "1004", cny("300.50"), date(2030, 2, 4)),  # an id typed as a number
+    ]
+    assert parsed.rows[3].due_at == datetime(2030, 2, 4, 18, tzinfo=SHANGHAI)  # a date-time cell, local time
+    assert reasons(parsed) == {
+        8: '金额 "8.800,00": use a dot for decimals, e.g. 8800.00',
+        9: f'金额 "12.345": more than 2 decimals for CNY; 到期日 "11/24/2030": {YEAR_FIRST}',
+        10: '金额 "2030-01-05": a date or time, not an amount: format the column as numbers or text; '
+        '到期日 "2030-02-04 18:00": 2030-02-04 18:00 has a time of day: give the day alone, e.g. 2026-11-24',
+    }
+
+    december = read_invoice_file(path, "xlsx", "CNY", sheet="十二月")
+    assert [(row.line, row.invoice.amount) for row in december.rows] == [(2, cny("99.00"))]
+    with pytest.raises(ImportFileError, match="no sheet 'March'; the workbook has '十一月', '十二月'"):
+        read_invoice_file(path, "xlsx", "CNY", sheet="March")
+    with pytest.raises(ImportFileError, match=r"not an Excel \.xlsx workbook"):
+        parse_invoices(CSV_FILE.read_bytes(), "xlsx", "CNY")
+
+
+def test_headers_may_name_a_column_twice_only_once() -> None:
+    with pytest.raises(ImportFileError, match="row 1: column amount and 金额 both mean amount"):
+        parse(CSV_HEADER.replace("\n", ",金额\n"))
+
+
+class _Lifecycles:
+    """The lifecycle port as the import sees it, recording what it was asked to start (the end-to-end tests
+    above start real lifecycles on the time-skipping server)."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    async def __call__(self, account: CustomerAccount, invoice: Invoice) -> str:
+        self.started.append(invoice.invoice_id)
+        return "run"
+
+
+async def test_a_file_with_a_bad_row_imports_nothing_and_once_fixed_imports_each_invoice_once(
+    sqlite_ledger: LedgerStore, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.csv"
+    good_rows = (
+        f'INV-FIX-1,C-FIX,"8,800.00",CNY,2030/01/05,2030/02/04,{LOTUS_NAME},ap@lotus.example.cn\n'
+        f"INV-FIX-2,C-FIX,880.00,CNY,2030-01-05,2030-02-04,{LOTUS_NAME},ap@lotus.example.cn\n"
+    )
+    bad.write_text(
+        CSV_HEADER
+        + good_rows
+        + f'INV-FIX-3,C-FIX,"1.200,00",CNY,2030-01-05,2030-02-04,{LOTUS_NAME},ap@lotus.example.cn\n',
+        encoding="utf-8",
+    )
+    lifecycles = _Lifecycles()
+
+    async def run(path: Path, **options: Any) -> ImportReport:
+        return await import_invoices(
+            read_invoice_file(path, "csv", "CNY"),
+            source=path.name,
+            ledger=sqlite_ledger,
+            currency="CNY",
+            start_lifecycle=lifecycles,
+            **options,
+        )
+
+    held = await run(bad)
+
+    assert held.held and held.exit_status == 2
+    assert held.problems() == ['row 4, amount "1.200,00": use a dot for decimals, e.g. 1200.00']
+    assert lifecycles.started == [] and _booked(sqlite_ledger, "C-FIX") == {}
+    assert "good rows, held back                 2" in held.render()
+
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text(bad.read_text(encoding="utf-8").replace('"1.200,00"', "1200.00"), encoding="utf-8")
+    first, again = await run(fixed), await run(fixed)
+
+    assert first.count(Outcome.RECORDED) == 3 and first.exit_status == 0
+    assert again.count(Outcome.RECORDED) == 0 and again.count(Outcome.ALREADY_RECORDED) == 3
+    balance = sqlite_ledger.balance("C-FIX", "CNY", ["INV-FIX-1", "INV-FIX-2", "INV-FIX-3"])
+    assert sorted((i.invoice_id, i.amount) for i in balance.invoices) == [
+        ("INV-FIX-1", cny("8800.00")),
+        ("INV-FIX-2", cny("880.00")),
+        ("INV-FIX-3", cny("1200.00")),
+    ]
+
+    skipping = await run(bad, skip_bad_rows=True)  # the good rows of the old file: already there
+    assert not skipping.held and skipping.count(Outcome.ALREADY_RECORDED) == 2
+
+
+def test_a_dry_run_of_the_command_shows_each_bad_row_in_the_operators_words(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    workbook = _workbook(tmp_path / "invoices.xlsx")
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "starter.py",
+            "import-invoices",
+            str(workbook),
+            "--dry-run",
+            "--ledger-url",
+            f"sqlite:///{tmp_path / 'none.db'}",
+        ],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert finished.returncode == 2, finished.stderr
+    problems = [line for line in finished.stderr.splitlines() if line.startswith("row ")]
+    assert problems[0] == 'row 8, 金额 "8.800,00": use a dot for decimals, e.g. 8800.00'
+    assert [line.split(",")[0] for line in problems] == ["row 8", "row 9", "row 10"]
+    assert "skipped row(s) 1, 12 above the header or below the table" in finished.stderr
+    assert not any("Value error" in line or "input_value" in line for line in finished.stderr.splitlines())
+    assert "good rows, held back                 4" in finished.stdout
