@@ -70,7 +70,7 @@ CSV_HEADER = "invoice_id,customer_id,amount,currency,issued_on,due_on,name,email
 # --- reading files ----------------------------------------------------------------------------------------
 
 
-def test_csv_good_rows_become_contract_models_and_bad_rows_are_reported_by_physical_line() -> None:
+def test_csv_good_rows_become_contract_models_and_bad_rows_are_reported_by_spreadsheet_row() -> None:
     parsed = read_invoice_file(CSV_FILE, "csv", "CNY")
 
     assert parsed.rows_read == 13
@@ -94,10 +94,10 @@ def test_csv_good_rows_become_contract_models_and_bad_rows_are_reported_by_physi
 
     problems = reasons(parsed)
     assert problems == {
-        5: "amount: 12.345 has more than 2 decimals for CNY",
-        6: "currency: 'RMB1' is not an ISO 4217 code such as CNY",
-        7: "due_on: missing",
-        8: "issued_on: Input should be a valid date or datetime, day value is outside expected range",
+        5: 'amount "12.345": 3 decimals, CNY has 2: a dot marks decimals; write 12345 if you mean 12,345',
+        6: 'currency "RMB1": not an ISO 4217 code such as CNY',
+        7: "due_on: empty",
+        8: 'issued_on "2030-02-30": no such day in the calendar',
         9: "due_on 2030-01-01 is before issued_on 2030-02-01",
         15: "email: must be an address such as billing@example.cn",
     }
@@ -109,7 +109,7 @@ def test_jsonl_takes_the_contracts_money_object_json_numbers_and_unknown_fields(
     parsed = read_invoice_file(JSONL_FILE, file_format(JSONL_FILE), "CNY")
 
     assert parsed.rows_read == 10  # line 6 is blank
-    rows, repeats, rejected = check_within_file(parsed.rows)
+    rows, repeats, rejected = check_within_file(parsed.rows, parsed.unit)
     assert [(row.line, row.invoice.invoice_id, row.invoice.amount) for row in rows] == [
         (1, "INV-JL-0001", cny("1234.50")),
         (2, "INV-JL-0002", cny("880.10")),  # the JSON number 880.1, without a float's artefacts
@@ -128,7 +128,7 @@ def test_jsonl_takes_the_contracts_money_object_json_numbers_and_unknown_fields(
     }
 
 
-def test_a_quoted_line_break_counts_as_physical_lines_and_wrong_value_counts_are_reported() -> None:
+def test_a_quoted_line_break_stays_in_its_row_and_wrong_value_counts_are_reported() -> None:
     parsed = parse(
         CSV_HEADER
         + 'INV-1,C-1,100.00,CNY,2030-01-05,2030-02-04,"Lotus\nTrading",ap@lotus.example.cn\n'
@@ -138,23 +138,21 @@ def test_a_quoted_line_break_counts_as_physical_lines_and_wrong_value_counts_are
     )
     assert [row.line for row in parsed.rows] == [2]
     assert parsed.rows[0].account.name == "Lotus\nTrading"
+    # Rows as a spreadsheet numbers them: the quoted line break does not start a row.
     assert reasons(parsed) == {
-        4: "7 values for the 8 columns of the header",
-        6: "amount: '1.00.0' is not a decimal number",
+        3: "7 values for the 8 columns of the header",
+        5: 'amount "1.00.0": use a dot for decimals only, with no dots between thousands, e.g. 8800.00',
     }
 
 
 def test_a_file_that_cannot_be_read_as_a_whole_is_refused_with_a_reason() -> None:
-    with pytest.raises(ImportFileError, match=r"line 1: the header lacks the column\(s\) due_on, email"):
+    with pytest.raises(ImportFileError, match=r"row 1: the header lacks the column\(s\) due_on, email"):
         parse("invoice_id,customer_id,amount,currency,issued_on,name\n")
     with pytest.raises(ImportFileError, match="the file is empty"):
         parse("")
     with pytest.raises(ImportFileError, match="column amount appears more than once"):
         parse(CSV_HEADER.replace("currency", "amount"))
-    gbk = (CSV_HEADER + "INV-1,C-1,100.00,CNY,2030-01-05,2030-02-04,莲花贸易,ap@lotus.example.cn\n").encode("gbk")
-    with pytest.raises(ImportFileError, match=r'line 2 is not UTF-8: save the file as UTF-8 \(in Excel: "CSV UTF-8"\)'):
-        parse_invoices(gbk, "csv", "CNY")
-    with pytest.raises(ImportFileError, match=r"name it \.csv, \.jsonl or \.ndjson, or give --format"):
+    with pytest.raises(ImportFileError, match=r"name it \.xlsx, \.csv, \.jsonl or \.ndjson, or give --format"):
         file_format(Path("invoices.txt"))
     assert file_format(Path("INVOICES.NDJSON")) == "jsonl"
     assert file_format(Path("invoices.txt"), "csv") == "csv"
@@ -188,8 +186,8 @@ def test_one_invoice_id_with_different_content_rejects_every_line_of_it_and_exac
     assert {row.invoice.invoice_id: row.line for row in rows} == CSV_GOOD
     assert [row.line for row in repeats] == [11]
     assert {r.line: r.reason for r in rejected} == {
-        12: "invoice INV-IMP-0010 is also on line(s) 14 with different content; none of them is imported",
-        14: "invoice INV-IMP-0010 is also on line(s) 12 with different content; none of them is imported",
+        12: "invoice INV-IMP-0010 is also on row(s) 14 with different content; none of them is imported",
+        14: "invoice INV-IMP-0010 is also on row(s) 12 with different content; none of them is imported",
     }
 
 
@@ -284,24 +282,38 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_is_a_bar_on_a_terminal_and_at_most_ten_lines_in_a_log() -> None:
+class _Clock:
+    """A clock the test moves: each reading is `step` seconds after the one before."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_progress_shows_once_a_step_takes_over_a_second_as_a_bar_on_a_terminal_and_ten_lines_in_a_log() -> None:
     log = io.StringIO()
-    progress = Progress(log, 2000)
+    progress = Progress(log, 2000, clock=_Clock(0.01))  # 20 s in all: the first second is quiet
     for _ in range(2000):
         progress.advance()
     progress.close()
     lines = log.getvalue().splitlines()
-    assert len(lines) == 11  # 0% (the first row) and every tenth after it
+    assert lines[0] == "100/2000 rows (0%)"  # the first row after a second
+    assert len(lines) == 11  # and every tenth after it
     assert lines[-1] == "2000/2000 rows (100%)"
 
-    short = io.StringIO()
-    progress = Progress(short, 40)
-    for _ in range(40):
+    quick = io.StringIO()
+    progress = Progress(quick, 2000, clock=_Clock(0.0001))  # 0.2 s: nothing to show
+    for _ in range(2000):
         progress.advance()
-    assert short.getvalue() == ""
+    progress.close()
+    assert quick.getvalue() == ""
 
     terminal = _Terminal()
-    progress = Progress(terminal, 40)
+    progress = Progress(terminal, 40, clock=_Clock(0.5))
     for _ in range(40):
         progress.advance()
     progress.close()
@@ -311,7 +323,10 @@ def test_progress_is_a_bar_on_a_terminal_and_at_most_ten_lines_in_a_log() -> Non
 # --- end to end: the real worker on the time-skipping server ----------------------------------------------
 
 
-async def _run_import(engine: Engine | None, ledger: LedgerStore, path: Path = CSV_FILE) -> ImportReport:
+async def _run_import(
+    engine: Engine | None, ledger: LedgerStore, path: Path = CSV_FILE, *, skip_bad_rows: bool = True
+) -> ImportReport:
+    """The mixed test file imported with --skip-bad-rows unless told otherwise: its good rows go in."""
     starter = None
     if engine is not None:
         engine.started.update(f"customer-billing-{customer_id}" for customer_id in CSV_CUSTOMERS)
@@ -322,6 +337,7 @@ async def _run_import(engine: Engine | None, ledger: LedgerStore, path: Path = C
         ledger=ledger,
         currency="CNY",
         start_lifecycle=starter,
+        skip_bad_rows=skip_bad_rows,
     )
 
 
@@ -469,7 +485,7 @@ async def test_a_dry_run_checks_against_the_ledger_and_writes_nothing(sqlite_led
     assert report.count(Outcome.RECORDED) == 3
     assert report.signalled == []
     assert "would be recorded                    3" in report.render()
-    assert "line 5, 6, 7, 8, 9, 12, 14, 15" in report.render()
+    assert "row 5, 6, 7, 8, 9, 12, 14, 15" in report.render()
     assert _booked(sqlite_ledger, "C-IMP-LOTUS") == {"INV-IMP-0001": cny("1234.50")}
     assert _booked(sqlite_ledger, "C-IMP-PEONY") == _booked(sqlite_ledger, "C-IMP-HARBOUR") == {}
 
@@ -534,22 +550,39 @@ async def test_the_command_line_imports_a_file_reports_bad_lines_and_is_idempote
 
     assert dry.returncode == 2, dry.stderr
     assert "13 rows read (dry run: nothing was written or signalled)" in dry.stdout
-    assert "would be recorded                    4" in dry.stdout
+    assert "would be recorded                    0" in dry.stdout
+    assert "good rows, held back                 4" in dry.stdout
+    assert 'row 5, amount "12.345": 3 decimals, CNY has 2' in dry.stderr
+
+    held = await run_starter(dev_server, queue, "import-invoices", str(CSV_FILE), "--ledger-url", ledger_url)
+
+    assert held.returncode == 2, held.stderr
+    assert "recorded                             0" in held.stdout
+    assert "good rows, held back                 4" in held.stdout
+    assert [line for line in held.stderr.splitlines() if line.startswith("row ")] == [
+        line for line in dry.stderr.splitlines() if line.startswith("row ")
+    ]
     ledger = LedgerStore.from_url(ledger_url)
     try:
         assert _booked(ledger, "C-IMP-LOTUS") == {}
         listed = [w.id async for w in dev_server.client.list_workflows('WorkflowType = "CustomerBilling"')]
         assert listed == []
 
-        first = await run_starter(dev_server, queue, "import-invoices", str(CSV_FILE), "--ledger-url", ledger_url)
+        assert _booked(ledger, "C-IMP-LOTUS") == {}
+        first = await run_starter(
+            dev_server, queue, "import-invoices", str(CSV_FILE), "--ledger-url", ledger_url, "--skip-bad-rows"
+        )
 
         assert first.returncode == 2, first.stderr
-        assert "line 5: amount: 12.345 has more than 2 decimals for CNY" in first.stderr
-        assert "line 9: due_on 2030-01-01 is before issued_on 2030-02-01" in first.stderr
-        assert [line.split(":")[0] for line in first.stderr.splitlines() if line.startswith("line ")] == [
-            f"line {n}" for n in CSV_REJECTED
+        assert (
+            'row 5, amount "12.345": 3 decimals, CNY has 2: a dot marks decimals; write 12345 if you mean 12,345'
+            in first.stderr
+        )
+        assert "row 9, due_on 2030-01-01 is before issued_on 2030-02-01" in first.stderr
+        assert [line.split(",")[0] for line in first.stderr.splitlines() if line.startswith("row ")] == [
+            f"row {n}" for n in CSV_REJECTED
         ]
-        assert "rejected                             8   line 5, 6, 7, 8, 9, 12, 14, 15" in first.stdout
+        assert "rejected                             8   row 5, 6, 7, 8, 9, 12, 14, 15" in first.stdout
         assert "invoices signalled                   4   (starting or joining 3 lifecycles)" in first.stdout
         assert _booked(ledger, "C-IMP-LOTUS") == {"INV-IMP-0001": cny("1234.50"), "INV-IMP-0002": cny("880.00")}
 
@@ -561,14 +594,253 @@ async def test_the_command_line_imports_a_file_reports_bad_lines_and_is_idempote
         running = await eventually("three lifecycles in visibility", three_lifecycles, 15)
         assert running == sorted(f"customer-billing-{c}" for c in CSV_CUSTOMERS)
 
-        second = await run_starter(dev_server, queue, "import-invoices", str(CSV_FILE), "--ledger-url", ledger_url)
+        second = await run_starter(
+            dev_server, queue, "import-invoices", str(CSV_FILE), "--ledger-url", ledger_url, "--skip-bad-rows"
+        )
 
         assert second.returncode == 2, second.stderr
         assert "recorded                             0" in second.stdout
         assert "already recorded, still owed         4" in second.stdout
         assert "invoices signalled                   4   (starting or joining 3 lifecycles)" in second.stdout
-        assert [line for line in second.stderr.splitlines() if not line.startswith("line ")] == []
+        assert [line for line in second.stderr.splitlines() if not line.startswith("row ")] == []
         rerun = [w async for w in dev_server.client.list_workflows('WorkflowType = "CustomerBilling"')]
         assert len(rerun) == 3  # the second run joined the three open lifecycles, it started none
     finally:
         ledger.close()
+
+
+# --- finance files as they really are: .xlsx, GB18030 and BOM CSVs, thousands separators ------------------
+
+GB18030_FILE = FILES / "invoices-gb18030.csv"
+BOM_FILE = FILES / "invoices-bom.csv"
+YEAR_FIRST = (
+    "write the year first, e.g. 2026-11-24: with the year last, the month comes first in some countries and the "
+    "day in others"
+)
+
+
+def test_a_gb18030_csv_from_chinese_excel_is_read_with_its_chinese_headers_names_and_amounts() -> None:
+    """Excel's "CSV" in a Chinese locale: GB18030, a title row above the header, Chinese column names,
+    full-width digits, thousands separators, 人民币 for the currency, and a 备注 column that stays unread."""
+    parsed = read_invoice_file(GB18030_FILE, "csv", "CNY")
+
+    assert parsed.encoding == "gb18030"
+    assert parsed.skipped == [1]  # the title row
+    assert parsed.ignored_columns == ["备注"]
+    assert [(row.line, row.invoice.invoice_id, row.invoice.amount, row.invoice.issued_on) for row in parsed.rows] == [
+        (3, "INV-GB-0001", cny("8800.00"), date(2030, 1, 5)),
+        (4, "INV-GB-0002", cny("12345.60"), date(2030, 1, 5)),  # "１２，３４５．６０", 人民币, 2030年1月5日
+        (5, "INV-GB-0003", cny("880.00"), date(2030, 1, 5)),  # ¥880 with the currency column saying CNY
+    ]
+    assert parsed.rows[0].account.name == LOTUS_NAME
+    assert parsed.rows[2].account.name == "牡丹科技（上海）有限公司"
+    assert reasons(parsed) == {
+        6: '金额 "8.800,00": use a dot for decimals, e.g. 8800.00',
+        7: f'开票日期 "01/05/2030": {YEAR_FIRST}; 到期日 "02/04/2030": {YEAR_FIRST}',
+        # Unambiguous alone, but this file writes decimals with a comma (row 6): 8,800 may be 8.8.
+        8: '金额 "8,800": row 6 writes decimals with a comma, so this may be 8800 or 8.8: write it without the comma',
+        9: '金额 "8.800": 3 decimals, CNY has 2: a dot marks decimals; write 8800 if you mean 8,800',
+        10: '金额 "¥300.00": ¥ is not USD',
+    }
+
+
+def test_the_encoding_can_be_given_and_a_file_in_neither_utf8_nor_gb18030_is_refused() -> None:
+    data = GB18030_FILE.read_bytes()
+    assert parse_invoices(data, "csv", "CNY", encoding="gb18030").rows[0].account.name == LOTUS_NAME
+    with pytest.raises(ImportFileError, match="row 1 is not utf-8: invalid continuation byte"):
+        parse_invoices(data, "csv", "CNY", encoding="utf-8")
+    with pytest.raises(ImportFileError, match=r"row 2 is neither UTF-8 nor GB18030: save the file as \"CSV UTF-8\""):
+        parse_invoices(
+            CSV_HEADER.encode() + b"INV-1,C-1,1.00,CNY,2030-01-05,2030-02-04,\x81\x20,a@b.cn\n", "csv", "CNY"
+        )
+    with pytest.raises(ImportFileError, match="UTF-16"):
+        parse_invoices(CSV_HEADER.encode("utf-16"), "csv", "CNY")
+
+
+def test_a_utf8_bom_csv_with_english_headers_reads_currency_beside_the_amount_and_local_due_times() -> None:
+    parsed = read_invoice_file(BOM_FILE, "csv", "CNY")
+
+    assert parsed.encoding == "utf-8-sig"
+    berlin = ZoneInfo("Europe/Berlin")
+    assert [(row.invoice.invoice_id, row.invoice.amount, row.due_at) for row in parsed.rows] == [
+        ("INV-BOM-0001", cny("1234567.89"), datetime(2030, 2, 5, 18, tzinfo=berlin)),  # "2030-02-05 18:00"
+        ("INV-BOM-0002", cny("5600.00"), datetime(2030, 2, 6, tzinfo=berlin)),  # "5600 RMB"
+    ]
+    assert reasons(parsed) == {
+        4: 'Amount "5600.00": no currency: add a currency column, or write it with the amount, e.g. CNY 5600.00',
+        5: 'Due Time "2030-10-27 02:30": 2030-10-27 02:30 happens twice in Europe/Berlin (the clocks go back): add '
+        "the offset, +0200 for the first or +0100 for the second",
+    }
+
+
+def _workbook(path: Path) -> Path:
+    """An .xlsx as finance exports it: a title row, number and text amounts, date cells and date text, an id
+    typed as a number, an empty row in the table, a merged note under it; a second sheet for --sheet."""
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "十一月"
+    sheet.append(["2030年1月应收发票"])
+    sheet.append(["发票号", "客户编号", "金额", "币种", "开票日期", "到期日", "客户名称", "邮箱", "到期时间"])
+    lotus = ("C-XL-LOTUS", None)
+    rows: list[list[Any]] = [
+        ["INV-XL-0001", lotus[0], 8800, "CNY", datetime(2030, 1, 5), datetime(2030, 2, 4)],
+        ["INV-XL-0002", lotus[0], 1234.5600000000001, "CNY", datetime(2030, 1, 5), "2030/02/04"],
+        ["INV-XL-0003", lotus[0], "8,800.00", "CNY", "2030年1月5日", datetime(2030, 2, 4)],
+        [],
+        [
+            1004,
+            lotus[0],
+            300.5,
+            "CNY",
+            datetime(2030, 1, 5),
+            datetime(2030, 2, 4),
+            None,
+            None,
+            datetime(2030, 2, 4, 18),
+        ],
+        ["INV-XL-0005", lotus[0], "8.800,00", "CNY", datetime(2030, 1, 5), datetime(2030, 2, 4)],
+        ["INV-XL-0006", lotus[0], 12.345, "CNY", datetime(2030, 1, 5), "11/24/2030"],
+        ["INV-XL-0007", lotus[0], datetime(2030, 1, 5), "CNY", datetime(2030, 1, 5), datetime(2030, 2, 4, 18)],
+    ]
+    for row in rows:
+        sheet.append([*row, LOTUS_NAME, "ap@lotus.example.cn"] if len(row) == 6 else row)
+    sheet.cell(7, 7, LOTUS_NAME)
+    sheet.cell(7, 8, "ap@lotus.example.cn")
+    sheet.append([])
+    sheet.append(["制表：财务部"])
+    sheet.merge_cells(start_row=12, start_column=1, end_row=12, end_column=9)
+    other = workbook.create_sheet("十二月")
+    other.append(["invoice_id", "customer_id", "amount", "currency", "issued_on", "due_on", "name", "email"])
+    other.append(["INV-XL-1201", "C-XL-LOTUS", "CNY 99.00", None, "2030-02-05", "2030-03-07", LOTUS_NAME, "a@b.cn"])
+    workbook.save(path)
+    return path
+
+
+def test_an_xlsx_workbook_reads_number_and_text_cells_date_cells_and_skips_titles_blank_rows_and_notes(
+    tmp_path: Path,
+) -> None:
+    path = _workbook(tmp_path / "invoices-2030-01.xlsx")
+    parsed = read_invoice_file(path, file_format(path), "CNY")
+
+    assert parsed.unit == "row" and parsed.skipped == [1, 12]  # the title; the merged note (row 11 is blank)
+    assert [(row.line, row.invoice.invoice_id, row.invoice.amount, row.invoice.due_on) for row in parsed.rows] == [
+        (3, "INV-XL-0001", cny("8800.00"), date(2030, 2, 4)),
+        (4, "INV-XL-0002", cny("1234.56"), date(2030, 2, 4)),  # the double as Excel shows it
+        (5, "INV-XL-0003", cny("8800.00"), date(2030, 2, 4)),
+        (7, "1004", cny("300.50"), date(2030, 2, 4)),  # an id typed as a number
+    ]
+    assert parsed.rows[3].due_at == datetime(2030, 2, 4, 18, tzinfo=SHANGHAI)  # a date-time cell, local time
+    assert reasons(parsed) == {
+        8: '金额 "8.800,00": use a dot for decimals, e.g. 8800.00',
+        9: f'金额 "12.345": more than 2 decimals for CNY; 到期日 "11/24/2030": {YEAR_FIRST}',
+        10: '金额 "2030-01-05": a date or time, not an amount: format the column as numbers or text; '
+        '到期日 "2030-02-04 18:00": 2030-02-04 18:00 has a time of day: give the day alone, e.g. 2026-11-24',
+    }
+
+    december = read_invoice_file(path, "xlsx", "CNY", sheet="十二月")
+    assert [(row.line, row.invoice.amount) for row in december.rows] == [(2, cny("99.00"))]
+    with pytest.raises(ImportFileError, match="no sheet 'March'; the workbook has '十一月', '十二月'"):
+        read_invoice_file(path, "xlsx", "CNY", sheet="March")
+    with pytest.raises(ImportFileError, match=r"not an Excel \.xlsx workbook"):
+        parse_invoices(CSV_FILE.read_bytes(), "xlsx", "CNY")
+
+
+def test_headers_may_name_a_column_twice_only_once() -> None:
+    with pytest.raises(ImportFileError, match="row 1: column amount and 金额 both mean amount"):
+        parse(CSV_HEADER.replace("\n", ",金额\n"))
+
+
+class _Lifecycles:
+    """The lifecycle port as the import sees it, recording what it was asked to start (the end-to-end tests
+    above start real lifecycles on the time-skipping server)."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    async def __call__(self, account: CustomerAccount, invoice: Invoice) -> str:
+        self.started.append(invoice.invoice_id)
+        return "run"
+
+
+async def test_a_file_with_a_bad_row_imports_nothing_and_once_fixed_imports_each_invoice_once(
+    sqlite_ledger: LedgerStore, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.csv"
+    good_rows = (
+        f'INV-FIX-1,C-FIX,"8,800.00",CNY,2030/01/05,2030/02/04,{LOTUS_NAME},ap@lotus.example.cn\n'
+        f"INV-FIX-2,C-FIX,880.00,CNY,2030-01-05,2030-02-04,{LOTUS_NAME},ap@lotus.example.cn\n"
+    )
+    bad.write_text(
+        CSV_HEADER
+        + good_rows
+        + f'INV-FIX-3,C-FIX,"1.200,00",CNY,2030-01-05,2030-02-04,{LOTUS_NAME},ap@lotus.example.cn\n',
+        encoding="utf-8",
+    )
+    lifecycles = _Lifecycles()
+
+    async def run(path: Path, **options: Any) -> ImportReport:
+        return await import_invoices(
+            read_invoice_file(path, "csv", "CNY"),
+            source=path.name,
+            ledger=sqlite_ledger,
+            currency="CNY",
+            start_lifecycle=lifecycles,
+            **options,
+        )
+
+    held = await run(bad)
+
+    assert held.held and held.exit_status == 2
+    assert held.problems() == ['row 4, amount "1.200,00": use a dot for decimals, e.g. 1200.00']
+    assert lifecycles.started == [] and _booked(sqlite_ledger, "C-FIX") == {}
+    assert "good rows, held back                 2" in held.render()
+
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text(bad.read_text(encoding="utf-8").replace('"1.200,00"', "1200.00"), encoding="utf-8")
+    first, again = await run(fixed), await run(fixed)
+
+    assert first.count(Outcome.RECORDED) == 3 and first.exit_status == 0
+    assert again.count(Outcome.RECORDED) == 0 and again.count(Outcome.ALREADY_RECORDED) == 3
+    balance = sqlite_ledger.balance("C-FIX", "CNY", ["INV-FIX-1", "INV-FIX-2", "INV-FIX-3"])
+    assert sorted((i.invoice_id, i.amount) for i in balance.invoices) == [
+        ("INV-FIX-1", cny("8800.00")),
+        ("INV-FIX-2", cny("880.00")),
+        ("INV-FIX-3", cny("1200.00")),
+    ]
+
+    skipping = await run(bad, skip_bad_rows=True)  # the good rows of the old file: already there
+    assert not skipping.held and skipping.count(Outcome.ALREADY_RECORDED) == 2
+
+
+def test_a_dry_run_of_the_command_shows_each_bad_row_in_the_operators_words(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    workbook = _workbook(tmp_path / "invoices.xlsx")
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "starter.py",
+            "import-invoices",
+            str(workbook),
+            "--dry-run",
+            "--ledger-url",
+            f"sqlite:///{tmp_path / 'none.db'}",
+        ],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert finished.returncode == 2, finished.stderr
+    problems = [line for line in finished.stderr.splitlines() if line.startswith("row ")]
+    assert problems[0] == 'row 8, 金额 "8.800,00": use a dot for decimals, e.g. 8800.00'
+    assert [line.split(",")[0] for line in problems] == ["row 8", "row 9", "row 10"]
+    assert "skipped row(s) 1, 12 above the header or below the table" in finished.stderr
+    assert not any("Value error" in line or "input_value" in line for line in finished.stderr.splitlines())
+    assert "good rows, held back                 4" in finished.stdout
