@@ -226,8 +226,8 @@ def _links_of(
 
 
 @cache
-def _builtin_renderer() -> NoticeRenderer:
-    return NoticeRenderer()
+def _builtin_renderer(links: NoticeLinks | None = None) -> NoticeRenderer:
+    return NoticeRenderer(links=links)
 
 
 def render_notice(
@@ -239,5 +239,6 @@ def render_notice(
     links: NoticeLinks | None = None,
 ) -> RenderedNotice:
     """Render with the built-in templates."""
-    renderer = NoticeRenderer(links=links) if links is not None else _builtin_renderer()
-    return renderer.render(request, sender_name=sender_name, branding=branding, policy_attachment=policy_attachment)
+    return _builtin_renderer(links).render(
+        request, sender_name=sender_name, branding=branding, policy_attachment=policy_attachment
+    )
