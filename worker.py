@@ -157,7 +157,7 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Bi
         mail_from=settings.mail_from,
         escalation_email=settings.escalation_email,
         finance_email=settings.finance_email,
-        renderer=NoticeRenderer(settings.template_dirs),
+        renderer=NoticeRenderer(settings.template_dirs, links=settings.notice_links()),
         branding=settings.branding(),
         collections_policy=settings.policy(),
     )

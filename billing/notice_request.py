@@ -100,6 +100,9 @@ class NoticeRequest(FrozenMessage):
     kind: NoticeKind
     account: CustomerAccount
     workflow_id: str
+    # Workflow time when the lifecycle asked for the notice: what the notice counts from (a link's expiry), so
+    # every attempt at it renders the same text. Absent in requests made before it existed: no links then.
+    at: datetime | None = None
     invoices: list[InvoiceBalance] = Field(default_factory=list)  # the invoices the notice is about
     amount_due: Money
     overdue_amount: Money | None = None

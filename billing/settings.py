@@ -8,12 +8,13 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from datetime import time
+from datetime import time, timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator, model_validator
 
 from billing.encryption import KEY_BYTES, EncryptionKey, EncryptionKeys
+from billing.notice_links import DEFAULT_VALIDITY, MIN_SECRET_LENGTH, NoticeLinks, check_template
 from billing.notices.branding import (
     BankAccount,
     Branding,
@@ -78,6 +79,11 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "BILLING_POLICY_URL": "policy_url",
     "BILLING_FAPIAO_NOTE": "fapiao_note",
     "BILLING_TEMPLATE_DIR": "template_dir",
+    # Signed pay and dispute links in customer notices (billing.notice_links).
+    "BILLING_PAY_URL_TEMPLATE": "pay_url_template",
+    "BILLING_DISPUTE_URL_TEMPLATE": "dispute_url_template",
+    "BILLING_LINK_SECRET": "link_secret",
+    "BILLING_LINK_VALIDITY": "link_validity",
 }
 
 
@@ -108,6 +114,10 @@ class DocumentSettings(BaseModel):
     policy_url: str | None = None
     fapiao_note: str | None = None
     template_dir: Path | None = None
+    pay_url_template: str | None = None
+    dispute_url_template: str | None = None
+    link_secret: SecretStr | None = None  # SecretStr: shown as ********** in any repr or log of the settings
+    link_validity: timedelta = DEFAULT_VALIDITY  # ISO 8601, e.g. P60D
 
     @field_validator("partner_name", "support_hours", "bank_name", "bank_account_name", "fapiao_note")
     @classmethod
@@ -145,6 +155,57 @@ class DocumentSettings(BaseModel):
         if value is not None and not value.is_dir():
             raise ValueError(f"{value} is not a directory (it holds <locale>/<template> overrides)")
         return value
+
+    @field_validator("pay_url_template", "dispute_url_template")
+    @classmethod
+    def _link_template(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value)
+
+    @field_validator("link_secret")
+    @classmethod
+    def _link_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_LENGTH} characters, e.g. the output of "
+                '`python3 -c "import secrets; print(secrets.token_urlsafe(32))"`'
+            )
+        return value
+
+    @field_validator("link_validity", mode="before")
+    @classmethod
+    def _link_validity_written_as_iso(cls, value: object) -> object:
+        # pydantic would also read "60" as 60 seconds: a partner meaning days would send dead links.
+        if isinstance(value, str) and not value.strip().upper().startswith("P"):
+            raise ValueError(f"{value!r} is not an ISO 8601 duration such as P60D or P30DT12H")
+        return value
+
+    @field_validator("link_validity")
+    @classmethod
+    def _link_validity(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive ISO 8601 duration such as P60D")
+        return value
+
+    @model_validator(mode="after")
+    def _links_signed(self) -> DocumentSettings:
+        if (self.pay_url_template or self.dispute_url_template) and self.link_secret is None:
+            raise ValueError(
+                "BILLING_LINK_SECRET is required with BILLING_PAY_URL_TEMPLATE or BILLING_DISPUTE_URL_TEMPLATE: "
+                "the secret the links are signed with, shared with the portal that checks them"
+            )
+        return self
+
+    def notice_links(self) -> NoticeLinks | None:
+        """The signed links customer notices carry; None when no URL template is set (the texts then read as
+        they always did)."""
+        if self.link_secret is None or not (self.pay_url_template or self.dispute_url_template):
+            return None
+        return NoticeLinks(
+            secret=self.link_secret.get_secret_value(),
+            pay_template=self.pay_url_template,
+            dispute_template=self.dispute_url_template,
+            validity=self.link_validity,
+        )
 
     @model_validator(mode="after")
     def _bank_details_complete(self) -> DocumentSettings:

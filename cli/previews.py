@@ -121,7 +121,7 @@ def preview_command(args: argparse.Namespace) -> int:
             mail_from,
             os.environ.get("BILLING_ESCALATION_EMAIL") or f"escalation-desk@{domain}",
             os.environ.get("BILLING_FINANCE_EMAIL") or f"finance@{domain}",
-            renderer=NoticeRenderer(settings.template_dirs),
+            renderer=NoticeRenderer(settings.template_dirs, links=settings.notice_links()),
             branding=settings.branding(),
             collections_policy=policy,
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from billing.models import Locale, NoticeKind
+from billing.notice_links import NoticeLinks
 from billing.notices import BankAccount, Branding, render_notice
 from billing.notices.preview import sample_request
 from billing.policy import CollectionsPolicy
@@ -38,6 +39,15 @@ BRANDING = Branding(
         swift="CMBCCNBSXXX",
     ),
 )
+# Pay and dispute links as a partner would configure them; the invoice id goes in the query, where '/' is safe.
+LINKS = NoticeLinks(
+    secret="golden-files-link-secret-0123456789",
+    pay_template="https://portal.partner.example.cn/pay?invoice={invoice_id}&customer={customer_id}"
+    "&expires={expires}&signature={signature}",
+    dispute_template="https://portal.partner.example.cn/disputes/new?invoice={invoice_id}&customer={customer_id}"
+    "&expires={expires}&signature={signature}",
+)
+LINKED_KIND = NoticeKind.REMINDER
 
 
 def check_golden(path: Path, actual: str) -> None:
@@ -67,6 +77,17 @@ def test_every_notice_reads_as_its_golden_file(kind: NoticeKind, locale: Locale)
     check_golden(folder / f"{kind}.html", rendered.html)
 
 
+@pytest.mark.parametrize("locale", LOCALES)
+def test_a_notice_with_pay_and_dispute_links_reads_as_its_golden_file(locale: Locale) -> None:
+    request = sample_request(LINKED_KIND, locale, CollectionsPolicy(), ISSUED_ON)
+
+    rendered = render_notice(request, sender_name=SENDER[locale], branding=BRANDING, links=LINKS)
+
+    folder = GOLDEN / "links" / locale
+    check_golden(folder / f"{LINKED_KIND}.txt", rendered.text)
+    check_golden(folder / f"{LINKED_KIND}.html", rendered.html)
+
+
 @pytest.mark.parametrize("document_format", ["md", "html"])
 @pytest.mark.parametrize("locale", LOCALES)
 def test_collections_policy_reads_as_its_golden_file(locale: Locale, document_format: DocumentFormat) -> None:
@@ -92,5 +113,8 @@ def test_no_golden_file_is_left_over_from_a_kind_or_locale_that_is_gone() -> Non
         for kind in NoticeKind
         for suffix in ("subject", "txt", "html")
     }
-    present = set((GOLDEN / "notices").glob("*/*"))
+    expected |= {
+        GOLDEN / "links" / locale / f"{LINKED_KIND}.{suffix}" for locale in LOCALES for suffix in ("txt", "html")
+    }
+    present = set((GOLDEN / "notices").glob("*/*")) | set((GOLDEN / "links").glob("*/*"))
     assert present == expected

@@ -42,6 +42,7 @@ def notice_request(
         kind=kind,
         account=state.account,
         workflow_id=workflow_id,
+        at=now,
         invoices=_invoices_named(state, step, kind, now),
         amount_due=state.balance.amount_due,
         overdue_amount=state.overdue_amount(now),

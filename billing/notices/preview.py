@@ -67,6 +67,17 @@ class _SampleLifecycle:
         steps = [step for step in self.schedule.of_kind(kind) if not overdue_only or step.at >= self.invoice.due_at]
         return steps[0] if steps else None
 
+    def moment_of(self, kind: NoticeKind) -> datetime:
+        """When the lifecycle would send a notice of `kind`: its ladder step, else the invoice's issue."""
+        ladder = {
+            NoticeKind.REMINDER: StepKind.SEND_REMINDER,
+            NoticeKind.FINAL_NOTICE: StepKind.SEND_FINAL_NOTICE,
+            NoticeKind.SUSPENSION: StepKind.SUSPEND,
+            NoticeKind.DATA_DELETION_WARNING: StepKind.SEND_DATA_DELETION_WARNING,
+        }
+        step = self.step(ladder[kind], overdue_only=True) if kind in ladder else None
+        return step.at if step is not None else self.issued_at
+
     def money(self, amount: str) -> Money:
         return Money.of(amount, self.currency)
 
@@ -76,6 +87,7 @@ class _SampleLifecycle:
             "kind": kind,
             "account": self.account,
             "workflow_id": f"customer-billing-{self.account.customer_id}",
+            "at": self.moment_of(kind),
             "invoices": [self.invoice],
             "amount_due": self.invoice.outstanding,
             "overdue_amount": Money.zero(self.currency),

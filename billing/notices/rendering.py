@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from jinja2.runtime import Context
 
 from billing.models import CUSTOMER_NOTICE_KINDS, Locale, NoticeKind
 from billing.money import Money, total
+from billing.notice_links import NoticeLinks, Purpose
 from billing.notice_request import NoticeRequest
 from billing.notices.branding import Branding
 from billing.notices.formatting import (
@@ -74,10 +75,12 @@ def _duration(context: Context, value: timedelta) -> str:
 
 
 class NoticeRenderer:
-    """Renders notices; `template_dirs` are searched before the built-in templates."""
+    """Renders notices; `template_dirs` are searched before the built-in templates. With `links`, customer
+    notices carry signed pay and dispute links per invoice (without, the texts read as they always did)."""
 
-    def __init__(self, template_dirs: Sequence[Path | str] = ()) -> None:
+    def __init__(self, template_dirs: Sequence[Path | str] = (), *, links: NoticeLinks | None = None) -> None:
         self._env = template_environment(template_dirs)
+        self._links = links
 
     def render(
         self,
@@ -90,6 +93,7 @@ class NoticeRenderer:
         """`policy_attachment`: the file name of the collections policy attached to the message, if any."""
         locale = request.account.locale
         context = _context(request, sender_name, branding or Branding(), policy_attachment)
+        context.update(_link_context(request, self._links))
         _check_complete(request, context)
         base = f"{locale}/{request.kind}"
         # A subject is one line whatever the template's layout: a line break would end the header.
@@ -190,9 +194,40 @@ def _context(
     }
 
 
+def _link_context(request: NoticeRequest, links: NoticeLinks | None) -> dict[str, Any]:
+    """`pay_links` for the invoices with something to pay, `dispute_links` for every invoice named (the templates
+    show them where the notice tells how to pay and how to question an invoice), and when they stop working."""
+    context: dict[str, Any] = {"pay_links": [], "dispute_links": [], "links_valid_until": None}
+    at = request.at
+    # A request made before notices carried their time has no moment to count the expiry from.
+    if links is None or at is None or request.kind not in CUSTOMER_NOTICE_KINDS:
+        return context
+    payable = [invoice.invoice_id for invoice in request.invoices if invoice.outstanding.is_positive]
+    context["pay_links"] = _links_of(links, "pay", request.account.customer_id, payable, at)
+    named = [invoice.invoice_id for invoice in request.invoices]
+    context["dispute_links"] = _links_of(links, "dispute", request.account.customer_id, named, at)
+    if context["pay_links"] or context["dispute_links"]:
+        context["links_valid_until"] = datetime.fromtimestamp(links.expires(at), UTC)
+    return context
+
+
+def _links_of(
+    links: NoticeLinks, purpose: Purpose, customer_id: str, invoice_ids: list[str], at: datetime
+) -> list[dict[str, str]]:
+    made = []
+    for invoice_id in invoice_ids:
+        try:
+            url = links.link(purpose, customer_id, invoice_id, at)
+        except ValueError:
+            continue  # an id with a line break cannot be signed unambiguously: that invoice goes without
+        if url is not None:
+            made.append({"invoice_id": invoice_id, "url": url})
+    return made
+
+
 @cache
-def _builtin_renderer() -> NoticeRenderer:
-    return NoticeRenderer()
+def _builtin_renderer(links: NoticeLinks | None = None) -> NoticeRenderer:
+    return NoticeRenderer(links=links)
 
 
 def render_notice(
@@ -201,8 +236,9 @@ def render_notice(
     sender_name: str = "",
     branding: Branding | None = None,
     policy_attachment: str | None = None,
+    links: NoticeLinks | None = None,
 ) -> RenderedNotice:
     """Render with the built-in templates."""
-    return _builtin_renderer().render(
+    return _builtin_renderer(links).render(
         request, sender_name=sender_name, branding=branding, policy_attachment=policy_attachment
     )
