@@ -16,10 +16,8 @@ import argparse
 import base64
 import dataclasses
 import os
-import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -30,11 +28,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverter, PayloadCodec, PayloadConverter
 from temporalio.exceptions import ApplicationError
 
+from billing.encryption_keys import KEY_BYTES, EncryptionKey, EncryptionKeys
+
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
-KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # 96 bits, the size GCM is specified for (NIST SP 800-38D, 5.2.1.1)
-KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class PayloadDecryptionError(ValueError):
@@ -43,42 +41,6 @@ class PayloadDecryptionError(ValueError):
 
 class UnknownEncryptionKey(PayloadDecryptionError):
     """The payload was encrypted with a key id that is not among the configured keys."""
-
-
-@dataclass(frozen=True)
-class EncryptionKey:
-    key_id: str
-    secret: bytes = field(repr=False)
-
-    def __post_init__(self) -> None:
-        if not KEY_ID_PATTERN.fullmatch(self.key_id):
-            raise ValueError(f"key id {self.key_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
-        if len(self.secret) != KEY_BYTES:
-            raise ValueError(f"key {self.key_id!r} is {len(self.secret)} bytes; AES-256 needs {KEY_BYTES}")
-
-
-class EncryptionKeys:
-    """The configured keys: the first encrypts, every one decrypts. Its repr shows the ids only."""
-
-    def __init__(self, keys: Sequence[EncryptionKey]) -> None:
-        if not keys:
-            raise ValueError("at least one key is needed")
-        ids = [key.key_id for key in keys]
-        duplicates = sorted({key_id for key_id in ids if ids.count(key_id) > 1})
-        if duplicates:
-            raise ValueError(f"key id {duplicates[0]!r} appears more than once")
-        self._keys = {key.key_id: key for key in keys}
-        self.encrypting = keys[0]
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self._keys)
-
-    def get(self, key_id: str) -> EncryptionKey | None:
-        return self._keys.get(key_id)
-
-    def __repr__(self) -> str:
-        return f"EncryptionKeys(ids={self.ids!r})"
 
 
 def new_key(key_id: str) -> str:

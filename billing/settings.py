@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator, model_validator
 
-from billing.encryption import KEY_BYTES, EncryptionKey, EncryptionKeys
+from billing.encryption_keys import KEY_BYTES, EncryptionKey, EncryptionKeys
 from billing.notice_links import DEFAULT_VALIDITY, MIN_SECRET_LENGTH, NoticeLinks, check_template
 from billing.notices.branding import (
     BankAccount,

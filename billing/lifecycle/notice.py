@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Literal
 
 from billing.ledger_messages import EscalationCase, InvoiceBalance
-from billing.lifecycle.next_step import data_deletion_date, decide
+from billing.lifecycle.forecast import forecast
+from billing.lifecycle.next_step import data_deletion_date
 from billing.lifecycle.state import BillingState, DeskReport
 from billing.lifecycle.steps import Step, StepKind
-from billing.models import NoticeKind, NoticeRecord, Payment
+from billing.models import NextActionKind, NoticeKind, NoticeRecord, Payment
 from billing.notice_request import NoticeDispute, NoticeNextStep, NoticeRequest
 from billing.partner_center_messages import SubscriptionProblem
 from billing.policy import CollectionsPolicy
@@ -46,7 +47,11 @@ def notice_request(
         invoices=_invoices_named(state, step, kind, now),
         amount_due=state.balance.amount_due,
         overdue_amount=state.overdue_amount(now),
-        next_step=step.then or (ladder_outlook(state, policy, now) if kind is NoticeKind.INVOICE else None),
+        next_step=(
+            suspension_outlook(state, policy, now)
+            if kind in (NoticeKind.INVOICE, NoticeKind.REMINDER, NoticeKind.FINAL_NOTICE)
+            else step.then
+        ),
         suspended_on=suspension.suspended_at.astimezone(state.account.zone).date() if suspension else None,
         data_deletion_on=data_deletion_date(state),
         subscription_ids=(
@@ -96,9 +101,14 @@ def _invoices_named(state: BillingState, step: Step, kind: NoticeKind, now: date
     return state.overdue_invoices(now) or state.open_invoices()
 
 
-def ladder_outlook(state: BillingState, policy: CollectionsPolicy, now: datetime) -> NoticeNextStep | None:
-    """For the invoice notice: the date the ladder would suspend if nothing were paid."""
-    return next((step.then for step in decide(state, policy, now).pending if step.then is not None), None)
+def suspension_outlook(state: BillingState, policy: CollectionsPolicy, now: datetime) -> NoticeNextStep | None:
+    """For a notice of the ladder sent now: the day the engine will suspend if nothing is paid, as `forecast`
+    finds it with this notice sent (each later notice paced after it, a final notice superseding a reminder due
+    the same morning), so the date quoted is the date that comes."""
+    suspension = next((step for step in forecast(state, policy, now) if step.kind is StepKind.SUSPEND), None)
+    if suspension is None:
+        return None
+    return NoticeNextStep(kind=NextActionKind.SUSPENSION, on=suspension.at.astimezone(state.account.zone).date())
 
 
 def resolution(state: BillingState) -> str:
