@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from billing.metrics import DEFAULT_METRICS_HOST
 from billing.notices.branding import (
     BankAccount,
     Branding,
@@ -29,10 +30,10 @@ PRODUCTION_PARTNER_CENTER_URL = "https://partner.partnercenterapi.microsoftonlin
 PRODUCTION_PARTNER_CENTER_RESOURCE = PRODUCTION_PARTNER_CENTER_URL
 PRODUCTION_TOKEN_URL_TEMPLATE = "https://login.partner.microsoftonline.cn/{tenant}/oauth2/token"
 
-# Environment variable → field. Everything else in the environment is ignored.
+# Environment variable → field. Everything else in the environment is ignored here; the Temporal connection
+# (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TLS_*, ...) is the SDK's environment configuration, read by
+# `billing.temporal_connection`.
 ENVIRONMENT_NAMES: dict[str, str] = {
-    "TEMPORAL_ADDRESS": "temporal_address",
-    "TEMPORAL_NAMESPACE": "temporal_namespace",
     "BILLING_TASK_QUEUE": "task_queue",
     "BILLING_LEDGER_URL": "ledger_url",
     "BILLING_SMTP_HOST": "smtp_host",
@@ -53,6 +54,9 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "BILLING_HISTORY_EVENT_LIMIT": "history_event_limit",
     "BILLING_SWEEP_TIME": "sweep_time",
     "BILLING_SWEEP_TIME_ZONE": "sweep_time_zone",
+    "BILLING_METRICS_PORT": "metrics_port",
+    "BILLING_METRICS_HOST": "metrics_host",
+    "BILLING_CONNECT_ATTEMPTS": "connect_attempts",
     # What customers read (billing.notices.Branding) and where a partner's own templates live.
     "BILLING_PARTNER_NAME": "partner_name",
     "BILLING_PARTNER_LOGO_URL": "partner_logo_url",
@@ -174,8 +178,6 @@ class DocumentSettings(BaseModel):
 class Settings(DocumentSettings):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    temporal_address: str = "localhost:7233"
-    temporal_namespace: str = "default"
     task_queue: str = "billing"
     ledger_url: str = "sqlite:///var/ledger.db"
     smtp_host: str | None = None
@@ -196,6 +198,16 @@ class Settings(DocumentSettings):
     history_event_limit: int = 10_000  # a lifecycle continues as new past this many history events
     sweep_time: time = time(6, 0)  # the daily sweep's local time, HH:MM
     sweep_time_zone: str = "Asia/Shanghai"
+    metrics_port: int | None = None  # the SDK's Prometheus endpoint http://metrics_host:metrics_port/metrics
+    metrics_host: str = DEFAULT_METRICS_HOST
+    connect_attempts: int = 30  # the worker waits this many seconds for a Temporal server that is starting
+
+    @field_validator("connect_attempts")
+    @classmethod
+    def _attempts(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
 
     @field_validator("sweep_time")
     @classmethod
@@ -214,10 +226,10 @@ class Settings(DocumentSettings):
             raise ValueError("must be at least 20 events")
         return value
 
-    @field_validator("smtp_port")
+    @field_validator("smtp_port", "metrics_port")
     @classmethod
-    def _port(cls, value: int) -> int:
-        if not 0 < value < 65536:
+    def _port(cls, value: int | None) -> int | None:
+        if value is not None and not 0 < value < 65536:
             raise ValueError("must be a TCP port between 1 and 65535")
         return value
 

@@ -8,6 +8,10 @@ from datetime import date, datetime
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
+
+from billing import temporal_connection
+from billing.temporal_connection import TemporalConnectionError, temporal_target
 
 
 class CommandError(Exception):
@@ -18,14 +22,17 @@ def workflow_id(customer_id: str) -> str:
     return f"customer-billing-{customer_id}"
 
 
-async def connect(args: argparse.Namespace) -> Client:
+async def connect(args: argparse.Namespace, data_converter: DataConverter = pydantic_data_converter) -> Client:
+    """The client for a command: the SDK's environment configuration (`billing.temporal_connection`), with
+    `--address` and `--namespace` over it. One attempt: a command fails in seconds, not after a worker's wait."""
     try:
-        return await Client.connect(args.address, namespace=args.namespace, data_converter=pydantic_data_converter)
-    except RuntimeError as error:
-        raise CommandError(
-            f"cannot reach Temporal at {args.address} (namespace {args.namespace}): {error}\n"
-            "Is the engine running? Start it with ./dev run"
-        ) from None
+        target = temporal_target(address=args.address, namespace=args.namespace)
+    except TemporalConnectionError as error:
+        raise CommandError(str(error)) from None
+    try:
+        return await temporal_connection.connect(target, data_converter=data_converter)
+    except TemporalConnectionError as error:
+        raise CommandError(f"{error}. Is the engine running? Start it with ./dev run") from None
 
 
 # An update waits for a worker to take it; without one it would wait for ever.
