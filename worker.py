@@ -185,7 +185,17 @@ async def run(settings: Settings, target: TemporalTarget, runtime: Runtime | Non
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if running in done:
-            running.result()
+            try:
+                running.result()
+            except RuntimeError as error:
+                # The SDK checks the namespace as the worker starts ("Worker validation failed: Namespace ... was
+                # not found"): a setting to fix, said in one line like an unreachable server.
+                if not str(error).startswith("Worker validation failed"):
+                    raise
+                raise TemporalConnectionError(
+                    f"Temporal at {target.describe()} refused the worker: {' '.join(str(error).split())}; "
+                    + temporal_connection.HINT
+                ) from None
             return
         log.info("stopping worker: finishing running activities")
         await worker.shutdown()

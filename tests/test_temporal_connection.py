@@ -328,3 +328,19 @@ async def test_an_api_key_alone_means_tls_and_tls_false_sends_it_in_clear(dev_se
     [line] = _message_lines(key_only.stderr)
     assert line.startswith(f"starter.py status: cannot reach Temporal at {dev_server.address} (namespace default, TLS")
     assert "cannot reach Temporal" not in in_clear.stderr
+
+
+@pytest.mark.devserver
+async def test_worker_on_a_namespace_the_server_lacks_exits_with_one_line(
+    tmp_path: Path, dev_server: DevServer
+) -> None:
+    env = clean_environment() | _worker_settings(tmp_path)
+    env |= {"TEMPORAL_ADDRESS": dev_server.address, "TEMPORAL_NAMESPACE": "no-such-namespace"}
+
+    finished = await _run([sys.executable, "worker.py"], env)
+
+    assert finished.returncode == 2
+    assert "Traceback" not in finished.stderr
+    [line] = _message_lines(finished.stderr)
+    assert line.startswith(f"worker.py: Temporal at {dev_server.address} (namespace no-such-namespace) refused ")
+    assert "Namespace no-such-namespace is not found" in line
