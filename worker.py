@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,9 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.collections_policy import PolicyActivities
@@ -28,7 +32,7 @@ from activities.mailer import MailerActivities, OutboxTransport, SmtpTransport
 from activities.partner_center import PartnerCenterActivities, PartnerCenterClient
 from activities.partner_payables import PartnerPayableActivities
 from activities.sweep import SweepActivities
-from billing import encryption
+from billing import encryption, metrics, temporal_connection
 from billing.business_days import KNOWN_YEARS, unknown_years
 from billing.ledger import LedgerStore
 from billing.ledger.partner_payments import PartnerPaymentBook
@@ -37,6 +41,7 @@ from billing.models import DEFAULT_TIME_ZONE
 from billing.notices import NoticeRenderer
 from billing.policy import CollectionsPolicy
 from billing.settings import Settings, SettingsError, settings_from_environment
+from billing.temporal_connection import TemporalConnectionError, TemporalTarget, temporal_target
 from workflows.customer_billing import CustomerBilling
 from workflows.daily_sweep import DailySweep
 from workflows.inbox import OnePayloadPerMessage
@@ -45,24 +50,24 @@ from workflows.partner_payable import PartnerPayable
 log = structlog.get_logger(__name__)
 
 WORKFLOWS: list[type] = [CustomerBilling, PartnerPayable, DailySweep]
-CONNECT_ATTEMPTS = 30
 
 
-async def connect(settings: Settings, attempts: int = CONNECT_ATTEMPTS) -> Client:
-    """Connect to Temporal, waiting for a server that is still starting (up to `attempts` seconds)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return await Client.connect(
-                settings.temporal_address,
-                namespace=settings.temporal_namespace,
-                data_converter=encryption.data_converter(settings.encryption_keys),
-            )
-        except RuntimeError as error:
-            if attempt == attempts:
-                raise
-            log.info("temporal not reachable yet", temporal_address=settings.temporal_address, error=str(error))
-            await asyncio.sleep(1)
-    raise AssertionError("unreachable")
+async def connect(
+    target: TemporalTarget,
+    *,
+    data_converter: DataConverter = pydantic_data_converter,
+    runtime: Runtime | None = None,
+    attempts: int = 1,
+) -> Client:
+    """Connect to Temporal, waiting for a server that is still starting (up to `attempts` seconds); then a
+    `TemporalConnectionError` with the one line to print."""
+
+    def waiting(attempt: int, reason: str) -> None:
+        log.info("temporal not reachable yet", attempt=attempt, error=reason, **target.log_fields())
+
+    return await temporal_connection.connect(
+        target, data_converter=data_converter, runtime=runtime, attempts=attempts, on_retry=waiting
+    )
 
 
 def warn_if_china_calendar_runs_out(policy: CollectionsPolicy, today: date) -> None:
@@ -234,8 +239,13 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Bi
             store.close()
 
 
-async def run(settings: Settings) -> None:
-    client = await connect(settings)
+async def run(settings: Settings, target: TemporalTarget, runtime: Runtime | None = None) -> None:
+    client = await connect(
+        target,
+        data_converter=encryption.data_converter(settings.encryption_keys),
+        runtime=runtime,
+        attempts=settings.connect_attempts,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -248,15 +258,25 @@ async def run(settings: Settings) -> None:
             partner_center_calls_per_second=settings.partner_center_calls_per_second,
             sweep_task_queue=settings.sweep_queue,
             **tuning(settings),
-            namespace=settings.temporal_namespace,
-            temporal_address=settings.temporal_address,
             mail="smtp" if settings.smtp_host else "outbox",
+            metrics_port=settings.metrics_port,
+            **target.log_fields(),
         )
         running = asyncio.create_task(worker.run())
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if running in done:
-            running.result()
+            try:
+                running.result()
+            except RuntimeError as error:
+                # The SDK checks the namespace as the worker starts ("Worker validation failed: Namespace ... was
+                # not found"): a setting to fix, said in one line like an unreachable server.
+                if not str(error).startswith("Worker validation failed"):
+                    raise
+                raise TemporalConnectionError(
+                    f"Temporal at {target.describe()} refused the worker: {' '.join(str(error).split())}; "
+                    + temporal_connection.HINT
+                ) from None
             return
         log.info("stopping worker: finishing running activities")
         await worker.shutdown()
@@ -268,12 +288,24 @@ def main() -> int:
     configure_logging()
     try:
         settings = settings_from_environment()
-    except SettingsError as error:
+        target = temporal_target()
+        runtime = metrics.runtime(settings.metrics_host, settings.metrics_port)
+    except (SettingsError, TemporalConnectionError, metrics.MetricsEndpointError) as error:
         print(f"worker.py: {error}", file=sys.stderr)
         return 2
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings, target, runtime))
+    except TemporalConnectionError as error:
+        print(f"worker.py: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # As starter.py: skip interpreter finalization, which the Temporal runtime's Rust threads can abort with
+    # SIGABRT ("PyGILState_Release ... finalizing", temporalio/sdk-python#300; seen here after a failed
+    # connection), so the exit status is the one main() chose.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -9,6 +9,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from billing import metrics
 from billing.ledger import LedgerRejection, LedgerStore
 from billing.ledger_messages import (
     AccountBalance,
@@ -34,14 +35,18 @@ def _refusal_not_retried(action: str, **ids: str | None) -> Iterator[None]:
     """The books refusing a request is an answer, not a failure: retrying would be refused again.
 
     So is a value the database cannot store (the store turns those into `LedgerRejection`, code `unstorable`);
-    an outage of the database is raised as it is, for Temporal to retry."""
+    an outage of the database is raised as it is, for Temporal to retry. Both count in `billing_ledger_errors`."""
     try:
         yield
     except LedgerRejection as rejection:
+        metrics.count_in_activity(metrics.LEDGER_ERRORS, action=action, code=rejection.code)
         _log.warning("ledger_refused", action=action, code=rejection.code, **ids)
         # Not chained: Temporal records the causes too, and the database error under an `unstorable` rejection
         # can quote the row it refused (the customer's name and email).
         raise ApplicationError(str(rejection), rejection.code, type="LedgerRejection", non_retryable=True) from None
+    except Exception:
+        metrics.count_in_activity(metrics.LEDGER_ERRORS, action=action, code="outage")
+        raise
 
 
 class LedgerActivities:

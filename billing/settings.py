@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator, model_validator
 
 from billing.encryption_keys import KEY_BYTES, EncryptionKey, EncryptionKeys
+from billing.metrics import DEFAULT_METRICS_HOST
 from billing.notice_links import DEFAULT_VALIDITY, MIN_SECRET_LENGTH, NoticeLinks, check_template
 from billing.notices.branding import (
     BankAccount,
@@ -35,10 +36,10 @@ PRODUCTION_PARTNER_CENTER_URL = "https://partner.partnercenterapi.microsoftonlin
 PRODUCTION_PARTNER_CENTER_RESOURCE = PRODUCTION_PARTNER_CENTER_URL
 PRODUCTION_TOKEN_URL_TEMPLATE = "https://login.partner.microsoftonline.cn/{tenant}/oauth2/token"
 
-# Environment variable → field. Everything else in the environment is ignored.
+# Environment variable → field. Everything else in the environment is ignored here; the Temporal connection
+# (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TLS_*, ...) is the SDK's environment configuration, read by
+# `billing.temporal_connection`.
 ENVIRONMENT_NAMES: dict[str, str] = {
-    "TEMPORAL_ADDRESS": "temporal_address",
-    "TEMPORAL_NAMESPACE": "temporal_namespace",
     "BILLING_TASK_QUEUE": "task_queue",
     "BILLING_LEDGER_URL": "ledger_url",
     "BILLING_SMTP_HOST": "smtp_host",
@@ -66,6 +67,9 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "BILLING_MAX_CONCURRENT_ACTIVITIES": "max_concurrent_activities",
     "BILLING_PARTNER_CENTER_TASK_QUEUE": "partner_center_task_queue",
     "BILLING_PARTNER_CENTER_CALLS_PER_SECOND": "partner_center_calls_per_second",
+    "BILLING_METRICS_PORT": "metrics_port",
+    "BILLING_METRICS_HOST": "metrics_host",
+    "BILLING_CONNECT_ATTEMPTS": "connect_attempts",
     # What customers read (billing.notices.Branding) and where a partner's own templates live.
     "BILLING_PARTNER_NAME": "partner_name",
     "BILLING_PARTNER_LOGO_URL": "partner_logo_url",
@@ -247,8 +251,6 @@ class DocumentSettings(BaseModel):
 class Settings(DocumentSettings):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    temporal_address: str = "localhost:7233"
-    temporal_namespace: str = "default"
     task_queue: str = "billing"
     ledger_url: str = "sqlite:///var/ledger.db"
     smtp_host: str | None = None
@@ -306,6 +308,17 @@ class Settings(DocumentSettings):
             raise ValueError("must be a positive number of calls per second")
         return value
 
+    metrics_port: int | None = None  # the SDK's Prometheus endpoint http://metrics_host:metrics_port/metrics
+    metrics_host: str = DEFAULT_METRICS_HOST
+    connect_attempts: int = 30  # the worker waits this many seconds for a Temporal server that is starting
+
+    @field_validator("connect_attempts")
+    @classmethod
+    def _attempts(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
     @field_validator("sweep_time")
     @classmethod
     def _sweep_time(cls, value: time) -> time:
@@ -323,10 +336,10 @@ class Settings(DocumentSettings):
             raise ValueError("must be at least 20 events")
         return value
 
-    @field_validator("smtp_port")
+    @field_validator("smtp_port", "metrics_port")
     @classmethod
-    def _port(cls, value: int) -> int:
-        if not 0 < value < 65536:
+    def _port(cls, value: int | None) -> int | None:
+        if value is not None and not 0 < value < 65536:
             raise ValueError("must be a TCP port between 1 and 65535")
         return value
 

@@ -9,8 +9,9 @@ from datetime import date, datetime
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 
-from billing import encryption
+from billing import encryption, temporal_connection
 from billing.settings import SettingsError, encryption_keys_from_environment
+from billing.temporal_connection import TemporalConnectionError, temporal_target
 
 
 class CommandError(Exception):
@@ -30,15 +31,19 @@ def data_converter() -> DataConverter:
         raise CommandError(str(error)) from None
 
 
-async def connect(args: argparse.Namespace) -> Client:
-    converter = data_converter()
+async def connect(args: argparse.Namespace, converter: DataConverter | None = None) -> Client:
+    """The client for a command: the SDK's environment configuration (`billing.temporal_connection`), with
+    `--address` and `--namespace` over it, and the worker's data converter. One attempt: a command fails in
+    seconds, not after a worker's wait."""
+    converter = converter or data_converter()
     try:
-        return await Client.connect(args.address, namespace=args.namespace, data_converter=converter)
-    except RuntimeError as error:
-        raise CommandError(
-            f"cannot reach Temporal at {args.address} (namespace {args.namespace}): {error}\n"
-            "Is the engine running? Start it with ./dev run"
-        ) from None
+        target = temporal_target(address=args.address, namespace=args.namespace)
+    except TemporalConnectionError as error:
+        raise CommandError(str(error)) from None
+    try:
+        return await temporal_connection.connect(target, data_converter=converter)
+    except TemporalConnectionError as error:
+        raise CommandError(f"{error}. Is the engine running? Start it with ./dev run") from None
 
 
 # An update waits for a worker to take it; without one it would wait for ever.

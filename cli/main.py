@@ -45,8 +45,10 @@ examples:
   python starter.py suspend-now --customer-id C-1001 --reason fraud_review --note "card chargeback"
   (`python starter.py ACTION --help` shows each action's options and an example)
 
-Connection: TEMPORAL_ADDRESS (default localhost:7233), TEMPORAL_NAMESPACE (default),
-BILLING_TASK_QUEUE (billing); or the --address, --namespace and --task-queue options.
+Connection: the Temporal SDK's environment configuration, as the worker's: TEMPORAL_ADDRESS (default
+localhost:7233), TEMPORAL_NAMESPACE (default), TEMPORAL_TLS_*, TEMPORAL_API_KEY, TEMPORAL_PROFILE (README
+"Connecting to a cluster"); BILLING_TASK_QUEUE (billing); the --address, --namespace and --task-queue options
+win over them.
 """
 
 
@@ -57,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--address", default=os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"))
-    parser.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"))
+    parser.add_argument("--address", help="host:port of the Temporal frontend (over TEMPORAL_ADDRESS)")
+    parser.add_argument("--namespace", help="the Temporal namespace (over TEMPORAL_NAMESPACE)")
     parser.add_argument("--task-queue", default=os.environ.get("BILLING_TASK_QUEUE", "billing"))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
