@@ -28,6 +28,8 @@ PRODUCTION_PARTNER_CENTER_URL = "https://partner.partnercenterapi.microsoftonlin
 # PowerShell, src/PowerShell/Models/Authentication/EnvironmentConstants.cs and Commands/ConnectPartnerCenter.cs).
 PRODUCTION_PARTNER_CENTER_RESOURCE = PRODUCTION_PARTNER_CENTER_URL
 PRODUCTION_TOKEN_URL_TEMPLATE = "https://login.partner.microsoftonline.cn/{tenant}/oauth2/token"
+# The dev server's Web UI (`temporal server start-dev` serves it on port 8233); reports link each customer there.
+DEFAULT_TEMPORAL_UI_URL = "http://localhost:8233"
 
 # Environment variable → field. Everything else in the environment is ignored.
 ENVIRONMENT_NAMES: dict[str, str] = {
@@ -66,6 +68,8 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "BILLING_POLICY_URL": "policy_url",
     "BILLING_FAPIAO_NOTE": "fapiao_note",
     "BILLING_TEMPLATE_DIR": "template_dir",
+    # Where reports link each customer's lifecycle: {url}/namespaces/{namespace}/workflows/customer-billing-{id}.
+    "BILLING_TEMPORAL_UI_URL": "temporal_ui_url",
 }
 
 
@@ -196,6 +200,7 @@ class Settings(DocumentSettings):
     history_event_limit: int = 10_000  # a lifecycle continues as new past this many history events
     sweep_time: time = time(6, 0)  # the daily sweep's local time, HH:MM
     sweep_time_zone: str = "Asia/Shanghai"
+    temporal_ui_url: str = DEFAULT_TEMPORAL_UI_URL
 
     @field_validator("sweep_time")
     @classmethod
@@ -228,7 +233,7 @@ class Settings(DocumentSettings):
             raise ValueError(f"{value!r} is not an email address")
         return value
 
-    @field_validator("partner_center_url", "partner_center_token_url")
+    @field_validator("partner_center_url", "partner_center_token_url", "temporal_ui_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):

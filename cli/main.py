@@ -19,6 +19,7 @@ from cli.invoice_import import add_import_command, import_command
 from cli.operator_actions import OPERATOR_COMMANDS_BY_NAME, add_operator_commands, operator_command
 from cli.partner_payables import add_partner_payable_commands, partner_payable_command
 from cli.previews import add_preview_commands, policy_command, preview_command
+from cli.reports import add_report_commands, report_command
 from cli.sweep import add_sweep_commands, sweep_command
 
 EXAMPLES = """\
@@ -45,6 +46,10 @@ examples:
   python starter.py suspend-now --customer-id C-1001 --reason fraud_review --note "card chargeback"
   (`python starter.py ACTION --help` shows each action's options and an example)
 
+  # the receivables aging and a month's collections, straight from the ledger (no Temporal needed)
+  python starter.py report aging --format html --out aging.html
+  python starter.py report collections --from 2026-03-01 --to 2026-03-31
+
 Connection: TEMPORAL_ADDRESS (default localhost:7233), TEMPORAL_NAMESPACE (default),
 BILLING_TASK_QUEUE (billing); or the --address, --namespace and --task-queue options.
 """
@@ -69,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_preview_commands(commands)
     add_sweep_commands(commands)
     add_partner_payable_commands(commands)
+    add_report_commands(commands)
     return parser
 
 
@@ -94,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return preview_command(args)
     if args.command == "import-invoices":
         return import_command(args)
+    if args.command == "report":
+        return report_command(args)
     try:
         asyncio.run(execute(args))
     except ValidationError as error:
