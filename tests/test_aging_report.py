@@ -400,3 +400,12 @@ def test_as_of_rule_is_the_end_of_the_day_in_the_customers_zone() -> None:
     assert bucket_of(True, 30) is Bucket.DAYS_1_30 and bucket_of(True, 31) is Bucket.DAYS_31_60
     assert bucket_of(True, 90) is Bucket.DAYS_61_90 and bucket_of(True, 91) is Bucket.OVER_90
     assert bucket_of(False, 0) is Bucket.NOT_DUE
+
+
+def test_aging_bench_runs_on_a_tiny_book_with_at_most_two_queries(tmp_path: Path) -> None:
+    from bench.aging_bench import main, run
+
+    (result,) = run(30, postgres=False)
+    assert result.queries <= 2 and result.listed > 0
+    assert main(["--customers", "20", "--out", str(tmp_path / "aging.md")]) == 0
+    assert "| SQLite | 20 |" in (tmp_path / "aging.md").read_text(encoding="utf-8")
