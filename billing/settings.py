@@ -35,6 +35,8 @@ PRODUCTION_PARTNER_CENTER_URL = "https://partner.partnercenterapi.microsoftonlin
 # PowerShell, src/PowerShell/Models/Authentication/EnvironmentConstants.cs and Commands/ConnectPartnerCenter.cs).
 PRODUCTION_PARTNER_CENTER_RESOURCE = PRODUCTION_PARTNER_CENTER_URL
 PRODUCTION_TOKEN_URL_TEMPLATE = "https://login.partner.microsoftonline.cn/{tenant}/oauth2/token"
+# The dev server's Web UI (`temporal server start-dev` serves it on port 8233); reports link each customer there.
+DEFAULT_TEMPORAL_UI_URL = "http://localhost:8233"
 
 # Environment variable → field. Everything else in the environment is ignored here; the Temporal connection
 # (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TLS_*, ...) is the SDK's environment configuration, read by
@@ -88,6 +90,8 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "BILLING_DISPUTE_URL_TEMPLATE": "dispute_url_template",
     "BILLING_LINK_SECRET": "link_secret",
     "BILLING_LINK_VALIDITY": "link_validity",
+    # Where reports link each customer's lifecycle: {url}/namespaces/{namespace}/workflows/customer-billing-{id}.
+    "BILLING_TEMPORAL_UI_URL": "temporal_ui_url",
 }
 
 
@@ -319,6 +323,8 @@ class Settings(DocumentSettings):
             raise ValueError("must be at least 1")
         return value
 
+    temporal_ui_url: str = DEFAULT_TEMPORAL_UI_URL
+
     @field_validator("sweep_time")
     @classmethod
     def _sweep_time(cls, value: time) -> time:
@@ -350,7 +356,7 @@ class Settings(DocumentSettings):
             raise ValueError(f"{value!r} is not an email address")
         return value
 
-    @field_validator("partner_center_url", "partner_center_token_url")
+    @field_validator("partner_center_url", "partner_center_token_url", "temporal_ui_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):

@@ -19,6 +19,7 @@ from cli.invoice_import import add_import_command, import_command
 from cli.operator_actions import OPERATOR_COMMANDS_BY_NAME, add_operator_commands, operator_command
 from cli.partner_payables import add_partner_payable_commands, partner_payable_command
 from cli.previews import add_preview_commands, policy_command, preview_command
+from cli.reports import add_report_commands, report_command
 from cli.sweep import add_sweep_commands, sweep_command
 
 EXAMPLES = """\
@@ -44,6 +45,10 @@ examples:
       --reason "service credit"
   python starter.py suspend-now --customer-id C-1001 --reason fraud_review --note "card chargeback"
   (`python starter.py ACTION --help` shows each action's options and an example)
+
+  # the receivables aging and a month's collections, straight from the ledger (no Temporal needed)
+  python starter.py report aging --format html --out aging.html
+  python starter.py report collections --from 2026-03-01 --to 2026-03-31
 
 Connection: the Temporal SDK's environment configuration, as the worker's: TEMPORAL_ADDRESS (default
 localhost:7233), TEMPORAL_NAMESPACE (default), TEMPORAL_TLS_*, TEMPORAL_API_KEY, TEMPORAL_PROFILE (README
@@ -71,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_preview_commands(commands)
     add_sweep_commands(commands)
     add_partner_payable_commands(commands)
+    add_report_commands(commands)
     return parser
 
 
@@ -96,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return preview_command(args)
     if args.command == "import-invoices":
         return import_command(args)
+    if args.command == "report":
+        return report_command(args)
     try:
         asyncio.run(execute(args))
     except ValidationError as error:
