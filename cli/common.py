@@ -29,7 +29,7 @@ def workflow_id(customer_id: str) -> str:
 async def connect(args: argparse.Namespace) -> Client:
     try:
         return await Client.connect(args.address, namespace=args.namespace, data_converter=pydantic_data_converter)
-    except RuntimeError as error:
+    except (RuntimeError, ValueError) as error:  # ValueError: an address that is not one ("invalid target URL")
         raise CommandError(
             f"cannot reach Temporal at {args.address} (namespace {args.namespace}): {error}\n"
             "Is the engine running? Start it with ./dev run"
