@@ -144,3 +144,73 @@ def _local(naive: datetime, zone: ZoneInfo) -> datetime:
             f"{moment:%z} for the first or {other:%z} for the second"
         )
     return moment
+
+
+# --- what a finance user types on the command line -----------------------------------------------------------
+# The same days as above, plus days counted from the customer's today (`today+30`, `+2w`); a bare day is its
+# start or its end as the option says, the end being the first moment of the next day, as a due day's is.
+
+BareDate = Literal["start", "end"]
+
+DAY_FORMS = "YYYY-MM-DD, YYYY/MM/DD, 2026年12月20日, today, tomorrow, today+30, today-3, +30d or +2w"
+MOMENT_FORMS = f"a day ({DAY_FORMS}), or a date and time such as 2026-12-20T18:00 with or without an offset"
+
+# `today`, `tomorrow`, `yesterday`, each optionally `+N`/`-N` days (or weeks with `w`); or `+N`/`-N` alone.
+_RELATIVE = re.compile(
+    r"^(?:(?P<anchor>today|tomorrow|yesterday)\s*)?(?:(?P<sign>[+-])\s*(?P<count>\d{1,5})\s*(?P<unit>[dw])?)?$"
+)
+_ANCHORS = {"today": 0, "tomorrow": 1, "yesterday": -1}
+
+
+class TypedDateError(FinanceDateError):
+    """What the user typed is not a day or moment this module reads; the message says what would be."""
+
+
+def _relative_day(text: str, today: date) -> date | None:
+    value = text.strip().lower()
+    relative = _RELATIVE.match(value)
+    if not (value and relative and (relative["anchor"] or relative["sign"])):
+        return None
+    offset = _ANCHORS[relative["anchor"] or "today"]
+    if relative["sign"]:
+        count = int(relative["count"]) * (7 if relative["unit"] == "w" else 1)
+        offset += count if relative["sign"] == "+" else -count
+    return today + timedelta(days=offset)
+
+
+def parse_day(text: str, today: date) -> date:
+    """The calendar day `text` names; relative forms count from `today` (the customer's today)."""
+    relative = _relative_day(text, today)
+    if relative is not None:
+        return relative
+    try:
+        return parse_date(text)
+    except FinanceDateError as error:
+        raise TypedDateError(f"{text!r}: {error}; write {DAY_FORMS}") from None
+
+
+def parse_typed_moment(text: str, zone: ZoneInfo, now: datetime, bare_date: BareDate) -> datetime:
+    """The moment `text` names. A day alone is its first moment (`start`) or its end (`end`: the first moment
+    of the next day) in `zone`; a date and time without an offset is in `zone`; an explicit offset is kept."""
+    if now.tzinfo is None:
+        raise ValueError("now must carry its time zone")
+    relative = _relative_day(text, now.astimezone(zone).date())
+    if relative is not None:
+        return _bare_day(relative, zone, bare_date)
+    try:
+        return parse_moment(text, zone, bare_day=bare_date)
+    except FinanceDateError as error:
+        raise TypedDateError(f"{text!r}: {error}; write {MOMENT_FORMS}") from None
+
+
+def check_day(text: str) -> str:
+    """`text` if it could name a day (checked against an arbitrary today); for argument parsing before the
+    customer's zone is known."""
+    parse_day(text, date(2000, 1, 1))
+    return text
+
+
+def check_moment(text: str) -> str:
+    """`text` if it could name a moment; for argument parsing before the customer's zone is known."""
+    parse_typed_moment(text, ZoneInfo("UTC"), datetime(2000, 1, 1, tzinfo=UTC), "start")
+    return text

@@ -65,6 +65,24 @@ class PaymentRecorded(FrozenMessage):
     unapplied: Money  # the part of this payment kept as credit for the next invoice
 
 
+class BookCreditRequest(FrozenMessage):
+    """Money that arrived while nothing is open: the customer's unapplied credit, or flagged for refund.
+    Idempotent by the payment's id."""
+
+    payment: Payment  # no `invoice_id`: there is no open invoice it could name
+    refund: bool = False  # to be paid back to the customer, never applied to an invoice
+    reason: str  # the operator's note, for the audit trail
+    operator: str | None = None
+    at: datetime  # when the operator booked it
+
+
+class CreditBooked(FrozenMessage):
+    balance: AccountBalance
+    duplicate: bool  # the payment id was already on the books; nothing changed
+    credit: Money  # what of this payment the books keep as credit (or, flagged, to refund)
+    refund: bool
+
+
 class BalanceRequest(FrozenMessage):
     customer_id: str
     currency: str

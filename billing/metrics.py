@@ -17,7 +17,9 @@ from temporalio import activity
 from temporalio.common import MetricMeter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-DEFAULT_METRICS_HOST = "0.0.0.0"  # the worker runs in a container or pod that Prometheus scrapes from outside
+from billing.settings import Settings
+
+DEFAULT_METRICS_HOST = Settings.model_fields["metrics_host"].default
 
 
 class MetricsEndpointError(Exception):

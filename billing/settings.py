@@ -14,7 +14,6 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator, model_validator
 
 from billing.encryption_keys import KEY_BYTES, EncryptionKey, EncryptionKeys
-from billing.metrics import DEFAULT_METRICS_HOST
 from billing.notice_links import DEFAULT_VALIDITY, MIN_SECRET_LENGTH, NoticeLinks, check_template
 from billing.notices.branding import (
     BankAccount,
@@ -313,7 +312,8 @@ class Settings(DocumentSettings):
         return value
 
     metrics_port: int | None = None  # the SDK's Prometheus endpoint http://metrics_host:metrics_port/metrics
-    metrics_host: str = DEFAULT_METRICS_HOST
+    # The worker runs in a container or pod that Prometheus scrapes from outside.
+    metrics_host: str = "0.0.0.0"
     connect_attempts: int = 30  # the worker waits this many seconds for a Temporal server that is starting
 
     @field_validator("connect_attempts")

@@ -136,6 +136,15 @@ class SweepReport(SweepModel):
             }
         )
 
+    def progress(self) -> str:
+        """One line of how far the sweep is, for a person watching it run (`starter.py sweep run`)."""
+        return (
+            f"sweep: {self.phase.replace('_', ' ')}, page {self.pages}, run {self.runs}: "
+            f"{self.customers_owing} customers owing, {self.lifecycles_started} lifecycles started, "
+            f"{self.lifecycles_in_step} in step, {self.lifecycles_told} told, "
+            f"{self.running_lifecycles_checked} running checked, {self.failures} failures"
+        )
+
     def details(self) -> str:
         """Markdown for the Temporal UI's current details."""
         lines = [

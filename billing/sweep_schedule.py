@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from temporalio.client import (
     Client,
@@ -24,6 +24,7 @@ from temporalio.client import (
     ScheduleState,
     ScheduleUpdate,
     ScheduleUpdateInput,
+    WorkflowHandle,
 )
 from temporalio.common import WorkflowIDConflictPolicy
 
@@ -102,7 +103,12 @@ async def ensure_sweep_schedule(client: Client, wanted: SweepSchedule) -> Schedu
 async def run_sweep_now(client: Client, task_queue: str) -> SweepReport:
     """A sweep outside the schedule (after an outage, say), waited for; a manual sweep already running is
     joined rather than doubled."""
-    handle = await client.start_workflow(
+    return await (await start_sweep_now(client, task_queue)).result()
+
+
+async def start_sweep_now(client: Client, task_queue: str) -> WorkflowHandle[Any, SweepReport]:
+    """Start a sweep outside the schedule, or join the manual sweep already running."""
+    return await client.start_workflow(
         SWEEP_WORKFLOW_TYPE,
         SweepInput(),
         id=MANUAL_SWEEP_WORKFLOW_ID,
@@ -112,7 +118,6 @@ async def run_sweep_now(client: Client, task_queue: str) -> SweepReport:
         static_summary="Manual sweep: the ledger against the billing lifecycles",
         result_type=SweepReport,
     )
-    return await handle.result()
 
 
 async def next_sweeps(client: Client, count: int = 3) -> list[datetime]:

@@ -4,12 +4,18 @@ money a user types."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from datetime import date, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.converter import DataConverter
+from temporalio.service import RPCError
 
-from billing import encryption, temporal_connection
+from billing import encryption, finance_dates, temporal_connection
+from billing.finance_dates import BareDate, TypedDateError
+from billing.models import DEFAULT_TIME_ZONE, CustomerAccount
 from billing.settings import SettingsError, encryption_keys_from_environment
 from billing.temporal_connection import TemporalConnectionError, temporal_target
 
@@ -58,18 +64,85 @@ def optional(**fields: object) -> dict[str, object]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
+# What --help says about the dates and moments a user types (billing/finance_dates.py reads them).
+DAY_HELP = f"{finance_dates.DAY_FORMS}; relative ones count from today in the customer's time zone"
+MOMENT_HELP = (
+    "a day or a date and time (2026-12-20T18:00); without an offset it is in the customer's time zone "
+    "(the lifecycle's, default Asia/Shanghai), an explicit offset (+08:00, Z) is kept"
+)
+
+
 def parse_date(text: str) -> date:
+    """A day typed for a report (`2026-12-20`, `2026/12/20`, `today-30`): relative forms count from today in
+    Asia/Shanghai, the zone the reports' own dates are in."""
     try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+        return finance_dates.parse_day(text, datetime.now(ZoneInfo(DEFAULT_TIME_ZONE)).date())
+    except TypedDateError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def parse_datetime(text: str) -> datetime:
+def typed_day(text: str) -> str:
+    """argparse type of a day option: checked now, read later in the customer's zone (`day_in`)."""
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 datetime") from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs an offset, e.g. 2026-12-24T18:00:00+08:00")
-    return moment
+        return finance_dates.check_day(text)
+    except TypedDateError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def typed_moment(text: str) -> str:
+    """argparse type of a moment option: checked now, read later in the customer's zone (`moment_in`)."""
+    try:
+        return finance_dates.check_moment(text)
+    except TypedDateError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+@dataclass(frozen=True)
+class CustomerClock:
+    """The customer's time zone and "now": what a typed day or moment is read against."""
+
+    zone: ZoneInfo
+    now: datetime
+
+    @property
+    def today(self) -> date:
+        return self.now.astimezone(self.zone).date()
+
+    def day(self, text: str) -> date:
+        try:
+            return finance_dates.parse_day(text, self.today)
+        except TypedDateError as error:
+            raise CommandError(str(error)) from None
+
+    def moment(self, text: str, bare_date: BareDate) -> datetime:
+        try:
+            return finance_dates.parse_typed_moment(text, self.zone, self.now, bare_date)
+        except TypedDateError as error:
+            raise CommandError(str(error)) from None
+
+    def shown(self, moment: datetime) -> str:
+        """A moment as the customer's clock shows it, the zone named."""
+        return f"{moment.astimezone(self.zone).isoformat(timespec='seconds')} ({self.zone.key})"
+
+
+def zone_named(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CommandError(f"{name!r} is not an IANA time zone such as Asia/Shanghai") from None
+
+
+async def customer_zone(client: Client, customer_id: str) -> ZoneInfo:
+    """The customer's time zone as their running lifecycle knows it (its run's input, the contract's
+    `CustomerAccount`); Asia/Shanghai when there is no lifecycle or its input cannot be read."""
+    handle = client.get_workflow_handle(workflow_id(customer_id))
+    try:
+        async for event in handle.fetch_history_events(page_size=1):
+            if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+                break
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            [account] = await client.data_converter.decode(payloads, [CustomerAccount])
+            return ZoneInfo(account.time_zone)
+    except (RPCError, ValueError, TypeError, ZoneInfoNotFoundError):
+        pass  # no lifecycle (the command says so itself) or an input this client cannot decode
+    return ZoneInfo(DEFAULT_TIME_ZONE)

@@ -4,14 +4,22 @@ status query and its table."""
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import datetime
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
 from billing.money import Money
-from cli.common import CommandError, parse_date, parse_datetime, workflow_id
+from cli.common import (
+    DAY_HELP,
+    CommandError,
+    CustomerClock,
+    typed_day,
+    typed_moment,
+    workflow_id,
+    zone_named,
+)
 from workflows.customer_billing import CustomerBilling
 
 
@@ -40,7 +48,8 @@ async def report_payment(client: Client, payment: Payment) -> None:
         if error.status == RPCStatusCode.NOT_FOUND:
             raise CommandError(
                 f"customer {payment.customer_id} has no open billing lifecycle, so the payment was NOT "
-                "delivered; a payment without an open invoice belongs in the ledger as credit"
+                "delivered; money that arrived with no open invoice is booked as the customer's credit (or "
+                "flagged for refund) with `starter.py book-credit`"
             ) from None
         raise
 
@@ -127,25 +136,24 @@ def add_customer_commands(commands: argparse._SubParsersAction[argparse.Argument
     invoice.add_argument("--invoice-id", required=True)
     invoice.add_argument("--amount", required=True, help="decimal amount, e.g. 1234.50")
     invoice.add_argument("--currency", default="CNY")
-    invoice.add_argument("--issued-on", type=parse_date, default=None, help="YYYY-MM-DD (default: today)")
-    invoice.add_argument("--due-on", type=parse_date, required=True, help="YYYY-MM-DD")
-    invoice.add_argument("--due-at", type=parse_datetime, default=None, help="exact due moment with offset")
+    invoice.add_argument("--issued-on", type=typed_day, default=None, help=f"{DAY_HELP} (default: today)")
+    invoice.add_argument("--due-on", type=typed_day, required=True, help=f"{DAY_HELP}, e.g. +30d")
+    invoice.add_argument(
+        "--due-at",
+        type=typed_moment,
+        default=None,
+        help="the exact moment payment is due (default: the end of --due-on): a day alone means its end "
+        "(midnight at its close, as a due day ends), a date and time without an offset is in --time-zone, "
+        "an explicit offset is kept",
+    )
     invoice.add_argument("--description", default=None)
-
-    payment = commands.add_parser("payment", help="report a payment received from the customer")
-    payment.add_argument("--customer-id", required=True)
-    payment.add_argument("--payment-id", required=True, help="the bank's reference: a repeat counts once")
-    payment.add_argument("--amount", required=True)
-    payment.add_argument("--currency", default="CNY")
-    payment.add_argument("--received-at", type=parse_datetime, default=None, help="default: now")
-    payment.add_argument("--invoice-id", default=None, help="the invoice it pays (default: oldest first)")
 
     status = commands.add_parser("status", help="show a customer's billing status")
     status.add_argument("--customer-id", required=True)
     status.add_argument("--json", action="store_true", help="print the BillingStatus JSON")
 
 
-async def customer_command(client: Client, args: argparse.Namespace) -> None:
+async def customer_command(client: Client, args: argparse.Namespace, now: datetime) -> None:
     if args.command == "invoice":
         account = CustomerAccount(
             customer_id=args.customer_id,
@@ -155,27 +163,18 @@ async def customer_command(client: Client, args: argparse.Namespace) -> None:
             time_zone=args.time_zone,
             tenant_id=args.tenant_id,
         )
+        clock = CustomerClock(zone_named(args.time_zone), now)
         invoice = Invoice(
             invoice_id=args.invoice_id,
             customer_id=args.customer_id,
             amount=Money(amount=args.amount, currency=args.currency),
-            issued_on=args.issued_on or datetime.now(account.zone).date(),
-            due_on=args.due_on,
-            due_at=args.due_at,
+            issued_on=clock.day(args.issued_on) if args.issued_on else clock.today,
+            due_on=clock.day(args.due_on),
+            due_at=clock.moment(args.due_at, "end") if args.due_at else None,
             description=args.description,
         )
         await issue_invoice(client, args.task_queue, account, invoice)
         print(f"invoice {invoice.invoice_id} sent to {workflow_id(account.customer_id)}")
-    elif args.command == "payment":
-        payment = Payment(
-            payment_id=args.payment_id,
-            customer_id=args.customer_id,
-            amount=Money(amount=args.amount, currency=args.currency),
-            received_at=args.received_at or datetime.now(UTC),
-            invoice_id=args.invoice_id,
-        )
-        await report_payment(client, payment)
-        print(f"payment {payment.payment_id} sent to {workflow_id(payment.customer_id)}")
     elif args.command == "status":
         result = await fetch_status(client, args.customer_id)
         print(result.model_dump_json(indent=2) if args.json else status_table(result))

@@ -7,29 +7,41 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
+from temporalio.client import Client
 from temporalio.service import RPCError
 
 from billing import refusals
 from cli.common import CommandError, connect
 from cli.customers import add_customer_commands, customer_command
 from cli.demo import add_demo_command, demo_command
+from cli.disputes import add_dispute_commands, dispute_command
 from cli.invoice_import import add_import_command, import_command
 from cli.operator_actions import OPERATOR_COMMANDS_BY_NAME, add_operator_commands, operator_command
 from cli.partner_payables import add_partner_payable_commands, partner_payable_command
+from cli.payments import add_payment_commands, book_credit_command, payment_command
 from cli.previews import add_preview_commands, policy_command, preview_command
 from cli.reports import add_report_commands, report_command
 from cli.sweep import add_sweep_commands, sweep_command
 
 EXAMPLES = """\
-examples:
+examples (days may be typed as 2026-12-24, 2026/12/24, today, today+30, +30d or +2w, read in the customer's
+time zone; every example works as written on the day it is read):
   # the first invoice starts the customer's lifecycle; later ones join it
   python starter.py invoice --customer-id C-1001 --name "Lotus Trading" --email ap@lotus.example.cn \\
-      --invoice-id INV-2026-0001 --amount 1234.50 --issued-on 2026-11-24 --due-on 2026-12-24
+      --invoice-id INV-0001 --amount 1234.50 --issued-on today --due-on +30d
 
-  # a payment the bank reported (oldest invoice first unless --invoice-id names one)
+  # a payment the bank reported (oldest invoice first unless --invoice-id names one): prints what it paid
   python starter.py payment --customer-id C-1001 --payment-id PAY-77 --amount 1234.50
+
+  # money that came while no invoice is open: kept as credit for the next invoice (or --refund)
+  python starter.py book-credit --customer-id C-1001 --payment-id PAY-90 --amount 300.00
+
+  # the customer disputes part of an invoice
+  python starter.py open-dispute --customer-id C-1001 --dispute-id D-7 --invoice-id INV-0001 \\
+      --amount 200.00 --reason "two seats billed twice"
 
   # where the customer stands: stage, amounts, next action, notices sent, rejected messages
   python starter.py status --customer-id C-1001
@@ -38,10 +50,10 @@ examples:
   python starter.py demo
 
   # operator actions: each prints the new status, or the engine's refusal (exit status 1, nothing changed)
-  python starter.py record-payment --customer-id C-1001 --payment-id PAY-78 --amount 1234.50
-  python starter.py pause-dunning --customer-id C-1001 --reason "payment plan talks" \\
-      --until 2026-12-01T09:00:00+08:00
-  python starter.py write-off --customer-id C-1001 --invoice-id INV-2026-0001 --amount 100.00 \\
+  python starter.py pause-dunning --customer-id C-1001 --reason "payment plan talks" --until today+14
+  python starter.py extend-due-date --customer-id C-1001 --invoice-id INV-0001 --due-on +45d \\
+      --reason "budget approval"
+  python starter.py write-off --customer-id C-1001 --invoice-id INV-0001 --amount 100.00 \\
       --reason "service credit"
   python starter.py suspend-now --customer-id C-1001 --reason fraud_review --note "card chargeback"
   (`python starter.py ACTION --help` shows each action's options and an example)
@@ -70,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     add_customer_commands(commands)
+    add_payment_commands(commands)
+    add_dispute_commands(commands)
     add_operator_commands(commands)
     add_import_command(commands)
     add_demo_command(commands)
@@ -81,11 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def execute(args: argparse.Namespace) -> None:
-    client = await connect(args)
-    if args.command in ("invoice", "payment", "status"):
-        await customer_command(client, args)
+    await dispatch(await connect(args), args)
+
+
+async def dispatch(client: Client, args: argparse.Namespace, now: datetime | None = None) -> None:
+    """Run a command that talks to Temporal, on `client`; typed days and moments count from `now` (default:
+    the clock's)."""
+    now = now or datetime.now(UTC)
+    if args.command in ("invoice", "status"):
+        await customer_command(client, args, now)
+    elif args.command == "payment":
+        await payment_command(client, args, now)
+    elif args.command == "open-dispute":
+        await dispute_command(client, args)
     elif args.command in OPERATOR_COMMANDS_BY_NAME:
-        await operator_command(client, args)
+        await operator_command(client, args, now)
     elif args.command == "sweep":
         await sweep_command(client, args)
     elif args.command == "partner-payable":
@@ -104,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return import_command(args)
     if args.command == "report":
         return report_command(args)
+    if args.command == "book-credit":
+        return book_credit_command(args)
     try:
         asyncio.run(execute(args))
     except ValidationError as error:

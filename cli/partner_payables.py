@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from billing.models import DEFAULT_TIME_ZONE
 from billing.partner_payable import PartnerPayableStatus
 from billing.partner_payable import workflow_id as payable_workflow_id
-from cli.common import OPERATOR_ACTION_TIMEOUT_SECONDS, CommandError, money_payload, optional, parse_date
+from cli.common import (
+    DAY_HELP,
+    OPERATOR_ACTION_TIMEOUT_SECONDS,
+    CommandError,
+    CustomerClock,
+    money_payload,
+    optional,
+    typed_day,
+)
 
 
 def add_partner_payable_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,14 +41,16 @@ def add_partner_payable_commands(commands: argparse._SubParsersAction[argparse.A
         "record-payment",
         help="record a payment the partner made to 21Vianet (refused with a reason if it cannot be right)",
         epilog="example:\n  python starter.py partner-payable record-payment G000123456 --payment-id TT-2026-0042 "
-        "--amount 45600.00 --currency CNY --paid-on 2026-12-01 --reference 'CMB transfer 0042'",
+        "--amount 45600.00 --currency CNY --paid-on today --reference 'CMB transfer 0042'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     record.add_argument("invoice_id", metavar="INVOICE_ID", help="21Vianet's invoice id")
     record.add_argument("--payment-id", required=True, help="your id of the payment; repeating it counts once")
     record.add_argument("--amount", required=True, type=Decimal, help="e.g. 45600.00")
     record.add_argument("--currency", required=True, help="the invoice's currency, e.g. CNY or USD")
-    record.add_argument("--paid-on", type=parse_date, help="YYYY-MM-DD (default: today in Asia/Shanghai)")
+    record.add_argument(
+        "--paid-on", type=typed_day, help=f"{DAY_HELP.replace('the customer', 'the partner')} (default: today)"
+    )
     record.add_argument("--reference", help="the bank's or 21Vianet's reference of the transfer")
     record.add_argument("--json", action="store_true", help="print the status after it as JSON")
 
@@ -47,6 +58,8 @@ def add_partner_payable_commands(commands: argparse._SubParsersAction[argparse.A
 async def partner_payable_command(client: Client, args: argparse.Namespace) -> None:
     payable_id = payable_workflow_id(args.invoice_id)
     handle = client.get_workflow_handle(payable_id)
+    # The partner is in mainland China: its days are Asia/Shanghai's.
+    clock = CustomerClock(ZoneInfo(DEFAULT_TIME_ZONE), datetime.now(UTC))
     try:
         if args.payable_command == "status":
             result = await handle.query("status", result_type=PartnerPayableStatus)
@@ -54,7 +67,7 @@ async def partner_payable_command(client: Client, args: argparse.Namespace) -> N
             payment = {
                 "payment_id": args.payment_id,
                 "amount": money_payload(str(args.amount), args.currency),
-                "paid_on": str(args.paid_on or datetime.now(ZoneInfo("Asia/Shanghai")).date()),
+                "paid_on": str(clock.day(args.paid_on) if args.paid_on else clock.today),
                 **optional(reference=args.reference),
             }
             result = await asyncio.wait_for(

@@ -19,7 +19,7 @@ from billing.notices.rendering import NoticeRenderer
 from billing.policy import CollectionsPolicy, PolicyError, load_policy
 from billing.policy_document import example_schedule, render_policy_document
 from billing.settings import Settings, SettingsError, document_settings_from_environment
-from cli.common import parse_date
+from cli.common import DAY_HELP, CommandError, CustomerClock, typed_day, zone_named
 
 
 def add_preview_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,8 +31,8 @@ def add_preview_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     )
     render.add_argument("--locale", choices=["zh-CN", "en-US"], default="zh-CN")
     render.add_argument("--format", choices=["md", "html"], default="md")
-    render.add_argument("--invoice-due", type=parse_date, default=None, help="YYYY-MM-DD: add that invoice's dates")
-    render.add_argument("--issued-on", type=parse_date, default=None, help="YYYY-MM-DD (default: 30 days before due)")
+    render.add_argument("--invoice-due", type=typed_day, default=None, help=f"{DAY_HELP}: add that invoice's dates")
+    render.add_argument("--issued-on", type=typed_day, default=None, help=f"{DAY_HELP} (default: 30 days before due)")
     render.add_argument("--time-zone", default="Asia/Shanghai", help="IANA zone of the dates")
     render.add_argument("--policy", default=None, help="policy TOML (default: BILLING_POLICY_FILE or built-in)")
     render.add_argument("--out", default=None, help="file to write (default: standard output)")
@@ -43,7 +43,10 @@ def add_preview_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         "preview", help="write a sample notice as the .eml the mailer sends and as an HTML file"
     )
     preview.add_argument(
-        "kind", choices=[*NoticeKind, "all"], metavar="KIND", help=f"{', '.join(NoticeKind)}, or all of them"
+        "kind",
+        choices=[*(kind.value for kind in NoticeKind), "all"],
+        metavar="KIND",
+        help=f"{', '.join(NoticeKind)}, or all of them",
     )
     preview.add_argument("--locale", choices=["zh-CN", "en-US"], default="zh-CN")
     preview.add_argument("--out", default="var/preview", help="folder for the files (default: var/preview)")
@@ -58,7 +61,9 @@ def policy_command(args: argparse.Namespace) -> int:
         policy = load_policy(policy_file) if policy_file else CollectionsPolicy()
         schedule = None
         if args.invoice_due is not None:
-            schedule = example_schedule(policy, args.invoice_due, args.time_zone, args.issued_on)
+            clock = CustomerClock(zone_named(args.time_zone), datetime.now(UTC))
+            issued_on = clock.day(args.issued_on) if args.issued_on else None
+            schedule = example_schedule(policy, clock.day(args.invoice_due), args.time_zone, issued_on)
         document = render_policy_document(
             policy,
             args.locale,
@@ -67,7 +72,7 @@ def policy_command(args: argparse.Namespace) -> int:
             schedule=schedule,
             renderer=NoticeRenderer(settings.template_dirs),
         )
-    except (SettingsError, PolicyError, ValueError) as error:
+    except (SettingsError, PolicyError, ValueError, CommandError) as error:
         print(f"starter.py policy render: {error}", file=sys.stderr)
         return 2
     if args.out is None:

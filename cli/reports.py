@@ -93,7 +93,7 @@ def report_context(args: argparse.Namespace, now: datetime) -> ReportContext:
         generated_zone=DEFAULT_TIME_ZONE,
         branding=branding,
         temporal_ui_url=os.environ.get("BILLING_TEMPORAL_UI_URL") or DEFAULT_TEMPORAL_UI_URL,
-        namespace=args.namespace,
+        namespace=args.namespace or os.environ.get("TEMPORAL_NAMESPACE") or "default",
     )
 
 

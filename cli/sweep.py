@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
-from datetime import time
+import sys
+from datetime import time, timedelta
+from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.service import RPCError
 
-from billing.sweep import SWEEP_SCHEDULE_ID, sweep_time_of_day, sweep_time_zone
-from billing.sweep_schedule import SweepSchedule, ensure_sweep_schedule, next_sweeps, run_sweep_now
+from billing.sweep import SWEEP_SCHEDULE_ID, SweepReport, sweep_time_of_day, sweep_time_zone
+from billing.sweep_schedule import SweepSchedule, ensure_sweep_schedule, next_sweeps, start_sweep_now
+
+# How often `sweep run` asks the sweep how far it is.
+PROGRESS_EVERY_SECONDS = 1.0
 
 
 def _sweep_time_argument(value: str) -> time:
@@ -39,8 +46,33 @@ async def sweep_command(client: Client, args: argparse.Namespace) -> None:
         upcoming = ", ".join(f"{moment.astimezone(zone):%Y-%m-%d %H:%M}" for moment in await next_sweeps(client))
         print(f"schedule {SWEEP_SCHEDULE_ID} {change}: daily at {args.at:%H:%M} {args.time_zone}; next: {upcoming}")
         return
-    report = await run_sweep_now(client, sweep_task_queue(args))
+    report = await sweep_with_progress(client, sweep_task_queue(args), sys.stderr)
     print(report.details().replace("**", "").replace("\n\n", "\n"))
+
+
+async def sweep_with_progress(
+    client: Client, task_queue: str, out: TextIO, every: float = PROGRESS_EVERY_SECONDS
+) -> SweepReport:
+    """Start (or join) a manual sweep and wait for its report, writing a line to `out` whenever its `status`
+    query shows it got further."""
+    handle = await start_sweep_now(client, task_queue)
+    result = asyncio.ensure_future(handle.result())
+    latest = client.get_workflow_handle(handle.id)  # a continued-as-new sweep answers under its newest run
+    shown = None
+    try:
+        while True:
+            try:
+                report = await latest.query("status", result_type=SweepReport, rpc_timeout=timedelta(seconds=10))
+            except (RPCError, WorkflowQueryFailedError):
+                report = None  # no worker free to answer just now: ask again
+            if report is not None and report.progress() != shown:
+                shown = report.progress()
+                print(shown, file=out, flush=True)
+            if result.done():
+                return result.result()
+            await asyncio.wait({result}, timeout=every)
+    finally:
+        result.cancel()
 
 
 def add_sweep_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,4 +94,8 @@ def add_sweep_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         default=os.environ.get("BILLING_SWEEP_TIME_ZONE") or "Asia/Shanghai",
         help="IANA zone of --at (default: BILLING_SWEEP_TIME_ZONE or Asia/Shanghai)",
     )
-    sweep_commands.add_parser("run", help="sweep now and print what it did (joins a manual sweep already running)")
+    sweep_commands.add_parser(
+        "run",
+        help="sweep now, showing how far it is on standard error, and print what it did (joins a manual sweep "
+        "already running)",
+    )

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, Table, select
 
+from billing.ledger.audit_trail import _record_audit
 from billing.ledger.rejection import LedgerRejection
 from billing.ledger.rows import (
     _insert,
@@ -29,12 +30,16 @@ from billing.ledger.schema import (
     invoice_due_changes,
     invoices,
     payments,
+    refund_requests,
     unapplied_credits,
     write_offs,
 )
 from billing.ledger_messages import (
     AccountBalance,
     Allocation,
+    AuditEntry,
+    BookCreditRequest,
+    CreditBooked,
     CreditNoteRequest,
     PaymentRecorded,
     RecordInvoiceRequest,
@@ -81,6 +86,13 @@ class Books:
         """
         with self._engine.connect() as connection:
             return _balance(connection, customer_id, currency, known_invoice_ids)
+
+    def customer_time_zone(self, customer_id: str) -> str | None:
+        """The customer's IANA time zone as their last invoice gave it; None before any invoice."""
+        with self._engine.connect() as connection:
+            return connection.execute(
+                select(customers.c.time_zone).where(customers.c.customer_id == customer_id)
+            ).scalar_one_or_none()
 
     def record_invoice(self, request: RecordInvoiceRequest) -> AccountBalance:
         """Book an invoice due at `request.due_at`, and pay it (and any older open one) from unapplied credit.
@@ -137,67 +149,76 @@ class Books:
         A repeated payment id changes nothing and reports `duplicate=True` with the original allocation; the
         same id with another customer, amount or named invoice is refused.
         """
+        with self._engine.begin() as connection:
+            return _record_payment(connection, request.payment, request.known_invoice_ids, _now())
+
+    def book_credit(self, request: BookCreditRequest) -> CreditBooked:
+        """Book money that arrived while the customer has no open invoice as their unapplied credit (the next
+        invoice is paid from it), or flag it for refund (kept on the books, never applied), with the operator's
+        action in the audit trail, in one transaction.
+
+        Refused while an invoice is open: that money is a payment. The same payment id again changes nothing
+        and reports `duplicate=True`; with another amount, customer or refund flag it is refused.
+        """
         payment = request.payment
         currency = payment.amount.currency
+        if payment.invoice_id is not None:
+            raise LedgerRejection("invoice_named", f"credit names no invoice; payment {payment.payment_id} names one")
         with self._engine.begin() as connection:
             now = _now()
-            account_row = _open_account(connection, payment.customer_id, currency, now)
+            _open_account(connection, payment.customer_id, currency, now)
             existing = _payment_row(connection, payment.payment_id)
-            if existing is None:
-                _require_currency(account_row, currency)
-                if payment.invoice_id is not None:
-                    _require_invoice_of(connection, payment.customer_id, payment.invoice_id)
-                inserted = connection.execute(
-                    _insert(connection, payments)
-                    .values(
-                        payment_id=payment.payment_id,
-                        customer_id=payment.customer_id,
-                        currency=currency,
-                        amount=payment.amount.amount,
-                        received_at=payment.received_at,
-                        invoice_id=payment.invoice_id,
-                        recorded_at=now,
-                    )
-                    .on_conflict_do_nothing(index_elements=["payment_id"])
-                ).rowcount
-                if not inserted:
-                    # Another customer's worker booked the same payment id a moment ago.
-                    existing = _payment_row(connection, payment.payment_id)
             if existing is not None:
                 _require_same_payment(existing, payment)
-                return _repeated_payment(connection, existing, request.known_invoice_ids)
-
-            dues = _open_dues(connection, payment.customer_id)
-            if payment.invoice_id is not None:
-                # The sort is stable: the named invoice moves to the front, the others stay oldest first.
-                dues.sort(key=lambda due: due.invoice_id != payment.invoice_id)
-            made, left = _allocate(
-                connection,
-                payment.customer_id,
-                payment.payment_id,
-                "payment",
-                currency,
-                payment.amount.amount,
-                dues,
-                now,
-            )
-            if left:
-                connection.execute(
-                    unapplied_credits.insert().values(
-                        payment_id=payment.payment_id,
-                        customer_id=payment.customer_id,
-                        currency=currency,
-                        amount=left,
-                        remaining=left,
-                        created_at=now,
+                _require_same_refund_flag(connection, existing, request.refund)
+            else:
+                dues = _open_dues(connection, payment.customer_id)
+                if dues:
+                    listed = ", ".join(f"{due.invoice_id} ({due.outstanding} {currency})" for due in dues)
+                    raise LedgerRejection(
+                        "invoice_open",
+                        f"customer {payment.customer_id} has open invoices: {listed}; money for them is a payment "
+                        "(starter.py payment), not credit",
                     )
+            recorded = _record_payment(connection, payment, [], now)
+            if not recorded.duplicate:
+                if request.refund:
+                    # Money to pay back pays no invoice: it leaves the credit for the refunds due.
+                    connection.execute(
+                        unapplied_credits.update()
+                        .where(unapplied_credits.c.payment_id == payment.payment_id)
+                        .values(remaining=0)
+                    )
+                    connection.execute(
+                        refund_requests.insert().values(
+                            payment_id=payment.payment_id,
+                            customer_id=payment.customer_id,
+                            currency=currency,
+                            amount=recorded.unapplied.amount,
+                            requested_at=now,
+                        )
+                    )
+                _record_audit(
+                    connection,
+                    AuditEntry(
+                        action_id=f"book-credit-{payment.payment_id}",
+                        customer_id=payment.customer_id,
+                        action="flag_refund" if request.refund else "book_credit",
+                        reason=request.reason,
+                        details={
+                            "payment_id": payment.payment_id,
+                            "amount": str(payment.amount),
+                            "received_at": payment.received_at.isoformat(),
+                        }
+                        | ({"operator": request.operator} if request.operator else {}),
+                        at=request.at,
+                    ),
                 )
-            touched = [invoice_id for invoice_id, _ in made]
-            return PaymentRecorded(
-                balance=_balance(connection, payment.customer_id, currency, [*request.known_invoice_ids, *touched]),
-                duplicate=False,
-                allocations=[Allocation(invoice_id=i, amount=Money(amount=a, currency=currency)) for i, a in made],
-                unapplied=Money(amount=left, currency=currency),
+            return CreditBooked(
+                balance=_balance(connection, payment.customer_id, currency, []),
+                duplicate=recorded.duplicate,
+                credit=recorded.unapplied,
+                refund=request.refund,
             )
 
     def post_credit_note(self, request: CreditNoteRequest) -> AccountBalance:
@@ -503,6 +524,71 @@ def _open_dues(connection: Connection, customer_id: str) -> list[_Due]:
 # --- payments and credit ----------------------------------------------------------------------------------
 
 
+def _record_payment(
+    connection: Connection, payment: Payment, known_invoice_ids: Sequence[str], now: datetime
+) -> PaymentRecorded:
+    """`Books.record_payment` inside the caller's transaction."""
+    currency = payment.amount.currency
+    account_row = _open_account(connection, payment.customer_id, currency, now)
+    existing = _payment_row(connection, payment.payment_id)
+    if existing is None:
+        _require_currency(account_row, currency)
+        if payment.invoice_id is not None:
+            _require_invoice_of(connection, payment.customer_id, payment.invoice_id)
+        inserted = connection.execute(
+            _insert(connection, payments)
+            .values(
+                payment_id=payment.payment_id,
+                customer_id=payment.customer_id,
+                currency=currency,
+                amount=payment.amount.amount,
+                received_at=payment.received_at,
+                invoice_id=payment.invoice_id,
+                recorded_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["payment_id"])
+        ).rowcount
+        if not inserted:
+            # Another customer's worker booked the same payment id a moment ago.
+            existing = _payment_row(connection, payment.payment_id)
+    if existing is not None:
+        _require_same_payment(existing, payment)
+        return _repeated_payment(connection, existing, known_invoice_ids)
+
+    dues = _open_dues(connection, payment.customer_id)
+    if payment.invoice_id is not None:
+        # The sort is stable: the named invoice moves to the front, the others stay oldest first.
+        dues.sort(key=lambda due: due.invoice_id != payment.invoice_id)
+    made, left = _allocate(
+        connection,
+        payment.customer_id,
+        payment.payment_id,
+        "payment",
+        currency,
+        payment.amount.amount,
+        dues,
+        now,
+    )
+    if left:
+        connection.execute(
+            unapplied_credits.insert().values(
+                payment_id=payment.payment_id,
+                customer_id=payment.customer_id,
+                currency=currency,
+                amount=left,
+                remaining=left,
+                created_at=now,
+            )
+        )
+    touched = [invoice_id for invoice_id, _ in made]
+    return PaymentRecorded(
+        balance=_balance(connection, payment.customer_id, currency, [*known_invoice_ids, *touched]),
+        duplicate=False,
+        allocations=[Allocation(invoice_id=i, amount=Money(amount=a, currency=currency)) for i, a in made],
+        unapplied=Money(amount=left, currency=currency),
+    )
+
+
 def _payment_row(connection: Connection, payment_id: str) -> Row[Any] | None:
     return connection.execute(select(payments).where(payments.c.payment_id == payment_id)).one_or_none()
 
@@ -516,6 +602,19 @@ def _require_same_payment(existing: Row[Any], payment: Payment) -> None:
             "payment_conflict",
             f"payment {payment.payment_id} is already on the books as {existing.amount} {existing.currency} "
             f"from customer {existing.customer_id}{named}; a different payment needs a new payment id",
+        )
+
+
+def _require_same_refund_flag(connection: Connection, existing: Row[Any], refund: bool) -> None:
+    flagged = connection.execute(
+        select(refund_requests.c.payment_id).where(refund_requests.c.payment_id == existing.payment_id)
+    ).one_or_none()
+    if refund != (flagged is not None):
+        booked = "booked as credit, not flagged for refund" if refund else "flagged for refund"
+        raise LedgerRejection(
+            "payment_conflict",
+            f"payment {existing.payment_id} is already on the books, {booked}; a different booking needs a new "
+            "payment id",
         )
 
 

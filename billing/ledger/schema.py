@@ -188,6 +188,19 @@ unapplied_credits = Table(
     CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining_within_amount"),
 )
 
+refund_requests = Table(
+    "refund_requests",
+    metadata,
+    # Money that arrived with nothing to pay and that an operator flagged to be paid back
+    # (`starter.py book-credit --refund`): it left the unapplied credit, so no invoice is paid from it.
+    Column("payment_id", String, ForeignKey("payments.payment_id"), primary_key=True),
+    Column("customer_id", String, ForeignKey("customers.customer_id"), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("amount", Amount, nullable=False),
+    Column("requested_at", UtcDateTime, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+)
+
 allocations = Table(
     "allocations",
     metadata,
