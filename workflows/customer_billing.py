@@ -17,20 +17,12 @@ from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows import inbox
-from workflows.activity_options import (
-    HEARTBEAT_TIMEOUT,
-    LEDGER_RETRY,
-    LEDGER_TIMEOUT,
-    MAIL_TIMEOUT,
-    OUTSIDE_GIVE_UP_AFTER,
-    OUTSIDE_RETRY,
-    PARTNER_CENTER_CALL_TIMEOUT,
-    SETTINGS_TIMEOUT,
-)
-from workflows.inbox import InboxMessage
-
+# Everything but this module is passed through the sandbox: it is imported once per worker, not executed again
+# (models built again) for every lifecycle the worker takes up.
 with workflow.unsafe.imports_passed_through():
+    # `import ... as`, not `from workflows import inbox`: a submodule named in a from-list is imported by Python's
+    # own machinery, past the sandbox's pass-through, and would be compiled again for every instance.
+    import workflows.inbox as inbox
     from activities.collections_policy import PolicyActivities
     from activities.ledger import LedgerActivities
     from activities.mailer import MailerActivities
@@ -40,13 +32,12 @@ with workflow.unsafe.imports_passed_through():
     from billing.lifecycle import ledger_requests as requests
     from billing.lifecycle import next_step, notice, transitions
     from billing.lifecycle import operator_rules as rules
-    from billing.lifecycle.state import BillingState, DisputeRecord
+    from billing.lifecycle.state import BillingState, CarriedState, CustomerBillingInput, DisputeRecord
     from billing.lifecycle.status import build_status, current_details
     from billing.lifecycle.steps import NEXT_ACTION_OF_STEP, Decision, Step, StepKind
     from billing.message_catalog import describe
     from billing.models import (
         BillingStatus,
-        CustomerAccount,
         Dispute,
         DunningPause,
         EscalateDispute,
@@ -72,6 +63,17 @@ with workflow.unsafe.imports_passed_through():
     )
     from billing.policy import CollectionsPolicy, LifecycleSettings
     from billing.refusals import Refused
+    from workflows.activity_options import (
+        HEARTBEAT_TIMEOUT,
+        LEDGER_RETRY,
+        LEDGER_TIMEOUT,
+        MAIL_TIMEOUT,
+        OUTSIDE_GIVE_UP_AFTER,
+        OUTSIDE_RETRY,
+        PARTNER_CENTER_CALL_TIMEOUT,
+        SETTINGS_TIMEOUT,
+    )
+    from workflows.inbox import InboxMessage
 
 M = TypeVar("M", bound=BaseModel)
 P = TypeVar("P")
@@ -88,24 +90,6 @@ PATCH_CHINA_CALENDAR = "business-days-follow-china-calendar"
 # publishes its search attributes (CustomerId with them) only when it waits, and changes all of a customer's
 # subscriptions in one Partner Center activity on Partner Center's own task queue.
 PATCH_FEWER_ACTIONS = "lifecycle-fewer-actions"
-
-
-class CarriedState(BaseModel):
-    """What a continued-as-new run takes over from its predecessor."""
-
-    state: BillingState
-    settings: LifecycleSettings
-
-
-class CustomerBillingInput(CustomerAccount):
-    """The workflow input: the contract's `CustomerAccount` (all other services send just that), plus what a
-    continued-as-new run takes over. One model, because the SDK only applies type hints when the number of
-    arguments matches."""
-
-    carried_over: CarriedState | None = None
-
-    def customer_account(self) -> CustomerAccount:
-        return CustomerAccount.model_validate(self.model_dump(exclude={"carried_over"}))
 
 
 @workflow.defn(name="CustomerBilling")

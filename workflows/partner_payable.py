@@ -15,18 +15,9 @@ from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows import inbox
-from workflows.activity_options import (
-    HEARTBEAT_TIMEOUT,
-    LEDGER_RETRY,
-    LEDGER_TIMEOUT,
-    MAIL_TIMEOUT,
-    OUTSIDE_GIVE_UP_AFTER,
-    OUTSIDE_RETRY,
-    SETTINGS_TIMEOUT,
-)
-
 with workflow.unsafe.imports_passed_through():
+    # Passed through, as in CustomerBilling: imported once per worker, not compiled again for every instance.
+    import workflows.inbox as inbox
     from billing import partner_payable as core
     from billing import search_attributes as attributes
     from billing.ledger_messages import InvoiceBalance, PartnerPaymentBooked, PartnerPaymentBooking
@@ -47,6 +38,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from billing.policy import LifecycleSettings, PartnerPayableRules
     from billing.refusals import Refused
+    from workflows.activity_options import (
+        HEARTBEAT_TIMEOUT,
+        LEDGER_RETRY,
+        LEDGER_TIMEOUT,
+        MAIL_TIMEOUT,
+        OUTSIDE_GIVE_UP_AFTER,
+        OUTSIDE_RETRY,
+        SETTINGS_TIMEOUT,
+    )
 
 
 # The partner's own side of the mail: X-Billing-Customer on every partner_payable notice, and the notice log's

@@ -21,6 +21,7 @@ from billing.models import (
 )
 from billing.money import Money
 from billing.partner_center_messages import SubscriptionProblem
+from billing.policy import LifecycleSettings
 
 # Keep the status readable and the state small: older entries are dropped from these lists.
 MAX_REJECTED = 50
@@ -238,3 +239,21 @@ class BillingState(BaseModel):
 
     def note(self, entry: TimelineEntry) -> None:
         self.timeline = [*self.timeline, entry][-MAX_TIMELINE:]
+
+
+class CarriedState(BaseModel):
+    """What a continued-as-new run takes over from its predecessor."""
+
+    state: BillingState
+    settings: LifecycleSettings
+
+
+class CustomerBillingInput(CustomerAccount):
+    """The workflow input: the contract's `CustomerAccount` (all other services send just that), plus what a
+    continued-as-new run takes over. One model, because the SDK only applies type hints when the number of
+    arguments matches."""
+
+    carried_over: CarriedState | None = None
+
+    def customer_account(self) -> CustomerAccount:
+        return CustomerAccount.model_validate(self.model_dump(exclude={"carried_over"}))
