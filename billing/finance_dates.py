@@ -43,7 +43,7 @@ def fold_full_width(text: str) -> str:
 
 _DAY = r"(?P<year>\d{4})(?P<sep>[-/.])(?P<month>\d{1,2})(?P=sep)(?P<day>\d{1,2})"
 _CHINESE_DAY = r"(?P<cyear>\d{4})\s*年\s*(?P<cmonth>\d{1,2})\s*月\s*(?P<cday>\d{1,2})\s*[日号]"
-_TIME = r"(?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2}))?"
+_TIME = r"(?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d{1,6}))?)?"
 _OFFSET = r"(?P<offset>Z|[+-]\d{2}:?\d{2})"
 _DATE_RE = re.compile(rf"(?:{_DAY}|{_CHINESE_DAY})")
 _MOMENT_RE = re.compile(rf"(?:{_DAY}|{_CHINESE_DAY})(?:(?:\s*T\s*|\s+){_TIME}\s*{_OFFSET}?)?")
@@ -111,7 +111,8 @@ def parse_moment(value: object, zone: ZoneInfo, *, bare_day: Literal["start", "e
     if match["hour"] is None:
         return _bare_day(day, zone, bare_day)
     try:
-        clock = time(int(match["hour"]), int(match["minute"]), int(match["second"] or 0))
+        micro = int((match["fraction"] or "0").ljust(6, "0"))
+        clock = time(int(match["hour"]), int(match["minute"]), int(match["second"] or 0), micro)
     except ValueError:
         raise FinanceDateError("no such time of day") from None
     if match["offset"] is None:

@@ -157,3 +157,8 @@ def test_choose_from_names_the_notice_kinds(capsys: pytest.CaptureFixture[str]) 
     error = capsys.readouterr().err
     assert "choose from 'invoice', 'reminder'" in error
     assert "NoticeKind" not in error
+
+
+def test_a_moment_as_python_and_other_services_write_it_keeps_its_fraction_of_a_second() -> None:
+    typed = parse_typed_moment("2026-12-02T09:52:13.551727+08:00", BERLIN, NOW, "end")
+    assert typed == datetime(2026, 12, 2, 9, 52, 13, 551727, tzinfo=SHANGHAI)
