@@ -20,9 +20,11 @@ async def heartbeating(details: Callable[[], Sequence[Any]] = tuple) -> AsyncIte
     must know, e.g. how many answers Partner Center already gave)."""
 
     async def beat() -> None:
+        # The first beat only once the call has taken EVERY_SECONDS: a heartbeat that reaches the server is a
+        # Temporal Cloud action, and most calls are over long before (the heartbeat timeout is a few beats).
         while True:
-            activity.heartbeat(*details())
             await asyncio.sleep(EVERY_SECONDS)
+            activity.heartbeat(*details())
 
     if not activity.in_activity():  # a preview or a test calling the method directly: nobody to tell
         yield

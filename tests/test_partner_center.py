@@ -1076,6 +1076,24 @@ async def test_activities_heartbeat_while_partner_center_keeps_them_waiting(
     assert len(beats) >= 3  # every 0.2 s through the second Partner Center asked us to wait
 
 
+async def test_a_call_partner_center_answers_at_once_sends_no_heartbeat(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient
+) -> None:
+    """A heartbeat that reaches the server is a Temporal Cloud action: a call over before the first beat (2 s)
+    sends none."""
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    environment = ActivityEnvironment()
+    beats: list[Any] = []
+    environment.on_heartbeat = lambda *details: beats.append(details)
+
+    await environment.run(
+        PartnerCenterActivities(client).list_active_subscriptions,
+        SubscriptionQuery(tenant_id=TENANT, correlation_id=WORKFLOW_ID),
+    )
+
+    assert beats == []
+
+
 async def test_emulator_storm_answers_429_and_5xx_in_turn_until_it_ends(
     partner_center_emulator: PartnerCenterEmulator,
 ) -> None:
