@@ -8,22 +8,33 @@ import socket
 import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
-from temporalio.testing import ActivityEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from activities.ledger import LedgerActivities
+from activities.mailer import OutboxTransport
+from activities.partner_center import PartnerCenterActivities
 from billing import metrics
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.ledger import LedgerStore
+from billing.ledger_messages import AccountBalance, InvoiceBalance, OwedAccount
+from billing.models import BillingStatus, CustomerAccount, Invoice, NoticeKind
+from billing.money import Money
+from billing.partner_center_messages import SubscriptionsChange, SubscriptionStatusChange
 from billing.settings import SettingsError, settings_from_environment
+from billing.sweep import STAGES, OwingByStage, merged_owing, owing_by_stage
 from tests.builders import SHANGHAI
 from tests.conftest import SmtpSink
 from tests.devserver_fixtures import (
+    TEST_DATA_CONVERTER,
     DevServer,
     eventually,
     free_port,
@@ -32,17 +43,29 @@ from tests.devserver_fixtures import (
     stop_process,
     worker_environment,
 )
+from tests.temporal_fixtures import EngineFactory
 from tests.test_ledger_activities import invoice_request
+from tests.test_mailer import mailer
+from tests.test_mailer import request as notice_request
+from tests.test_partner_center import client_for as pc_client_for
+from worker import WORKFLOWS
+
+
+def _recorded(buffer: MetricBuffer) -> dict[str, list[tuple[int | float, dict[str, object]]]]:
+    """Each update of each engine metric: its value and the engine's attributes (the SDK adds namespace, task
+    queue, activity or workflow type and service name). Drains the buffer."""
+    by_name = {metric.name: metric for metric in metrics.ENGINE_METRICS}
+    recorded: dict[str, list[tuple[int | float, dict[str, object]]]] = {}
+    for update in buffer.retrieve_updates():
+        metric = by_name.get(update.metric.name)
+        if metric is not None:
+            attributes = {name: update.attributes[name] for name in metric.attributes}
+            recorded.setdefault(metric.name, []).append((update.value, attributes))
+    return recorded
 
 
 def _ledger_errors(buffer: MetricBuffer) -> list[tuple[int | float, dict[str, object]]]:
-    """Each update of the counter: its value and the engine's attributes (the SDK adds namespace, task queue,
-    activity type and service name)."""
-    return [
-        (update.value, {name: update.attributes[name] for name in metrics.LEDGER_ERRORS.attributes})
-        for update in buffer.retrieve_updates()
-        if update.metric.name == metrics.LEDGER_ERRORS.name
-    ]
+    return _recorded(buffer).get(metrics.LEDGER_ERRORS.name, [])
 
 
 @pytest.fixture
@@ -113,6 +136,188 @@ def test_a_taken_metrics_port_is_a_one_line_error() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(metrics.MetricsEndpointError, match=f"cannot serve metrics at 127.0.0.1:{port}: "):
             metrics.runtime("127.0.0.1", port)
+
+
+# --- the engine's counters, each where its effect happens ----------------------------------------------------
+
+
+async def test_a_notice_sent_is_counted_by_kind_and_one_already_sent_is_not(
+    tmp_path: Path, sqlite_ledger: LedgerStore, metered: tuple[ActivityEnvironment, MetricBuffer]
+) -> None:
+    env, buffer = metered
+    activities = mailer(OutboxTransport(tmp_path / "outbox"), sqlite_ledger)
+
+    first = await env.run(activities.send_notice, notice_request(NoticeKind.REMINDER, "reminder-1-INV-1"))
+    again = await env.run(activities.send_notice, notice_request(NoticeKind.REMINDER, "reminder-1-INV-1"))
+    final = await env.run(activities.send_notice, notice_request(NoticeKind.FINAL_NOTICE, "final-notice-INV-1"))
+
+    assert (first.already_sent, again.already_sent, final.already_sent) == (False, True, False)
+    assert _recorded(buffer) == {metrics.NOTICES_SENT.name: [(1, {"kind": "reminder"}), (1, {"kind": "final_notice"})]}
+
+
+async def test_suspensions_reinstatements_and_refusals_are_counted_by_target_and_partner_centers_code(
+    partner_center_emulator: PartnerCenterEmulator, metered: tuple[ActivityEnvironment, MetricBuffer]
+) -> None:
+    """Counted from Partner Center's answers: a subscription already at the target is no suspension."""
+    env, buffer = metered
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    partner_center_emulator.seed_tenant(tenant, {"sub-1": "active", "sub-2": "active", "sub-3": "suspended"})
+    partner_center_emulator.refuse_status_change(tenant, "sub-2", "800096")
+
+    async with pc_client_for(partner_center_emulator) as client:
+        activities = PartnerCenterActivities(client)
+        suspended = await env.run(
+            activities.change_subscriptions,
+            SubscriptionsChange(
+                tenant_id=tenant,
+                subscription_ids=["sub-1", "sub-2", "sub-3"],
+                target="suspended",
+                request_key=f"customer-billing-{tenant}/suspension-1",
+                correlation_id=f"customer-billing-{tenant}",
+            ),
+        )
+        reinstated = await env.run(
+            activities.change_subscription_status,
+            SubscriptionStatusChange(
+                tenant_id=tenant,
+                subscription_id="sub-1",
+                target="active",
+                request_key=f"customer-billing-{tenant}/reinstatement-1/sub-1",
+                correlation_id=f"customer-billing-{tenant}",
+            ),
+        )
+
+    assert [(r.changed, r.refused) for r in suspended.results] == [(True, False), (False, True), (False, False)]
+    assert reinstated.changed
+    assert _recorded(buffer) == {
+        metrics.SUBSCRIPTIONS_CHANGED.name: [(1, {"target": "suspended"}), (1, {"target": "active"})],
+        metrics.PARTNER_CENTER_REFUSALS.name: [(1, {"code": "800096", "target": "suspended"})],
+    }
+
+
+def _owed(customer_id: str, currency: str, *invoices: tuple[str, datetime]) -> OwedAccount:
+    """A customer owing `invoices` (outstanding amount, due moment), as `owed_accounts` reads them."""
+    money = [Money(amount=Decimal(amount), currency=currency) for amount, _ in invoices]
+    zero = Money.zero(currency)
+    balance = AccountBalance(
+        customer_id=customer_id,
+        currency=currency,
+        invoices=[
+            InvoiceBalance(
+                invoice_id=f"INV-{customer_id}-{number}",
+                amount=amount,
+                paid=zero,
+                credited=zero,
+                written_off=zero,
+                outstanding=amount,
+                issued_on=(due_at - timedelta(days=30)).date(),
+                due_on=due_at.astimezone(SHANGHAI).date(),
+                due_at=due_at,
+            )
+            for number, (amount, (_, due_at)) in enumerate(zip(money, invoices, strict=True))
+        ],
+        unapplied_credit=zero,
+        amount_due=Money(amount=sum((m.amount for m in money), Decimal(0)), currency=currency),
+    )
+    account = CustomerAccount(customer_id=customer_id, name="Owing Trading", email="ap@owing.example.cn")
+    return OwedAccount(customer_id=customer_id, account=account, balance=balance)
+
+
+def test_the_sweeps_owing_is_tallied_by_stage_and_currency_with_overdue_as_the_lifecycle_reckons_it() -> None:
+    now = datetime(2026, 3, 2, 10, 0, tzinfo=SHANGHAI)
+    past, future = now - timedelta(days=3), now + timedelta(days=3)
+    owed = [
+        (_owed("C-1", "CNY", ("100.00", past), ("50.00", future)), "Overdue"),
+        (_owed("C-2", "CNY", ("20.50", now)), "Overdue"),  # due this very moment: overdue, as the lifecycle says
+        (_owed("C-3", "CNY", ("70.00", past)), "Untracked"),
+        (_owed("C-4", "USD", ("9.99", future)), "Current"),
+        (_owed("C-5", "CNY", ("1.00", past)), "NotAStage"),
+    ]
+
+    tallies = owing_by_stage(owed, now)
+
+    assert [(t.currency, t.stage, t.customers, t.overdue) for t in tallies] == [
+        ("CNY", "Overdue", 2, Decimal("120.50")),
+        ("CNY", "Untracked", 2, Decimal("71.00")),
+        ("USD", "Current", 1, Decimal("0")),
+    ]
+    # A sweep's pages add up.
+    assert merged_owing(tallies, owing_by_stage(owed[:1], now))[0].customers == 3
+
+
+def test_the_sweeps_gauges_give_every_stage_of_every_currency_and_when_it_finished() -> None:
+    buffer = MetricBuffer(1000)
+    meter = Runtime(telemetry=TelemetryConfig(metrics=buffer)).metric_meter
+    finished = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+
+    metrics.publish_owing(
+        meter,
+        [
+            OwingByStage(stage="Suspended", currency="CNY", customers=2, overdue=Decimal("1234.50")),
+            OwingByStage(stage="Current", currency="USD", customers=1, overdue=Decimal("0")),
+        ],
+        finished,
+    )
+
+    recorded = _recorded(buffer)
+    owing = {(a["currency"], a["stage"]): v for v, a in recorded[metrics.SWEEP_CUSTOMERS_OWING.name]}
+    overdue = {(a["currency"], a["stage"]): v for v, a in recorded[metrics.SWEEP_AMOUNT_OVERDUE.name]}
+    assert set(owing) == set(overdue) == {(currency, stage) for currency in ("CNY", "USD") for stage in STAGES}
+    assert owing[("CNY", "Suspended")] == 2 and owing[("USD", "Current")] == 1 and owing[("CNY", "Current")] == 0
+    assert overdue[("CNY", "Suspended")] == 1234.5 and overdue[("CNY", "Overdue")] == 0.0
+    assert recorded[metrics.SWEEP_FINISHED.name] == [(finished.timestamp(), {})]
+
+
+async def test_a_rejected_signal_and_a_refused_update_count_by_name_once_and_never_on_replay(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+) -> None:
+    """Through the real `CustomerBilling` on a worker whose runtime records into a metric buffer; then its
+    history replayed on a runtime of its own, which records no engine metric at all."""
+    buffer = MetricBuffer(10000)
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    env = time_skipping_env
+    client = await Client.connect(
+        env.client.service_client.config.target_host,
+        namespace=env.client.namespace,
+        data_converter=TEST_DATA_CONVERTER,
+        runtime=runtime,
+    )
+    customer_id = f"C-MET-{uuid.uuid4().hex[:6]}"
+    now = await env.get_current_time()
+    async with engine_factory(client) as engine:
+        handle = await engine.issue(
+            CustomerAccount(customer_id=customer_id, name="Lotus Trading", email="ap@lotus.example.cn"),
+            Invoice(
+                invoice_id=f"INV-{customer_id}",
+                customer_id=customer_id,
+                amount=Money(amount=Decimal("500.00"), currency="CNY"),
+                issued_on=(now - timedelta(days=1)).date(),
+                due_on=(now + timedelta(days=9)).astimezone(SHANGHAI).date(),
+            ),
+        )
+        await handle.signal("payment_received", {"payment_id": "PAY-1", "customer_id": "someone-else"})
+
+        async def rejected() -> bool:
+            return len((await engine.status(customer_id)).rejected) == 1
+
+        await eventually("the rejection", rejected, 15)
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update("extend_due_date", {"not": "an extension"}, result_type=BillingStatus)
+        history = await handle.fetch_history()
+
+    recorded = _recorded(buffer)
+    assert recorded[metrics.SIGNALS_REJECTED.name] == [(1, {"signal": "payment_received"})]
+    assert recorded[metrics.UPDATES_REFUSED.name] == [(1, {"update": "extend_due_date"})]
+
+    replay_buffer = MetricBuffer(10000)
+    replayer = Replayer(
+        workflows=WORKFLOWS,
+        data_converter=TEST_DATA_CONVERTER,
+        runtime=Runtime(telemetry=TelemetryConfig(metrics=replay_buffer)),
+    )
+    replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None
+    assert _recorded(replay_buffer) == {}
 
 
 # --- the endpoint of a running worker ----------------------------------------------------------------------------
