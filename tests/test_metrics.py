@@ -4,12 +4,18 @@ engine's at http://HOST:BILLING_METRICS_PORT/metrics after a lifecycle."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+import shutil
 import socket
+import subprocess
 import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -26,7 +32,7 @@ from billing import metrics
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.ledger import LedgerStore
 from billing.ledger_messages import AccountBalance, InvoiceBalance, OwedAccount
-from billing.models import BillingStatus, CustomerAccount, Invoice, NoticeKind
+from billing.models import BillingStage, BillingStatus, CustomerAccount, Invoice, NoticeKind
 from billing.money import Money
 from billing.partner_center_messages import SubscriptionsChange, SubscriptionStatusChange
 from billing.settings import SettingsError, settings_from_environment
@@ -34,6 +40,7 @@ from billing.sweep import STAGES, OwingByStage, merged_owing, owing_by_stage
 from tests.builders import SHANGHAI
 from tests.conftest import SmtpSink
 from tests.devserver_fixtures import (
+    REPO,
     TEST_DATA_CONVERTER,
     DevServer,
     eventually,
@@ -320,6 +327,132 @@ async def test_a_rejected_signal_and_a_refused_update_count_by_name_once_and_nev
     assert _recorded(replay_buffer) == {}
 
 
+# --- the Grafana dashboard ---------------------------------------------------------------------------------------
+
+DASHBOARD = REPO / "deploy" / "grafana" / "billing-dashboard.json"
+# The Core SDK's metrics the dashboard charts, as the Prometheus exporter names them (histograms by their
+# `_bucket` series): https://docs.temporal.io/references/sdk-metrics. The devserver test below finds each on a
+# real worker's page, except those made only by what its story never does (a workflow task failing, a workflow
+# missing from the sticky cache).
+SDK_METRICS = frozenset(
+    {
+        "temporal_request",
+        "temporal_workflow_task_execution_latency_bucket",
+        "temporal_workflow_task_schedule_to_start_latency_bucket",
+        "temporal_workflow_task_execution_failed",
+        "temporal_activity_execution_failed",
+        "temporal_sticky_cache_size",
+        "temporal_sticky_cache_hit",
+        "temporal_sticky_cache_miss",
+        "temporal_worker_task_slots_available",
+    }
+)
+SDK_METRICS_NOT_ALWAYS_MADE = frozenset({"temporal_workflow_task_execution_failed", "temporal_sticky_cache_miss"})
+# What Grafana puts in place of its variables before Prometheus sees a query.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$namespace": ".*", "$task_queue": ".*"}
+
+
+def _dashboard() -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(DASHBOARD.read_text(encoding="utf-8")))
+
+
+def dashboard_queries() -> list[str]:
+    """Every PromQL query of the dashboard: each panel's targets and each query variable's."""
+    dashboard = _dashboard()
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    queries += [v["query"]["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    return queries
+
+
+def dashboard_metric_names() -> set[str]:
+    """The metrics the dashboard's queries name: the engine's are `billing_...`, the SDK's `temporal_...`."""
+    return {name for query in dashboard_queries() for name in re.findall(r"\b(?:billing|temporal)_\w+", query)}
+
+
+def test_the_dashboard_charts_only_metrics_the_engine_or_the_sdk_emits_and_every_engine_metric() -> None:
+    engine = {metric.name for metric in metrics.ENGINE_METRICS}
+    named = dashboard_metric_names()
+    assert named - engine - SDK_METRICS == set()
+    assert engine - named == set()
+
+
+def test_every_dashboard_panel_reads_the_prometheus_datasource_variable() -> None:
+    dashboard = _dashboard()
+    [variable] = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+    assert (variable["name"], variable["query"]) == ("datasource", "prometheus")
+    charts = [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+    for panel in charts:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert panel["targets"] and all(t["datasource"] == panel["datasource"] for t in panel["targets"])
+
+
+def _promtool() -> str:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian package prometheus) is not installed")
+    return promtool
+
+
+def _grafana_substituted(query: str) -> str:
+    for variable, value in GRAFANA_VARIABLES.items():
+        query = query.replace(variable, value)
+    return query
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    promtool = _promtool()
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{number}", "expr": _grafana_substituted(query)}
+                    for number, query in enumerate(q for q in dashboard_queries() if not q.startswith("label_values"))
+                ],
+            }
+        ]
+    }
+    (tmp_path / "rules.json").write_text(json.dumps(rules), encoding="utf-8")  # YAML is a superset of JSON
+    checked = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.json")], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_owing_panels_show_the_worker_that_finished_the_latest_sweep(tmp_path: Path) -> None:
+    """With two workers, one still holding an older sweep's gauges, the panel shows the newer sweep's."""
+    promtool = _promtool()
+    [owing] = [
+        q for q in dashboard_queries() if q.startswith("max by (stage, currency) (billing_sweep_customers_owing")
+    ]
+    labels = 'namespace="default", task_queue="billing"'
+    series = [
+        (f'billing_sweep_customers_owing{{instance="old", stage="Suspended", currency="CNY", {labels}}}', "5x5"),
+        (f'billing_sweep_customers_owing{{instance="new", stage="Suspended", currency="CNY", {labels}}}', "2x5"),
+        (f'billing_sweep_finished_timestamp_seconds{{instance="old", {labels}}}', "100x5"),
+        (f'billing_sweep_finished_timestamp_seconds{{instance="new", {labels}}}', "200x5"),
+    ]
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": name, "values": values} for name, values in series],
+                "promql_expr_test": [
+                    {
+                        "expr": _grafana_substituted(owing),
+                        "eval_time": "2m",
+                        "exp_samples": [{"labels": '{stage="Suspended", currency="CNY"}', "value": 2}],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.json").write_text(json.dumps(test), encoding="utf-8")
+    tested = subprocess.run([promtool, "test", "rules", "test.json"], capture_output=True, text=True, cwd=tmp_path)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
 # --- the endpoint of a running worker ----------------------------------------------------------------------------
 
 
@@ -327,22 +460,66 @@ def _samples(text: str, name: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(name + "{") or line.startswith(name + " ")]
 
 
+# Engine series a full ladder with a suspension, a refusal of each kind and a sweep shows on /metrics.
+LADDER_SERIES = (
+    ("billing_notices_sent", 'kind="invoice"'),
+    ("billing_notices_sent", 'kind="reminder"'),
+    ("billing_notices_sent", 'kind="final_notice"'),
+    ("billing_notices_sent", 'kind="suspension"'),
+    ("billing_notices_sent", 'kind="close_the_loop"'),
+    ("billing_subscriptions_changed", 'target="suspended"'),
+    ("billing_subscriptions_changed", 'target="active"'),
+    ("billing_partner_center_refusals", 'code="800096"'),
+    ("billing_signals_rejected", 'signal="payment_received"'),
+    ("billing_updates_refused", 'update="extend_due_date"'),
+    ("billing_ledger_errors", 'action="record_invoice"'),
+    ("billing_sweep_customers_owing", 'stage="Suspended"'),
+    ("billing_sweep_amount_overdue", 'stage="Suspended"'),
+    ("billing_sweep_finished_timestamp_seconds", ""),
+)
+
+
+def _series(page: str, name: str, attribute: str) -> list[str]:
+    return [line for line in _samples(page, name) if attribute in line]
+
+
+def _value(line: str) -> float:
+    return float(line.rsplit(" ", 1)[1])
+
+
+def metric_names(page: str) -> set[str]:
+    """The metric names a Prometheus text page holds (histograms by their base name and their series')."""
+    names: set[str] = set()
+    for line in page.splitlines():
+        if line.startswith("# TYPE "):
+            names.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            names.add(line.split("{", 1)[0].split(" ", 1)[0])
+    return names
+
+
 @pytest.mark.devserver
-async def test_worker_serves_the_sdk_and_engine_metrics_after_a_lifecycle(
+@pytest.mark.timeout(240)
+async def test_worker_serves_the_sdk_and_engine_metrics_after_a_ladder_with_a_suspension(
     tmp_path: Path, dev_server: DevServer, partner_center_emulator: PartnerCenterEmulator, smtp_sink: SmtpSink
 ) -> None:
-    """A lifecycle paid and closed (a completed workflow), and a second customer whose invoice reuses the
-    first one's id, which the ledger refuses: /metrics shows the SDK's `temporal_workflow_completed` and the
-    engine's `billing_ledger_errors` for that refusal."""
+    """`worker.py` with BILLING_METRICS_PORT on a ladder of seconds (FAST_POLICY): one customer is reminded,
+    given a final notice and suspended (Partner Center refusing one of the two subscriptions), sent a signal
+    it rejects and an update it refuses, swept while suspended, then pays and is reinstated; another pays at
+    once; a third's invoice reuses the first's id, which the ledger refuses. /metrics shows the SDK's series and
+    every engine series of that story, each with its count, and no customer id or name."""
     port = free_port()
     task_queue = f"billing-metrics-{uuid.uuid4().hex[:8]}"
     env = worker_environment(tmp_path, dev_server.address, partner_center_emulator, smtp_sink, task_queue)
     env |= {"BILLING_METRICS_PORT": str(port), "BILLING_METRICS_HOST": "127.0.0.1"}
     stderr = tmp_path / "worker.stderr.log"
     process = spawn([sys.executable, "worker.py"], stdout=tmp_path / "worker.stdout.log", stderr=stderr, env=env)
-    paid, other = f"C-MET-{uuid.uuid4().hex[:8]}", f"C-MET-{uuid.uuid4().hex[:8]}"
-    invoice_id = f"INV-{paid}"
-    due = (datetime.now(UTC) + timedelta(days=30)).astimezone(SHANGHAI).date().isoformat()
+    run = uuid.uuid4().hex[:8]
+    laddered, paid, other = f"C-MET-L-{run}", f"C-MET-P-{run}", f"C-MET-O-{run}"
+    partner_center_emulator.seed_tenant(laddered, {"sub-office": "active", "sub-azure": "active"})
+    partner_center_emulator.refuse_status_change(laddered, "sub-azure", "800096")
+    due_at = (datetime.now(UTC) + timedelta(seconds=6)).astimezone(SHANGHAI).replace(microsecond=0)
+    later = (datetime.now(UTC) + timedelta(days=30)).astimezone(SHANGHAI).date().isoformat()
     try:
 
         async def started() -> bool:
@@ -351,29 +528,62 @@ async def test_worker_serves_the_sdk_and_engine_metrics_after_a_lifecycle(
 
         await eventually("worker.py starting", started, 30, stderr)
 
-        async def starter(*args: str) -> None:
+        async def starter(*args: str) -> str:
             finished = await run_starter(dev_server, task_queue, *args)
             assert finished.returncode == 0, finished.stderr
+            return finished.stdout
 
+        customer = ("--name", "Metrics Trading", "--email", "ap@metrics.example.cn")
+        await starter(
+            "invoice", "--customer-id", laddered, *customer, "--invoice-id", f"INV-{laddered}",
+            "--amount", "1234.50", "--due-on", due_at.date().isoformat(), "--due-at", due_at.isoformat(),
+        )  # fmt: skip
         for customer_id in (paid, other):
             await starter(
-                "invoice", "--customer-id", customer_id, "--name", "Metrics Trading", "--email",
-                "ap@metrics.example.cn", "--invoice-id", invoice_id, "--amount", "300.00",
-                "--issued-on", due, "--due-on", due,
+                "invoice", "--customer-id", customer_id, *customer, "--invoice-id", f"INV-{paid}",
+                "--amount", "300.00", "--issued-on", later, "--due-on", later,
             )  # fmt: skip
         await starter("payment", "--customer-id", paid, "--payment-id", f"PAY-{paid}", "--amount", "300.00")
+
+        handle = dev_server.client.get_workflow_handle(f"customer-billing-{laddered}")
+        await handle.signal("payment_received", {"payment_id": f"PAY-{run}", "customer_id": "someone-else"})
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update("extend_due_date", {"not": "an extension"}, result_type=BillingStatus)
+
+        async def suspended() -> bool:
+            status = await handle.query("status", result_type=BillingStatus)
+            return status.stage is BillingStage.SUSPENDED and status.suspended_subscription_ids == ["sub-office"]
+
+        await eventually("the suspension", suspended, 60, stderr)
+        swept = await starter("sweep", "run")
+        assert "Customers owing: 1" in swept, swept
+        await starter("payment", "--customer-id", laddered, "--payment-id", f"PAY-{laddered}", "--amount", "1234.50")
+        await asyncio.wait_for(handle.result(), timeout=60)
 
         async def scraped() -> str | None:
             async with httpx.AsyncClient() as http:
                 page = (await http.get(f"http://127.0.0.1:{port}/metrics", timeout=5)).text
             completed = [line for line in _samples(page, "temporal_workflow_completed") if "CustomerBilling" in line]
-            refused = [line for line in _samples(page, "billing_ledger_errors") if 'action="record_invoice"' in line]
-            return page if completed and refused else None
+            missing = [series for series in LADDER_SERIES if not _series(page, *series)]
+            return page if completed and not missing else None
 
-        page = await eventually("the lifecycle's metrics", scraped, 60, stderr)
+        page = await eventually("the ladder's metrics", scraped, 60, stderr)
     finally:
         stop_process(process)
 
-    [refusal] = [line for line in _samples(page, "billing_ledger_errors") if 'action="record_invoice"' in line]
-    assert f'task_queue="{task_queue}"' in refusal and refusal.endswith(" 1")
-    assert paid not in page and other not in page and "Metrics Trading" not in page
+    counted = {series: sum(_value(line) for line in _series(page, *series)) for series in LADDER_SERIES}
+    assert counted[("billing_notices_sent", 'kind="reminder"')] == 2  # FAST_POLICY's two reminders
+    assert counted[("billing_notices_sent", 'kind="suspension"')] == 1
+    assert counted[("billing_subscriptions_changed", 'target="suspended"')] == 1  # sub-office; sub-azure refused
+    assert counted[("billing_subscriptions_changed", 'target="active"')] == 1
+    assert counted[("billing_partner_center_refusals", 'code="800096"')] == 1
+    assert counted[("billing_signals_rejected", 'signal="payment_received"')] == 1
+    assert counted[("billing_updates_refused", 'update="extend_due_date"')] == 1
+    assert counted[("billing_ledger_errors", 'action="record_invoice"')] == 1
+    [owing] = _series(page, "billing_sweep_customers_owing", 'stage="Suspended"')
+    [overdue] = _series(page, "billing_sweep_amount_overdue", 'stage="Suspended"')
+    assert 'currency="CNY"' in owing and _value(owing) == 1 and _value(overdue) == 1234.5
+    assert f'task_queue="{task_queue}"' in _series(page, "billing_ledger_errors", 'action="record_invoice"')[0]
+    for secret in (laddered, paid, other, "Metrics Trading", "ap@metrics.example.cn"):
+        assert secret not in page
+    assert set(dashboard_metric_names()) <= metric_names(page) | SDK_METRICS_NOT_ALWAYS_MADE
