@@ -144,8 +144,12 @@ def set_gauge(meter: MetricMeter, metric: EngineMetric, value: float, **attribut
 
 
 def count_in_activity(metric: EngineMetric, value: int = 1, **attributes: str) -> None:
-    """`count` on the running activity's meter (in a test's `ActivityEnvironment`, its meter: noop by default)."""
-    count(activity.metric_meter(), metric, value, **attributes)
+    """`count` on the running activity's meter (in a test's `ActivityEnvironment`, its meter: noop by default).
+    Called outside any activity (an activity method called directly), it only checks the attributes."""
+    if activity.in_activity():
+        count(activity.metric_meter(), metric, value, **attributes)
+    else:
+        _check(metric, ("counter",), attributes)
 
 
 def count_in_workflow(metric: EngineMetric, value: int = 1, **attributes: str) -> None:
