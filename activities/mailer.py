@@ -23,6 +23,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
+from billing import metrics
 from billing.ledger.rejection import LedgerRejection
 from billing.ledger_messages import NoticeLog, NoticeLogEntry
 from billing.models import CUSTOMER_NOTICE_KINDS, NoticeKind
@@ -256,6 +257,9 @@ class MailerActivities:
 
         async def log_it() -> None:
             nonlocal entry
+            # Counted the moment the transport hands the message over: a retry after that finds it logged (and
+            # is not counted again), unless the log itself failed and the notice really goes out once more.
+            metrics.count_in_activity(metrics.NOTICES_SENT, kind=str(request.kind))
             entry = await asyncio.to_thread(self._notice_log.log_notice, entry)
 
         try:

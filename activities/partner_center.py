@@ -29,6 +29,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
+from billing import metrics
 from billing.money import Money
 from billing.partner_center_messages import (
     ActiveSubscriptions,
@@ -621,6 +622,7 @@ class PartnerCenterActivities:
             )
             progress.results[subscription_id] = result
             activity.heartbeat(progress)
+            _count_answer(result, change.target)
 
         async with heartbeating(lambda: (progress,)):
             pending = [sid for sid in change.subscription_ids if sid not in progress.results]
@@ -644,7 +646,7 @@ class PartnerCenterActivities:
 
         # Every beat carries the answers so far, so the next attempt starts from them whenever this one dies.
         async with heartbeating(lambda: (answers,)):
-            return await self._client.set_subscription_status(
+            result = await self._client.set_subscription_status(
                 change.tenant_id,
                 change.subscription_id,
                 change.target,
@@ -653,6 +655,17 @@ class PartnerCenterActivities:
                 answered=answers.answered,
                 on_answered=answered,
             )
+        _count_answer(result, change.target)
+        return result
+
+
+def _count_answer(result: SubscriptionStatusChanged, target: str) -> None:
+    """A suspension or reinstatement Partner Center made, or its refusal by code. Counted once per answer: a
+    retried attempt keeps the answers an earlier one heartbeat, and a change made meanwhile comes back unchanged."""
+    if result.refused:
+        metrics.count_in_activity(metrics.PARTNER_CENTER_REFUSALS, code=result.error_code or "unknown", target=target)
+    elif result.changed:
+        metrics.count_in_activity(metrics.SUBSCRIPTIONS_CHANGED, target=target)
 
 
 class SubscriptionsProgress(BaseModel):

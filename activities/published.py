@@ -1,5 +1,5 @@
-"""What an open workflow run last published as the contract's search attributes `AmountDue` and
-`OldestDueDate`, for the sweep's checks of lifecycles and partner payables.
+"""What an open workflow run last published as the contract's search attributes `AmountDue`,
+`OldestDueDate` and `BillingStage`, for the sweep's checks of lifecycles and partner payables.
 
 Read from the raw `DescribeWorkflowExecution`: the SDK's typed decoding raises on an attribute a run unset on
 some servers (Temporal's time-skipping test server), and one such run must not stall a sweep.
@@ -17,13 +17,14 @@ from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from billing.search_attributes import AMOUNT_DUE, OLDEST_DUE_DATE
+from billing.search_attributes import AMOUNT_DUE, BILLING_STAGE, OLDEST_DUE_DATE
 
 
 @dataclass(frozen=True)
 class Published:
     amount_due: float | None  # None: not published yet (the run is in its first moments)
     oldest_due: datetime | None
+    stage: str | None = None  # the run's `BillingStage`; None before it published one
 
 
 async def published_by_open_run(client: Client, workflow_id: str) -> Published | None:
@@ -44,9 +45,11 @@ async def published_by_open_run(client: Client, workflow_id: str) -> Published |
     fields = info.search_attributes.indexed_fields
     amount = _json_value(fields.get(AMOUNT_DUE.name))
     oldest = _json_value(fields.get(OLDEST_DUE_DATE.name))
+    stage = _json_value(fields.get(BILLING_STAGE.name))
     return Published(
         amount_due=float(amount) if isinstance(amount, int | float) else None,
         oldest_due=instant(oldest) if isinstance(oldest, str) else None,
+        stage=stage if isinstance(stage, str) and stage else None,
     )
 
 

@@ -25,12 +25,14 @@ from billing.models import CustomerAccount, Invoice, LedgerChanged
 from billing.money import Money
 from billing.sweep import (
     MAX_NAMED,
+    UNTRACKED,
     CustomerProblem,
     LifecycleOutcome,
     OwedCustomersPage,
     PageOutcome,
     RunningLifecyclesPage,
     out_of_step,
+    owing_by_stage,
 )
 
 log = structlog.get_logger(__name__)
@@ -75,14 +77,20 @@ class SweepActivities:
     @activity.defn(name="reconcile_owed_customers")
     async def reconcile_owed_customers(self, page: OwedCustomersPage) -> PageOutcome:
         owed = await asyncio.to_thread(self._store.owed_accounts, page.after_customer_id, page.page_size)
+        stages: dict[str, str] = {}
         outcomes = await self._each(
-            owed, lambda account: self._reconcile_owed(account, page.checked_at), lambda account: account.customer_id
+            owed,
+            lambda account: self._reconcile_owed(account, page.checked_at, stages),
+            lambda account: account.customer_id,
         )
         result = _tally(outcomes)
         return result.model_copy(
             update={
                 "next_after_customer_id": owed[-1].customer_id if owed else page.after_customer_id,
                 "last_page": len(owed) < page.page_size,
+                "owing": owing_by_stage(
+                    ((account, stages.get(account.customer_id, UNTRACKED)) for account in owed), page.checked_at
+                ),
             }
         )
 
@@ -169,12 +177,15 @@ class SweepActivities:
             raise RuntimeError(f"Temporal refused every customer of the page, e.g. {refused[0]}")
         return outcomes
 
-    async def _reconcile_owed(self, owed: OwedAccount, checked_at: datetime) -> Outcome:
+    async def _reconcile_owed(self, owed: OwedAccount, checked_at: datetime, stages: dict[str, str]) -> Outcome:
+        """`stages` hears the stage the customer's open lifecycle published, if it did."""
         customer_id = owed.customer_id
         if owed.account is None:
             return customer_id, "failed", f"the ledger's customer details are not usable: {owed.account_problem}"
         handle = self._client.get_workflow_handle(lifecycle_id(customer_id))
         published = await published_by_open_run(self._client, lifecycle_id(customer_id))
+        if published is not None and published.stage is not None:
+            stages[customer_id] = published.stage
         if published is None:
             await self._start(owed.account, owed.balance)
             return customer_id, "started", None

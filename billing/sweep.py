@@ -4,6 +4,7 @@ and the rule that says whether a running lifecycle still agrees with the ledger.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import datetime, time
 from decimal import Decimal
 from typing import Literal
@@ -11,7 +12,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from billing.ledger_messages import AccountBalance
+from billing.ledger_messages import AccountBalance, OwedAccount
+from billing.lifecycle.state import BillingState
+from billing.models import BillingStage, CustomerAccount
 
 SWEEP_WORKFLOW_TYPE = "DailySweep"
 SWEEP_SCHEDULE_ID = "billing-daily-sweep"
@@ -22,6 +25,10 @@ MAX_NAMED = 20
 
 SweepPhase = Literal["partner_invoices", "owed_customers", "running_lifecycles", "done"]
 LifecycleOutcome = Literal["started", "in_step", "told", "failed"]
+# The stage of a customer owing whose lifecycle has published none: none open (the sweep starts one), or one
+# not through its first step yet.
+UNTRACKED = "Untracked"
+STAGES: tuple[str, ...] = (*(stage.value for stage in BillingStage), UNTRACKED)
 
 
 def sweep_time_of_day(value: time) -> time:
@@ -67,6 +74,46 @@ class RunningLifecyclesPage(SweepModel):
     checked_at: datetime
 
 
+class OwingByStage(SweepModel):
+    """The customers owing at one lifecycle stage in one currency, and how much of theirs is past due."""
+
+    stage: str  # the `BillingStage` the customer's open lifecycle published, or UNTRACKED
+    currency: str
+    customers: int = 0
+    overdue: Decimal = Decimal(0)  # outstanding on invoices whose due moment has passed, in `currency`
+
+
+def owing_by_stage(owed: Iterable[tuple[OwedAccount, str]], now: datetime) -> list[OwingByStage]:
+    """Customers owing and their overdue amounts by (stage, currency); `owed` pairs each with its stage.
+    Overdue as the lifecycle reckons it (`BillingState.overdue_amount`), one copy of that rule."""
+    tallies: list[OwingByStage] = []
+    for account, stage in owed:
+        # Details the ledger cannot make a valid account of still owe money; the state reads only the books here.
+        customer = account.account or CustomerAccount.model_construct(customer_id=account.customer_id)
+        currency = account.balance.currency
+        state = BillingState.new(customer, currency).model_copy(update={"balance": account.balance})
+        overdue = state.overdue_amount(now).amount
+        known = stage if stage in STAGES else UNTRACKED  # a search attribute someone else set: not a stage
+        tallies.append(OwingByStage(stage=known, currency=currency, customers=1, overdue=overdue))
+    return merged_owing([], tallies)
+
+
+def merged_owing(earlier: Iterable[OwingByStage], later: Iterable[OwingByStage]) -> list[OwingByStage]:
+    """The tallies of both added up by (stage, currency), in order of currency and stage."""
+    totals: dict[tuple[str, str], OwingByStage] = {}
+    for tally in [*earlier, *later]:
+        key = (tally.currency, tally.stage)
+        known = totals.get(key)
+        totals[key] = (
+            tally
+            if known is None
+            else known.model_copy(
+                update={"customers": known.customers + tally.customers, "overdue": known.overdue + tally.overdue}
+            )
+        )
+    return [totals[key] for key in sorted(totals)]
+
+
 class PageOutcome(SweepModel):
     """What one page of work did: counts, the customers concerned (up to `MAX_NAMED` each) and problems."""
 
@@ -83,6 +130,7 @@ class PageOutcome(SweepModel):
     last_page: bool = False
     # Running lifecycles: False when the server cannot list workflows (Temporal's time-skipping test server).
     listing_supported: bool = True
+    owing: list[OwingByStage] = Field(default_factory=list)  # owed customers: this page's, by stage and currency
 
 
 class PartnerInvoicesOutcome(SweepModel):
@@ -118,6 +166,7 @@ class SweepReport(SweepModel):
     told_ids: list[str] = Field(default_factory=list)
     problems: list[CustomerProblem] = Field(default_factory=list)
     partner_invoices: PartnerInvoicesOutcome | None = None
+    owing: list[OwingByStage] = Field(default_factory=list)  # every owed customer so far, by stage and currency
 
     def add(self, page: PageOutcome, *, owed: bool) -> SweepReport:
         return self.model_copy(
@@ -133,6 +182,7 @@ class SweepReport(SweepModel):
                 "told_ids": [*self.told_ids, *page.told_ids][:MAX_NAMED],
                 "problems": [*self.problems, *page.problems][:MAX_NAMED],
                 "running_lifecycles_listed": self.running_lifecycles_listed and page.listing_supported,
+                "owing": merged_owing(self.owing, page.owing) if owed else self.owing,
             }
         )
 

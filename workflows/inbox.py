@@ -26,7 +26,7 @@ from temporalio.worker import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from billing import refusals
+    from billing import metrics, refusals
 
     # Passed through, so the interceptor (outside the sandbox) and the handlers (inside) share the class.
     from billing.refusals import Refused, Unreadable
@@ -127,11 +127,16 @@ def parse(model: type[M], payload: Any, reference_field: str | None = None, what
 
 
 def refused(reason: str) -> ApplicationError:
-    """The engine's refusal of an update, as the operator sees it."""
+    """The engine's refusal of an update, as the operator sees it: raised by its validator or, once the loop
+    refused it, by its handler (one or the other, never both), so each refused update counts once."""
+    info = workflow.current_update_info()
+    metrics.count_in_workflow(metrics.UPDATES_REFUSED, update=info.name if info else "unknown")
     return ApplicationError(reason, type="Refused", non_retryable=True)
 
 
 def log_rejection(name: str, reason: str, reference: str | None) -> None:
+    """A signal rejected into the status's `rejected`: logged and counted (by name, never the reference)."""
+    metrics.count_in_workflow(metrics.SIGNALS_REJECTED, signal=name)
     workflow.logger.warning("message rejected", extra={"signal": name, "reason": reason, "reference": reference})
 
 
