@@ -267,6 +267,8 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Bi
             yield workers
         finally:
             await partner_center.aclose()
+            if isinstance(transport, SmtpTransport):
+                await transport.aclose()  # QUIT on the connections the mailer kept open
             store.close()
 
 

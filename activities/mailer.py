@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderParseError
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
@@ -37,6 +39,32 @@ from billing.policy_document import render_policy_document
 log = structlog.get_logger(__name__)
 
 DEFAULT_SMTP_TIMEOUT = 30.0
+# Connections a worker keeps to the mail server: enough for the notices of a busy worker (a transaction on a
+# kept connection takes a round trip or three), few enough for any relay's per-client connection limit.
+DEFAULT_SMTP_POOL_SIZE = 4
+# Reused within this many seconds of the last message, else closed: well inside the 5 minutes after which a
+# server may drop an idle client (RFC 5321 section 4.5.3.2.7, https://www.rfc-editor.org/rfc/rfc5321).
+DEFAULT_SMTP_MAX_IDLE = 60.0
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, making the class of each header name once: CPython's makes a new class
+    (`type(...)`) every time a header is set or parsed, a sixth of the CPU of composing a notice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
+
+
+# email.policy.default (what EmailMessage uses), with the header classes made once.
+NOTICE_POLICY = policy.default.clone(header_factory=_HeaderClasses())
 
 
 class MailRejected(Exception):
@@ -69,7 +97,15 @@ class MailTransport(Protocol):
 
 
 class SmtpTransport:
-    """Delivers through an SMTP server (BILLING_SMTP_*)."""
+    """Delivers through an SMTP server (BILLING_SMTP_*), over a few connections kept open between messages.
+
+    At most `pool_size` messages are in flight at once, each on a connection of its own; a connection is put
+    back after a message and used again for the next one, so a notice costs one transaction instead of a
+    connection, a greeting, EHLO, STARTTLS and AUTH. Before reuse, NOOP checks that the server still listens
+    (servers drop idle clients: RFC 5321 section 4.5.3.2.7); a connection it closed is replaced by a new one
+    before anything of the message is sent, so the message still goes exactly once. One idle longer than
+    `max_idle` seconds is closed instead of probed.
+    """
 
     def __init__(
         self,
@@ -80,19 +116,71 @@ class SmtpTransport:
         password: str | None = None,
         starttls: bool = True,
         timeout: float = DEFAULT_SMTP_TIMEOUT,
+        pool_size: int = DEFAULT_SMTP_POOL_SIZE,
+        max_idle: float = DEFAULT_SMTP_MAX_IDLE,
     ) -> None:
         if (username is None) != (password is None):
             raise ValueError("an SMTP username and password go together: give both or neither")
+        if pool_size < 1:
+            raise ValueError("an SMTP pool needs at least one connection")
         self.host = host
         self.port = port
         self.username = username
         self.password = password
         self.starttls = starttls
         self.timeout = timeout
+        self.max_idle = max_idle
+        self._slots = asyncio.Semaphore(pool_size)
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []  # (connection, time.monotonic() it was put back)
+        self.connections_opened = 0
 
     async def send(self, message: EmailMessage, accepted: Accepted) -> None:
         # Only the reply code goes into the errors raised here: the server's text often repeats the
         # recipient's address, and activity failures end up in the worker's log.
+        async with self._slots:
+            smtp: aiosmtplib.SMTP | None = None
+            reusable = False
+            try:
+                smtp = await self._connection()
+                try:
+                    await smtp.send_message(message)
+                except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPDataError):
+                    # A refused transaction: aiosmtplib has reset the envelope (RSET), the session goes on.
+                    reusable = True
+                    raise
+                reusable = True
+                await accepted()
+            except aiosmtplib.SMTPRecipientsRefused as error:
+                codes = [refusal.code for refusal in error.recipients]
+                if all(500 <= code < 600 for code in codes):
+                    raise MailRejected(codes[0], "recipient") from None
+                raise MailDeferred(codes[0], "recipient") from None
+            except aiosmtplib.SMTPResponseException as error:
+                # Any other reply with a code (the greeting, HELO, AUTH, MAIL FROM, DATA): 5xx is for good as well.
+                stage = _STAGES.get(type(error), "session")
+                if 500 <= error.code < 600:
+                    raise MailRejected(error.code, stage) from None
+                raise MailDeferred(error.code, stage) from None
+            finally:
+                # Anything else (a drop, a timeout, a cancellation mid-transaction) leaves the session in an
+                # unknown state: that connection is closed, and the activity's retry sends on a new one.
+                if smtp is not None:
+                    if reusable and smtp.is_connected:
+                        self._idle.append((smtp, time.monotonic()))
+                    else:
+                        smtp.close()
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        """The most recently used idle connection that still answers NOOP, or a new one."""
+        while self._idle:
+            smtp, since = self._idle.pop()
+            if smtp.is_connected and time.monotonic() - since < self.max_idle:
+                try:
+                    await smtp.noop()
+                    return smtp
+                except (aiosmtplib.SMTPException, OSError):
+                    pass  # closed by the server (or 421 "closing"): replaced below
+            smtp.close()
         smtp = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
@@ -102,20 +190,21 @@ class SmtpTransport:
             timeout=self.timeout,
         )
         try:
-            async with smtp:  # QUIT on leaving, after the notice is logged
-                await smtp.send_message(message)
-                await accepted()
-        except aiosmtplib.SMTPRecipientsRefused as error:
-            codes = [refusal.code for refusal in error.recipients]
-            if all(500 <= code < 600 for code in codes):
-                raise MailRejected(codes[0], "recipient") from None
-            raise MailDeferred(codes[0], "recipient") from None
-        except aiosmtplib.SMTPResponseException as error:
-            # Any other reply with a code (the greeting, HELO, AUTH, MAIL FROM, DATA): 5xx is for good as well.
-            stage = _STAGES.get(type(error), "session")
-            if 500 <= error.code < 600:
-                raise MailRejected(error.code, stage) from None
-            raise MailDeferred(error.code, stage) from None
+            await smtp.connect()  # greeting, EHLO, STARTTLS and AUTH as configured
+        except BaseException:
+            smtp.close()
+            raise
+        self.connections_opened += 1
+        return smtp
+
+    async def aclose(self) -> None:
+        """Say QUIT on every idle connection (the worker is stopping)."""
+        idle, self._idle = self._idle, []
+        for smtp, _ in idle:
+            try:
+                await smtp.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                smtp.close()
 
 
 _STAGES: dict[type[aiosmtplib.SMTPResponseException], str] = {
@@ -210,15 +299,18 @@ class MailerActivities:
         self._branding = (
             branding if branding.support_email else branding.model_copy(update={"support_email": self._from.addr_spec})
         )
-        # Rendered once: the policy and the branding do not change while the worker runs.
-        self._policy_attachments: dict[str, str] = {}
+        # Rendered and encoded once, as the MIME part every invoice notice attaches: the policy and the branding
+        # do not change while the worker runs.
+        self._policy_attachments: dict[str, EmailMessage] = {}
         if collections_policy is not None and self._branding.policy_url is None:
-            self._policy_attachments = {
-                locale: render_policy_document(
+            for locale in POLICY_LOCALES:
+                document = render_policy_document(
                     collections_policy, locale, "html", branding=self._branding, renderer=self._renderer
                 )
-                for locale in POLICY_LOCALES
-            }
+                # As `add_attachment` builds it: a part of the message's own class and policy.
+                part = EmailMessage(policy=NOTICE_POLICY)
+                part.set_content(document, subtype="html", charset="utf-8", filename=policy_attachment_name(locale))
+                self._policy_attachments[locale] = part
 
     @activity.defn(name="send_notice")
     async def send_notice(self, request: NoticeRequest) -> NoticeReceipt:
@@ -301,8 +393,11 @@ class MailerActivities:
             policy_attachment=policy_attachment_name(locale) if attachment else None,
         )
         message = self._compose(request, rendered, recipient, message_id, sent_at)
-        if attachment:
-            message.add_attachment(attachment, subtype="html", charset="utf-8", filename=policy_attachment_name(locale))
+        if attachment is not None:
+            if message.get_content_type() != "multipart/mixed":
+                message.make_mixed()
+            # A shallow copy: the generator sets a part's policy while it writes it, the part itself is shared.
+            message.attach(copy.copy(attachment))
         if request.escalation_case is not None:
             # The case as data too, so the desk (or a tool) can paste or import it exactly.
             case = request.escalation_case
@@ -340,7 +435,7 @@ class MailerActivities:
         message_id: str,
         sent_at: datetime,
     ) -> EmailMessage:
-        message = EmailMessage()
+        message = EmailMessage(policy=NOTICE_POLICY)
         message["From"] = self._from
         message["To"] = recipient
         message["Subject"] = rendered.subject

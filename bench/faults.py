@@ -17,7 +17,6 @@ import json
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from hypothesis import HealthCheck, given
 from hypothesis import seed as hypothesis_seed
 from hypothesis import settings as hypothesis_settings
@@ -48,7 +46,7 @@ from temporalio.common import RawValue
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
-from billing import search_attributes
+from bench.stack import DevServerProcess, Mailbox, TimedSink, Workers
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.ledger.schema import notice_log, payments
 from billing.lifecycle.state import MAX_REJECTED
@@ -56,16 +54,8 @@ from billing.models import BillingStatus, CustomerAccount, Dispute, Invoice, Pay
 from billing.money import Money
 from cli.customers import issue_invoice
 from tests.builders import SHANGHAI
-from tests.conftest import POSTGRES_URL, SmtpSink, _LoopbackController
-from tests.devserver_fixtures import (
-    FAST_POLICY,
-    TEMPORAL_CLI,
-    TEST_DATA_CONVERTER,
-    free_port,
-    spawn,
-    stop_process,
-    worker_environment,
-)
+from tests.conftest import POSTGRES_URL
+from tests.devserver_fixtures import FAST_POLICY, TEST_DATA_CONVERTER, free_port, worker_environment
 from worker import WORKFLOWS
 from workflows.inbox import OnePayloadPerMessage
 
@@ -98,141 +88,6 @@ class Setting:
 
 SMALL = Setting("small", 1, 1, 2, 1, False, False, 4, 6, 1, 80)
 FULL = Setting("full", 5, 3, 12, 5, True, True, 8, 10, 20, 420)
-
-
-# --- the SMTP sink, which can be taken down and brought back on the same port -------------------------------
-
-
-@dataclass
-class TimedSink(SmtpSink):
-    """The tests' sink, also noting when each message arrived (time.monotonic())."""
-
-    arrived: list[float] = field(default_factory=list)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        answer = await super().handle_DATA(server, session, envelope)
-        self.arrived.append(time.monotonic())
-        return answer
-
-
-class Mailbox:
-    def __init__(self) -> None:
-        self.sink = TimedSink()
-        self._controller: _LoopbackController | None = None
-        self.up()
-
-    def up(self) -> None:
-        controller = _LoopbackController(
-            self.sink, hostname=self.sink.host, port=self.sink.port, auth_require_tls=False, enable_SMTPUTF8=True
-        )
-        controller.start()
-        self.sink.port = controller.port
-        self._controller = controller
-
-    def down(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
-
-
-# --- the dev server, restartable on the same ports and database file ----------------------------------------
-
-
-class DevServerProcess:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.ports = (free_port(), free_port(), free_port())
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.ports[0]}"
-
-    def _command(self) -> list[str]:
-        port, http_port, metrics_port = self.ports
-        command = [str(TEMPORAL_CLI), "server", "start-dev", "--headless", "--ip", "127.0.0.1"]
-        command += ["--port", str(port), "--http-port", str(http_port), "--metrics-port", str(metrics_port)]
-        command += ["--db-filename", str(self.folder / "temporal.db"), "--log-level", "warn"]
-        for name, kind in search_attributes.registration().items():
-            command += ["--search-attribute", f"{name}={kind}"]
-        return command
-
-    async def start(self) -> Client:
-        for attempt in range(3):
-            self.starts += 1
-            log = self.folder / f"temporal-{self.starts}.log"
-            self.process = spawn(self._command(), stdout=log)
-            deadline = time.monotonic() + 30
-            while self.process.poll() is None and time.monotonic() < deadline:
-                try:
-                    return await Client.connect(self.address, data_converter=TEST_DATA_CONVERTER)
-                except RuntimeError:
-                    await asyncio.sleep(0.2)
-            stop_process(self.process)
-            if self.starts == 1 and attempt < 2 and "address already in use" in log.read_text(errors="replace"):
-                self.ports = (free_port(), free_port(), free_port())
-                continue
-            break
-        raise RuntimeError(f"the dev server did not start: {log.read_text(errors='replace')[-2000:]}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-
-
-# --- the workers ---------------------------------------------------------------------------------------------
-
-
-class Workers:
-    """`worker.py` subprocesses on one task queue; a worker that exits without being killed is counted."""
-
-    def __init__(self, folder: Path, env: dict[str, str]) -> None:
-        self.folder = folder
-        self.env = env
-        self.running: list[subprocess.Popen[bytes]] = []
-        self.started = 0
-        self.killed = 0
-        self.exited: list[str] = []  # the stderr tails of workers that exited on their own
-
-    async def start(self) -> None:
-        self.started += 1
-        stderr = self.folder / f"worker-{self.started}.stderr.log"
-        stdout = self.folder / f"worker-{self.started}.stdout.log"
-        process = spawn([sys.executable, "worker.py"], stdout=stdout, stderr=stderr, env=self.env)
-        self.running.append(process)
-        deadline = time.monotonic() + 60
-        while "worker started" not in stderr.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker.py did not start: {stderr.read_text(errors='replace')[-2000:]}")
-            await asyncio.sleep(0.2)
-
-    def sigkill(self, rng: random.Random) -> None:
-        process = rng.choice(self.running)
-        self.running.remove(process)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-        self.killed += 1
-
-    async def watch(self) -> None:
-        """Bring back any worker that exited on its own (after noting it), so the run goes on."""
-        while True:
-            for process in list(self.running):
-                if process.poll() is not None:
-                    self.running.remove(process)
-                    self.exited.append(f"worker exited with {process.returncode}")
-                    await self.start()
-            await asyncio.sleep(0.5)
-
-    def stop(self) -> None:
-        for process in self.running:
-            stop_process(process)
-        self.running.clear()
 
 
 # --- lifecycles ----------------------------------------------------------------------------------------------
@@ -591,7 +446,7 @@ async def chaos(
         log.append(f"{time.monotonic() - start:.1f}s {what}")
         if what == "kill":
             events.kills.append(time.monotonic())
-            workers.sigkill(rng)
+            workers.sigkill(rng.choice(workers.running))
             await workers.start()
         elif what == "storm":
             storm_started = True
@@ -646,7 +501,7 @@ async def run_suite(setting: Setting, *, postgres: bool, seed: int, sabotage: st
         ledger_url = make_url(f"sqlite:///{folder / 'ledger.db'}")
     mailbox = Mailbox()
     emulator = PartnerCenterEmulator().start()
-    server = DevServerProcess(folder)
+    server = DevServerProcess(folder, TEST_DATA_CONVERTER)  # worker_environment encrypts with the test key
     workers: Workers | None = None
     background: list[asyncio.Task[None]] = []
     try:

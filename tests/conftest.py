@@ -101,6 +101,7 @@ class SmtpSink:
     credentials: tuple[str, str] = ("billing", "sink-password")
     logins: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # "accepted" per message, "quit" per session, in order
+    peers: list[Any] = field(default_factory=list)  # the client's (host, port) per message: a port per connection
 
     @property
     def messages(self) -> list[EmailMessage]:
@@ -130,6 +131,7 @@ class SmtpSink:
         message = BytesParser(policy=policy.default).parsebytes(raw)
         assert isinstance(message, EmailMessage)
         self.deliveries.append(Delivery(str(envelope.mail_from), list(envelope.rcpt_tos), message))
+        self.peers.append(session.peer)
         self.events.append("accepted")
         return "250 OK: queued"
 

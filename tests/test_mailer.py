@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -24,7 +25,7 @@ from billing.ledger_messages import InvoiceBalance, NoticeLogEntry
 from billing.models import CustomerAccount, NextActionKind, NoticeKind
 from billing.notice_request import NoticeDispute, NoticeNextStep, NoticeRequest
 from tests.builders import cny
-from tests.conftest import SmtpSink
+from tests.conftest import SmtpSink, _LoopbackController
 
 MAIL_FROM = "Fabrikam 账务部 <billing@partner.example.cn>"
 ESCALATION_DESK = "Escalation desk <desk@partner.example.cn>"
@@ -434,5 +435,78 @@ async def test_the_notice_is_logged_the_moment_the_server_accepts_it_before_quit
         smtp_sink.events.append("logged")
 
     await transport.send(message, accepted=logged)
+    assert smtp_sink.events == ["accepted", "logged"]  # the connection stays open for the next notice
 
+    await transport.aclose()
     assert smtp_sink.events == ["accepted", "logged", "quit"]
+
+
+def start_sink(sink: SmtpSink) -> _LoopbackController:
+    controller = _LoopbackController(sink, hostname=sink.host, port=sink.port, auth_require_tls=False)
+    controller.start()
+    sink.port = controller.port
+    return controller
+
+
+async def test_several_notices_go_over_one_connection(
+    smtp_sink: SmtpSink, smtp: SmtpTransport, sqlite_ledger: LedgerStore
+) -> None:
+    activities = mailer(smtp, sqlite_ledger)
+    for n in range(3):
+        await activities.send_notice(request(key=f"reminder-{n}-INV-1"))
+
+    assert len(smtp_sink.deliveries) == 3
+    assert len(set(smtp_sink.peers)) == 1  # one client port: one connection, greeted once
+    assert "quit" not in smtp_sink.events
+
+
+async def test_notices_sent_at_once_share_at_most_the_pools_connections(
+    smtp_sink: SmtpSink, sqlite_ledger: LedgerStore
+) -> None:
+    transport = SmtpTransport(smtp_sink.host, smtp_sink.port, starttls=False, timeout=5, pool_size=2)
+    activities = mailer(transport, sqlite_ledger)
+
+    await asyncio.gather(*(activities.send_notice(request(key=f"reminder-{n}-INV-1")) for n in range(6)))
+
+    assert len(smtp_sink.deliveries) == 6
+    assert len(set(smtp_sink.peers)) <= 2
+
+
+async def test_a_connection_the_server_closed_is_replaced_and_the_notice_goes_once(
+    sqlite_ledger: LedgerStore,
+) -> None:
+    sink = SmtpSink()
+    controller = start_sink(sink)
+    transport = SmtpTransport(sink.host, sink.port, starttls=False, timeout=5)
+    activities = mailer(transport, sqlite_ledger)
+    try:
+        await activities.send_notice(request(key="reminder-1-INV-1"))
+        # The server goes away and comes back on the same port: the connection the transport kept is dead.
+        controller.stop()
+        controller = start_sink(sink)
+
+        receipt = await activities.send_notice(request(key="reminder-2-INV-1"))
+    finally:
+        controller.stop()
+
+    assert receipt.already_sent is False
+    message_ids = [str(message["Message-ID"]) for message in sink.messages]
+    assert len(message_ids) == 2 and len(set(message_ids)) == 2  # each notice once
+    assert len(set(sink.peers)) == 2  # the second over a new connection
+
+
+async def test_a_refusal_for_good_leaves_the_connection_usable_for_the_next_notice(
+    smtp_sink: SmtpSink, smtp: SmtpTransport, sqlite_ledger: LedgerStore
+) -> None:
+    activities = mailer(smtp, sqlite_ledger)
+    await activities.send_notice(request(key="reminder-1-INV-1"))
+    smtp_sink.refuse[CUSTOMER_EMAIL] = "550 5.1.1 <ap@contoso.example.cn>: mailbox unavailable"
+    with pytest.raises(ApplicationError) as failure:
+        await activities.send_notice(request(key="reminder-2-INV-1"))
+    assert failure.value.type == "MailRejected"
+
+    smtp_sink.refuse.clear()
+    await activities.send_notice(request(key="reminder-3-INV-1"))
+
+    assert len(smtp_sink.deliveries) == 2
+    assert len(set(smtp_sink.peers)) == 1

@@ -120,6 +120,8 @@ def template_environment(template_dirs: Sequence[Path | str] = ()) -> Environmen
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # Templates do not change while a worker runs: no stat of the template file on every render.
+        auto_reload=False,
     )
     env.filters.update(money=_money, formal_money=_formal_money, date=_date, moment=_moment, duration=_duration)
     return env
