@@ -11,7 +11,7 @@ import contextlib
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ from temporalio.api.enums.v1.workflow_pb2 import (
     WORKFLOW_EXECUTION_STATUS_RUNNING,
 )
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
@@ -62,10 +63,27 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=str(TEST_SERVER), data_converter=TEST_DATA_CONVERTER
     )
     await register_search_attributes(env.client)
+    env.sleep = patient_sleep(env)  # type: ignore[method-assign]
     try:
         yield env
     finally:
         await env.shutdown()
+
+
+SKIP_RPC_TIMEOUT = timedelta(minutes=3)
+
+
+def patient_sleep(env: WorkflowEnvironment) -> Callable[[timedelta | float], Awaitable[None]]:
+    """`env.sleep`, with room to finish on a loaded machine. A skip of weeks runs every timer, workflow task and
+    activity of the ladder in real time on the way, and the SDK's call for it has the client's default 30 s
+    deadline; on a busy 2-core machine that deadline, not the engine, failed long skips ("Timeout expired")."""
+
+    async def sleep(duration: timedelta | float) -> None:
+        request = SleepRequest()
+        request.duration.FromTimedelta(duration if isinstance(duration, timedelta) else timedelta(seconds=duration))
+        await env.client.test_service.unlock_time_skipping_with_sleep(request, timeout=SKIP_RPC_TIMEOUT)
+
+    return sleep
 
 
 async def skip_settled(env: WorkflowEnvironment, handle: WorkflowHandle, duration: timedelta) -> None:

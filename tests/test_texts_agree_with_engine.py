@@ -14,6 +14,7 @@ import chinese_calendar
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from billing.business_days import MAINLAND_CHINA_ZONES
 from billing.lifecycle import notice
 from billing.lifecycle.forecast import forecast
 from billing.lifecycle.steps import Step, StepKind
@@ -92,6 +93,21 @@ def end_of(due_on: date, zone: str) -> datetime:
 # --- the policy document ------------------------------------------------------------------------------------
 
 
+# Found by hypothesis: Asia/Chungking (an old name of Asia/Shanghai) follows China's calendar, which does not
+# know 2027 yet; the test judged mainland zones by a list of its own that lacked it.
+@example(
+    policy=CollectionsPolicy(
+        minimum_amount_to_suspend=Decimal("0.00"),
+        reminders=(),
+        final_notice=timedelta(days=1),
+        suspend_after=timedelta(days=2),
+        data_deletion_warnings=(),
+    ),
+    due_on=date(2027, 1, 1),
+    zone="Asia/Chungking",
+    lead=0,
+    locale="zh-CN",
+)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     policy=policies(), due_on=due_dates, zone=zone_names, lead=st.integers(min_value=0, max_value=45), locale=locales
@@ -122,7 +138,7 @@ def test_dates_in_the_rendered_policy_are_the_decision_cores_for_that_invoice(
     assert rows == [format_date(on, locale) for _, on in expected]
     # The document says when a date counts Monday to Friday because China's calendar does not know its year.
     quiet = policy.quiet_hours
-    china = quiet.calendar == "CN" or (quiet.calendar is None and zone in MAINLAND_CHINA)
+    china = quiet.calendar == "CN" or (quiet.calendar is None and zone in MAINLAND_CHINA_ZONES)
     unknown = sorted(
         {
             step.at.astimezone(ZoneInfo(zone)).year
