@@ -184,4 +184,4 @@ def smtp_sink() -> Iterator[SmtpSink]:
 
 # Temporal fixtures live in their own modules; importing them here makes them visible to every test.
 from tests.devserver_fixtures import billing_worker_process, dev_server  # noqa: E402, F401
-from tests.temporal_fixtures import engine_factory, time_skipping_env  # noqa: E402, F401
+from tests.temporal_fixtures import engine_factory, own_time_skipping_env, time_skipping_env  # noqa: E402, F401

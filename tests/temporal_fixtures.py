@@ -70,6 +70,21 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
+@pytest.fixture
+async def own_time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server for one test only, for a test that leaves the server's clock locked: an update
+    that no worker ever answers, given up by the caller, keeps the test server from skipping time again, and
+    every later test of the session's server would wait out its sleeps."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(TEST_SERVER), data_converter=TEST_DATA_CONVERTER
+    )
+    await register_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
 SKIP_RPC_TIMEOUT = timedelta(minutes=3)
 
 

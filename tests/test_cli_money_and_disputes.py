@@ -107,11 +107,12 @@ async def test_payment_shows_what_it_paid_and_the_refusal_of_one_that_does_not_f
 
 
 async def test_payment_falls_back_to_the_signal_when_no_worker_answers(
-    time_skipping_env: WorkflowEnvironment, capsys: pytest.CaptureFixture[str]
+    own_time_skipping_env: WorkflowEnvironment, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """No worker polls the lifecycle's task queue: the update is not answered, and the payment is delivered as
-    the `payment_received` signal instead, to be applied once a worker runs."""
-    env = time_skipping_env
+    the `payment_received` signal instead, to be applied once a worker runs. (On a server of its own: the update
+    given up on leaves the time-skipping server's clock locked.)"""
+    env = own_time_skipping_env
     now = await env.get_current_time()
     customer = unique("no-worker")
     queue = f"nobody-polls-{uuid.uuid4().hex[:6]}"
@@ -248,9 +249,11 @@ async def test_book_credit_tells_a_running_lifecycle_with_nothing_owed_to_reread
 
 
 async def test_typed_days_are_read_in_the_zone_of_the_customers_lifecycle(
-    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
+    own_time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory
 ) -> None:
-    env = time_skipping_env
+    # On a server of its own: after this test the session's time-skipping server stopped skipping time (every
+    # later sleep waited out its deadline), and it does not use time skipping itself.
+    env = own_time_skipping_env
     now = await env.get_current_time()
     customer = unique("berlin")
     async with engine_factory(env.client) as engine:
