@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.published import published_by_open_run
 from billing.ledger import LedgerStore
 from billing.ledger_messages import AccountBalance, OwedAccount
+from billing.lifecycle.status import static_details, static_summary
 from billing.models import CustomerAccount, Invoice, LedgerChanged
 from billing.money import Money
 from billing.sweep import (
@@ -215,7 +216,8 @@ class SweepActivities:
             task_queue=self._task_queue,
             start_signal="invoice_issued",
             start_signal_args=[first],
-            static_summary=f"Billing lifecycle of customer {account.customer_id}",
+            static_summary=static_summary(account),
+            static_details=static_details(account),
         )
         for invoice in others:
             await handle.signal("invoice_issued", invoice)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import dataclasses
 import os
 import sys
@@ -97,7 +98,33 @@ class EncryptionCodec(PayloadCodec):
 PLAIN_FAILURE_TYPES = frozenset({"Refused", "NotStarted"})
 
 
-class EncryptedFailureConverter(DefaultFailureConverter):
+def is_refusal(exception: BaseException) -> bool:
+    """The engine saying no with a sentence of its own: not a bug, so its failure needs no stack trace."""
+    return isinstance(exception, ApplicationError) and exception.type in PLAIN_FAILURE_TYPES
+
+
+def _sentence_only(refusal: ApplicationError) -> ApplicationError:
+    """The same refusal without its traceback (the one raised keeps its own). The SDK writes an exception's
+    traceback into the failure's `stack_trace`, which the Temporal Web UI shows under the message: the worker's
+    file paths under an operator's refusal read as a crash. What it wraps, if anything, keeps its trace."""
+    bare = copy.copy(refusal)  # a copy carries no traceback
+    bare.__cause__, bare.__context__ = refusal.__cause__, refusal.__context__
+    bare.__suppress_context__ = refusal.__suppress_context__
+    return bare
+
+
+class RefusalFailureConverter(DefaultFailureConverter):
+    """The SDK's failure conversion, except that the engine's refusals carry their sentence and no stack trace
+    (`CONTRACT.md`: "A refusal's failure carries the sentence only"). Every other failure (a bug, an activity's
+    error) keeps its trace."""
+
+    def to_failure(self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure) -> None:
+        if isinstance(exception, ApplicationError) and is_refusal(exception):
+            exception = _sentence_only(exception)
+        super().to_failure(exception, payload_converter, failure)
+
+
+class EncryptedFailureConverter(RefusalFailureConverter):
     """Failure messages and stack traces moved into the failure's encoded attributes, which the codec encrypts
     (they are not payloads by default: https://docs.temporal.io/production-deployment/data-encryption,
     "Application errors and failures"), as `DefaultFailureConverterWithEncodedAttributes` does, except the
@@ -107,11 +134,10 @@ class EncryptedFailureConverter(DefaultFailureConverter):
 
     def __init__(self) -> None:
         super().__init__(encode_common_attributes=True)
-        self._plain = DefaultFailureConverter()
+        self._plain = RefusalFailureConverter()
 
     def to_failure(self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure) -> None:
-        refusal = isinstance(exception, ApplicationError) and exception.type in PLAIN_FAILURE_TYPES
-        if refusal and exception.__cause__ is None:
+        if is_refusal(exception) and exception.__cause__ is None:
             self._plain.to_failure(exception, payload_converter, failure)
         else:
             super().to_failure(exception, payload_converter, failure)
@@ -119,9 +145,10 @@ class EncryptedFailureConverter(DefaultFailureConverter):
 
 def data_converter(keys: EncryptionKeys | None) -> DataConverter:
     """The engine's data converter: plain JSON (pydantic) without keys; with keys, JSON encrypted by the codec
-    and failure messages encrypted too (`EncryptedFailureConverter`)."""
+    and failure messages encrypted too (`EncryptedFailureConverter`). Either way a refusal carries no stack
+    trace (`RefusalFailureConverter`)."""
     if keys is None:
-        return pydantic_data_converter
+        return dataclasses.replace(pydantic_data_converter, failure_converter_class=RefusalFailureConverter)
     return dataclasses.replace(
         pydantic_data_converter, payload_codec=EncryptionCodec(keys), failure_converter_class=EncryptedFailureConverter
     )

@@ -117,6 +117,7 @@ class AuditEntry(FrozenMessage):
     reason: str  # the operator's reason or note
     details: dict[str, str] = Field(default_factory=dict)
     at: datetime
+    operator: str | None = None  # who acted (a name or login), when the action named one
 
 
 class RescheduleInvoiceRequest(FrozenMessage):

@@ -69,7 +69,13 @@ def signal(name: str, payload: type[BaseModel], description: str, sent_by: str =
     return MessageEntry("signal", name, payload, None, description, sent_by)
 
 
+# Said by every update whose payload names who acted: the Temporal UI's "Send an Update" dialog shows it.
+ASK_OPERATOR = ' Add "operator": "your name or login" (who acted): the audit trail and the timeline keep it.'
+
+
 def update(name: str, payload: type[BaseModel], result: type[BaseModel], description: str) -> MessageEntry:
+    if "operator" in payload.model_fields:
+        description += ASK_OPERATOR
     return MessageEntry("update", name, payload, result, description)
 
 

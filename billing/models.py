@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,6 +21,30 @@ def _non_blank(value: str, what: str) -> str:
     if not value:
         raise ValueError(f"{what} must not be empty")
     return value
+
+
+# Who acted, as operators name themselves: a name or a login, on one line, short enough for every screen.
+MAX_OPERATOR_LENGTH = 100
+
+
+def _operator(value: str | None) -> str | None:
+    """`operator`, trimmed; blank is no operator. Refused when it is not a name or login on one line."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if len(value) > MAX_OPERATOR_LENGTH:
+        raise ValueError(f"operator must be a name or login of at most {MAX_OPERATOR_LENGTH} characters")
+    if any(unicodedata.category(character) in ("Cc", "Cf", "Zl", "Zp") for character in value):
+        raise ValueError("operator must be a name or login on one line, without control characters")
+    return value
+
+
+def _operator_field() -> Any:
+    return Field(
+        default=None,
+        description="Who acted: a name or login, kept with the reason in the audit trail and the status's timeline.",
+        json_schema_extra={"maxLength": MAX_OPERATOR_LENGTH},
+    )
 
 
 def _aware(value: datetime, what: str) -> datetime:
@@ -121,13 +146,20 @@ class Invoice(Message):
 
 
 class Payment(Message):
-    """Signal `payment_received` and update `record_payment`: money the customer paid."""
+    """Signal `payment_received` and update `record_payment`: money the customer paid. `operator` says who
+    recorded it with `record_payment` (the audit trail keeps it); a bank feed's signal need not carry one."""
 
     payment_id: str
     customer_id: str
     amount: Money
     received_at: datetime
     invoice_id: str | None = None
+    operator: str | None = _operator_field()
+
+    @field_validator("operator")
+    @classmethod
+    def _operator_name(cls, value: str | None) -> str | None:
+        return _operator(value)
 
     @field_validator("payment_id", "customer_id")
     @classmethod
@@ -332,7 +364,15 @@ SuspensionReasonName = Literal["non_payment", "fraud_review"]
 
 
 class OperatorAction(Message):
-    """Base of every update payload: an operator's action, refused with a clear message when impossible."""
+    """Base of every update payload: an operator's action, refused with a clear message when impossible.
+    `operator` is who acted (a name or login): the audit trail and the status's timeline keep it with the reason."""
+
+    operator: str | None = _operator_field()
+
+    @field_validator("operator")
+    @classmethod
+    def _operator_name(cls, value: str | None) -> str | None:
+        return _operator(value)
 
 
 def _required_text(value: str, what: str) -> str:
@@ -454,3 +494,4 @@ class TimelineEntry(Message):
     action: str
     detail: str
     reference: str | None = None
+    operator: str | None = None  # who acted, for an operator's action that named one

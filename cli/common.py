@@ -4,6 +4,9 @@ money a user types."""
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -54,6 +57,27 @@ async def connect(args: argparse.Namespace, converter: DataConverter | None = No
 
 # An update waits for a worker to take it; without one it would wait for ever.
 OPERATOR_ACTION_TIMEOUT_SECONDS = 60
+
+
+OPERATOR_HELP = (
+    "who acts, a name or login, kept with the reason in the audit trail and the timeline "
+    "(default: BILLING_OPERATOR, else your login name)"
+)
+
+
+def add_operator_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--operator", default=None, help=OPERATOR_HELP)
+
+
+def operator_name(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> str | None:
+    """Who acts: `--operator`, else `BILLING_OPERATOR`, else the login name (none if the system knows none)."""
+    given = getattr(args, "operator", None) or environ.get("BILLING_OPERATOR", "").strip()
+    if given:
+        return str(given)
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no LOGNAME/USER and no passwd entry for the uid (a bare container)
+        return None
 
 
 def money_payload(amount: str, currency: str) -> dict[str, str]:

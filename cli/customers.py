@@ -9,6 +9,7 @@ from datetime import datetime
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
+from billing.lifecycle.status import static_details, static_summary
 from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
 from billing.money import Money
 from cli.common import (
@@ -32,8 +33,8 @@ async def issue_invoice(client: Client, task_queue: str, account: CustomerAccoun
         task_queue=task_queue,
         start_signal="invoice_issued",
         start_signal_args=[invoice],
-        # The UI's list shows it; ids only, no personal data.
-        static_summary=f"Billing lifecycle of customer {account.customer_id}",
+        static_summary=static_summary(account),
+        static_details=static_details(account),
     )
     return handle.result_run_id or handle.run_id or ""
 

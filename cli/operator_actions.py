@@ -20,8 +20,10 @@ from cli.common import (
     OPERATOR_ACTION_TIMEOUT_SECONDS,
     CommandError,
     CustomerClock,
+    add_operator_option,
     customer_zone,
     money_payload,
+    operator_name,
     optional,
     typed_day,
     typed_moment,
@@ -296,6 +298,7 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
         )
         parser.add_argument("--customer-id", required=True)
         operator.options(parser)
+        add_operator_option(parser)
         parser.add_argument("--json", action="store_true", help="print the BillingStatus JSON")
 
 
@@ -312,7 +315,7 @@ async def customer_clock(client: Client, args: argparse.Namespace, now: datetime
 
 async def operator_command(client: Client, args: argparse.Namespace, now: datetime) -> None:
     operator = OPERATOR_COMMANDS_BY_NAME[args.command]
-    payload = operator.payload(args, await customer_clock(client, args, now))
+    payload = operator.payload(args, await customer_clock(client, args, now)) | optional(operator=operator_name(args))
     result = await send_operator_action(client, args.customer_id, operator.update, payload)
     if args.json:
         print(result.model_dump_json(indent=2))

@@ -25,7 +25,10 @@ from cli.common import (
     OPERATOR_ACTION_TIMEOUT_SECONDS,
     CommandError,
     CustomerClock,
+    add_operator_option,
     connect,
+    operator_name,
+    optional,
     typed_moment,
     workflow_id,
     zone_named,
@@ -93,6 +96,7 @@ def add_payment_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         help="how long to wait for the engine's answer before sending the signal "
         f"(default {OPERATOR_ACTION_TIMEOUT_SECONDS})",
     )
+    add_operator_option(payment)
     payment.add_argument("--json", action="store_true", help="print the BillingStatus JSON")
 
     credit = commands.add_parser(
@@ -118,6 +122,7 @@ def add_payment_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     )
     credit.add_argument("--refund", action="store_true", help="flag the money to be paid back, not kept as credit")
     credit.add_argument("--note", default=None, help="why, for the audit trail")
+    add_operator_option(credit)
     credit.add_argument(
         "--ledger-url",
         default=os.environ.get("BILLING_LEDGER_URL") or Settings.model_fields["ledger_url"].default,
@@ -126,7 +131,8 @@ def add_payment_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 async def payment_command(client: Client, args: argparse.Namespace, now: datetime) -> None:
-    payload = payment_payload(args, await customer_clock(client, args, now))
+    # The signal carries the operator too: when it stands in for the update, the payment is the same message.
+    payload = payment_payload(args, await customer_clock(client, args, now)) | optional(operator=operator_name(args))
     if args.signal_only:
         await _signal(client, payload)
         print(
@@ -209,7 +215,7 @@ async def book_credit(
             ),
             refund=args.refund,
             reason=args.note or ("to be refunded" if args.refund else "money received with no open invoice"),
-            operator=os.environ.get("BILLING_OPERATOR") or None,
+            operator=operator_name(args),
             at=clock.now,
         )
         booked = store.book_credit(request)

@@ -34,6 +34,7 @@ from temporalio.worker import Worker
 
 from billing import search_attributes
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
+from billing.lifecycle.status import static_details, static_summary
 from billing.models import BillingStatus, CustomerAccount, Invoice
 from billing.settings import Settings
 from tests.devserver_fixtures import TEST_DATA_CONVERTER, TEST_KEYS
@@ -198,7 +199,8 @@ class Engine:
             task_queue=self.settings.task_queue,
             start_signal="invoice_issued",
             start_signal_args=[invoice],
-            static_summary=f"Billing lifecycle of customer {account.customer_id}",
+            static_summary=static_summary(account),
+            static_details=static_details(account),
         )
 
     def handle(self, customer_id: str) -> WorkflowHandle[CustomerBilling, BillingStatus]:

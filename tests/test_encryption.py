@@ -113,7 +113,11 @@ async def test_the_key_id_is_bound_to_the_ciphertext():
 
 
 async def test_with_keys_failure_messages_are_encrypted_too_and_without_keys_the_converter_is_todays():
-    assert data_converter(None) is pydantic_data_converter
+    plain = data_converter(None)
+    assert (plain.payload_converter_class, plain.payload_codec) == (
+        pydantic_data_converter.payload_converter_class,
+        None,
+    )
     converter = data_converter(parse_encryption_keys(key("k")))
     assert isinstance(converter.failure_converter, EncryptedFailureConverter)
     failure = Failure()

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import URL, inspect, select, text
+from sqlalchemy import JSON, URL, String, column, inspect, select, table, text
 from sqlalchemy.exc import OperationalError
 
 from billing.ledger import LedgerRejection, LedgerStore
 from billing.ledger.partner_payments import PartnerPaymentBook
-from billing.ledger.schema import Amount, credit_notes, invoices, metadata
+from billing.ledger.schema import Amount, UtcDateTime, credit_notes, invoices, metadata
 from billing.ledger_messages import (
     AccountBalance,
     AuditEntry,
@@ -1220,6 +1220,64 @@ def test_audit_trail_lists_each_operator_action_once_oldest_first(ledger: Ledger
     )
     assert "wf:upd-2" in str(rejection) and "pause_dunning" in str(rejection)
     assert [entry.action_id for entry in ledger.audit_trail("cust-002")] == ["wf2:upd-1"]
+
+
+def test_audit_trail_names_who_acted_and_a_different_operator_is_another_action(ledger: LedgerStore) -> None:
+    at = datetime(2026, 3, 2, 9, 0, tzinfo=SHANGHAI)
+    by_li = audit("wf:upd-9", "write_off", at, invoice_id="INV-1").model_copy(update={"operator": "li.wei"})
+    nobody = audit("wf:upd-10", "reinstate", at)
+
+    ledger.record_audit(by_li)
+    ledger.record_audit(by_li)
+    ledger.record_audit(nobody)
+
+    assert [(entry.action_id, entry.operator) for entry in ledger.audit_trail(CUSTOMER)] == [
+        ("wf:upd-9", "li.wei"),
+        ("wf:upd-10", None),
+    ]
+    assert ledger.audit_trail(CUSTOMER)[0].details == {"invoice_id": "INV-1"}  # the operator is not a detail
+    refused("audit_conflict", lambda: ledger.record_audit(by_li.model_copy(update={"operator": "zhang.min"})))
+
+
+def test_database_at_revision_0006_upgrades_and_book_credit_keeps_its_operator(ledger_url: str | URL) -> None:
+    """book-credit kept the operator in the details before the column: the upgrade moves it into the column,
+    where every other row has it."""
+    store = LedgerStore.from_url(ledger_url, migrate=False)
+    try:
+        store.migrate("0006")
+        at = datetime(2026, 3, 2, 9, 0, tzinfo=SHANGHAI)
+        details = {"payment_id": "PAY-C", "amount": "300.00 CNY", "received_at": at.isoformat()}
+        # The table as revision 0006 has it (today's `audit_trail` has the new column).
+        old_audit_trail = table(
+            "audit_trail",
+            *(column(name, String) for name in ("action_id", "customer_id", "action", "reason")),
+            column("details", JSON),
+            column("at", UtcDateTime),
+            column("recorded_at", UtcDateTime),
+        )
+        with store.engine.begin() as connection:
+            connection.execute(
+                old_audit_trail.insert().values(
+                    action_id="book-credit-PAY-C",
+                    customer_id=CUSTOMER,
+                    action="book_credit",
+                    reason="no invoice",
+                    details={**details, "operator": "li.wei"},
+                    at=at,
+                    recorded_at=at,
+                )
+            )
+        assert "operator" not in {column["name"] for column in inspect(store.engine).get_columns("audit_trail")}
+
+        store.migrate()
+
+        [entry] = store.audit_trail(CUSTOMER)
+        assert (entry.operator, entry.details) == ("li.wei", details)
+        store.record_audit(entry)  # as read, the row is the same action: no conflict
+        with store.engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), metadata) == []
+    finally:
+        store.close()
 
 
 # --- extending a due date ---------------------------------------------------------------------------------

@@ -3,14 +3,23 @@ bad input with a clear message and changes nothing; accepted actions change the 
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.query.v1 import WorkflowQuery
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.api.workflowservice.v1 import QueryWorkflowRequest
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from billing.encryption import ENCODING
+from billing.ledger import LedgerStore
 from billing.models import BillingStage, BillingStatus, NoticeKind
+from cli.main import build_parser, dispatch
 from tests.builders import SHANGHAI
 from tests.temporal_fixtures import EngineFactory, skip_settled
 from tests.test_customer_billing_workflow import account, cny, invoice, notice_kinds, payment, status_when
@@ -255,3 +264,71 @@ async def test_suspend_now_and_reinstate_for_non_payment(
         await accepted(handle, "record_payment", payment("manual", "PAY-MS-1", "900.00", now).model_dump(mode="json"))
         result = await handle.result()
     assert [e.action for e in result.timeline][:2] == ["suspend_now", "reinstate"]
+
+
+async def test_who_acted_is_in_the_audit_trail_the_timeline_and_the_current_details_and_a_refusal_has_no_trace(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, monkeypatch: pytest.MonkeyPatch
+):
+    """`starter.py` names the operator (`--operator`, else BILLING_OPERATOR); the engine keeps it with the reason.
+    The Current Details name the customer and the last action, encrypted like every payload the engine writes;
+    a refused update's failure is the sentence alone."""
+    env = time_skipping_env
+    now = await env.get_current_time()
+    customer = f"who-{uuid.uuid4().hex[:6]}"
+    async with engine_factory(env.client) as engine:
+        handle = await issued(
+            engine, account(customer), invoice(customer, "INV-W-1", "500.00", now + timedelta(days=9))
+        )
+
+        async def starter(*argv: str) -> None:
+            args = build_parser().parse_args(["--task-queue", engine.settings.task_queue, *argv])
+            await dispatch(engine.client, args, now)
+
+        await starter("write-off", "--customer-id", customer, "--invoice-id", "INV-W-1", "--amount", "100.00",
+                      "--reason", "goodwill", "--operator", " li.wei ")  # fmt: skip
+        monkeypatch.setenv("BILLING_OPERATOR", "zhang.min")
+        await starter("pause-dunning", "--customer-id", customer, "--reason", "payment plan talks")
+        message = await refused(handle, "resume_dunning", {"reason": "x", "operator": "li\nwei"})
+        assert "operator" in message and "one line" in message
+
+        status = await engine.status(customer)
+        assert [(e.action, e.operator, e.detail) for e in status.timeline] == [
+            ("write_off", "li.wei", "goodwill"),
+            ("pause_dunning", "zhang.min", "payment plan talks"),
+        ]
+        store = LedgerStore.from_url(engine.settings.ledger_url)
+        try:
+            assert [(e.action, e.operator) for e in store.audit_trail(customer)] == [
+                ("write_off", "li.wei"),
+                ("pause_dunning", "zhang.min"),
+            ]
+        finally:
+            store.close()
+
+        # The Current Details as the UI reads them (the metadata query), and as the Temporal server carries them.
+        metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        details = metadata.current_details
+        assert f"**Customer:** Lotus Trading ({customer}), times in Asia/Shanghai" in details
+        assert "**Last operator action:** pause_dunning by zhang.min at " in details
+        assert "(Asia/Shanghai): payment plan talks" in details
+        raw = await engine.client.workflow_service.query_workflow(
+            QueryWorkflowRequest(
+                namespace=engine.client.namespace,
+                execution=WorkflowExecution(workflow_id=handle.id),
+                query=WorkflowQuery(query_type="__temporal_workflow_metadata"),
+            )
+        )
+        [stored] = raw.query_result.payloads
+        assert stored.metadata["encoding"] == ENCODING and b"Lotus Trading" not in stored.SerializeToString()
+
+        # A refusal: the sentence, and no stack trace of the worker.
+        with pytest.raises(WorkflowUpdateFailedError) as failure:
+            too_much = {"invoice_id": "INV-W-1", "amount": {"amount": "5000", "currency": "CNY"}, "reason": "x"}
+            await handle.execute_update("write_off", too_much, result_type=BillingStatus)
+        cause = failure.value.cause
+        assert isinstance(cause, ApplicationError) and cause.failure is not None
+        assert cause.message == "cannot write off 5000.00 CNY: only 400.00 CNY is outstanding on INV-W-1"
+        assert cause.failure.stack_trace == ""
+
+        await accepted(handle, "record_payment", payment(customer, "PAY-W-1", "400.00", now).model_dump(mode="json"))
+        await handle.result()

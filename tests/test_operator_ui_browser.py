@@ -1,6 +1,7 @@
 """The Temporal Web UI as finance operators use it, in headless Chromium driven by Playwright: find a suspended
-customer with a `BillingStage` query, read its current details, see a refused update's message, and pay the
-account off with `record_payment` until the run completes. Screenshots of each step go to test-artifacts/.
+customer with a `BillingStage` query, read its details and current details, see a refused update's message
+(and no stack trace under it), and pay the account off with `record_payment`, naming the operator, until the
+run completes. Screenshots of each step go to test-artifacts/.
 
 Runs against a dev server started with its UI, the codec server and `worker.py` (payloads encrypted, as
 `./dev run` runs them), on a ladder that suspends within seconds. The UI shows the customer's input decrypted
@@ -202,7 +203,12 @@ async def test_operator_finds_a_suspended_customer_sees_a_refusal_and_pays_the_a
             *("--customer-id", customer_id, "--name", f"{CUSTOMER_NAME} {customer_id}", "--email", CUSTOMER_EMAIL),
             *("--invoice-id", invoice, "--amount", amount),
             *("--time-zone", "Asia/Shanghai", "--issued-on", issued_on.isoformat()),
-            *("--due-on", due_at.astimezone(SHANGHAI).date().isoformat(), "--due-at", due_at.isoformat()),
+            *(
+                "--due-on",
+                due_at.astimezone(SHANGHAI).date().isoformat(),
+                "--due-at",
+                due_at.isoformat(timespec="seconds"),
+            ),
         )
         assert issued.returncode == 0, issued.stderr
 
@@ -248,15 +254,23 @@ async def test_operator_finds_a_suspended_customer_sees_a_refusal_and_pays_the_a
         await page.get_by_role("tab", name="User Metadata").click()
         summary = page.frame_locator("iframe#user-metadata-summary").locator("body")
         await expect(summary).to_contain_text(f"Billing lifecycle of customer {suspended_id}")
+        static = page.frame_locator("iframe#user-metadata-details").locator("body")
+        await expect(static).to_contain_text("Time zone: Asia/Shanghai")
+        await expect(static).to_contain_text('"operator": "your name or login"')
         details = page.frame_locator("iframe#user-metadata-current-details").locator("body")
+        await expect(details).to_contain_text(f"Customer: {CUSTOMER_NAME} {suspended_id} ({suspended_id})")
         await expect(details).to_contain_text("Stage: Suspended")
         await expect(details).to_contain_text("Amount due: 1234.50 CNY")
         await expect(details).to_contain_text(
             "Suspended subscriptions: Office 365 E3 operated by 21Vianet (Head office), "
             "Microsoft 365 Business Standard (Sales team)"
         )
-        await expect(details).to_contain_text("Last notice: suspension")
+        await expect(details).to_contain_text("Last notice: suspension at ")
         await expect(details).to_contain_text(invoice_id)
+        # Times on the customer's clock, the zone named; the day 21Vianet deletes the suspended data.
+        await expect(details).to_contain_text("(Asia/Shanghai)")
+        await expect(details).not_to_contain_text("UTC")
+        await expect(details).to_contain_text("21Vianet deletes their data on ")
         await shots.take("current-details")
 
         # 3. A write-off of more than is owed: the validator's refusal shows in the dialog; nothing changes.
@@ -267,6 +281,9 @@ async def test_operator_finds_a_suspended_customer_sees_a_refusal_and_pays_the_a
         )
         refusal = f"cannot write off 5000.00 CNY: only 1234.50 CNY is outstanding on {invoice_id}"
         await expect(dialog).to_contain_text(refusal)
+        # The sentence and nothing else: no stack trace of the worker under it (its frames read 'File "/...').
+        shown = await dialog.inner_text()
+        assert 'File "/' not in shown and "Traceback" not in shown and ".py" not in shown, shown
         await shots.take("write-off-refused")
         await dialog.get_by_role("button", name="Cancel").last.click()
         await expect(dialog).to_be_hidden()
@@ -284,6 +301,7 @@ async def test_operator_finds_a_suspended_customer_sees_a_refusal_and_pays_the_a
                 "customer_id": suspended_id,
                 "amount": {"amount": "1234.50", "currency": "CNY"},
                 "received_at": datetime.now(UTC).isoformat(),
+                "operator": "ui.tester",
             },
         )
         await expect(dialog).to_be_hidden()
@@ -296,6 +314,7 @@ async def test_operator_finds_a_suspended_customer_sees_a_refusal_and_pays_the_a
         await expect(details).to_contain_text("Stage: Resolved")
         await expect(details).to_contain_text("Amount due: 0.00 CNY")
         await expect(details).to_contain_text("Last notice: close_the_loop")
+        await expect(details).to_contain_text(f"Last operator action: record_payment (PAY-UI-{tag}) by ui.tester at ")
         await shots.take("completed-details")
         await page.get_by_role("tab", name="Timeline").click()
         result = page.get_by_role("textbox", name="Result")
@@ -308,7 +327,7 @@ async def test_operator_finds_a_suspended_customer_sees_a_refusal_and_pays_the_a
 
     final = await handle.result()
     assert final.stage is BillingStage.RESOLVED
-    assert [entry.action for entry in final.timeline] == ["record_payment"]
+    assert [(entry.action, entry.operator) for entry in final.timeline] == [("record_payment", "ui.tester")]
     assert final.notices_sent[-1].kind is NoticeKind.CLOSE_THE_LOOP
     assert {sid: partner_center_emulator.subscription(suspended_id, sid)["status"] for sid in SUBSCRIPTIONS} == {
         "sub-office": "active",

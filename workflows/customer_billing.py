@@ -481,7 +481,7 @@ class CustomerBilling:
             summary=f"Audit trail: {message.name}",
         )
         reason, reference = requests.audit_reason(payload), requests.audit_reference(payload)
-        transitions.operator_action_recorded(state, message.name, reason, reference, at)
+        transitions.operator_action_recorded(state, message.name, reason, reference, at, entry.operator)
 
     # --- doing the next step ----------------------------------------------------------------------------
 
@@ -686,7 +686,7 @@ class CustomerBilling:
         status = build_status(state, decision, now)
         if waiting or not self._fewer_actions:
             self._publish(state, status)
-        details = current_details(status, state.account.time_zone)
+        details = current_details(state, status)
         if details != self._details:
             self._details = details
             workflow.set_current_details(details)

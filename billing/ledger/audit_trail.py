@@ -47,6 +47,7 @@ def _record_audit(connection: Connection, entry: AuditEntry) -> None:
             details=entry.details,
             at=entry.at,
             recorded_at=_now(),
+            operator=entry.operator,
         )
         .on_conflict_do_nothing(index_elements=["action_id"])
     )
@@ -68,4 +69,5 @@ def _audit_entry(row: Row[Any]) -> AuditEntry:
         reason=row.reason,
         details=row.details,
         at=row.at,
+        operator=row.operator,
     )

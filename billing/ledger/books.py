@@ -209,9 +209,9 @@ class Books:
                             "payment_id": payment.payment_id,
                             "amount": str(payment.amount),
                             "received_at": payment.received_at.isoformat(),
-                        }
-                        | ({"operator": request.operator} if request.operator else {}),
+                        },
                         at=request.at,
+                        operator=request.operator,
                     ),
                 )
             return CreditBooked(

@@ -314,6 +314,7 @@ audit_trail = Table(
     Column("details", JSON, nullable=False),
     Column("at", UtcDateTime, nullable=False),
     Column("recorded_at", UtcDateTime, nullable=False),
+    Column("operator", String, nullable=True),  # who acted; older rows and actions that named no one: null
 )
 
 partner_payments = Table(

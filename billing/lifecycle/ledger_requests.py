@@ -22,7 +22,7 @@ from billing.ledger_messages import (
     WriteOffRequest,
 )
 from billing.lifecycle.state import BillingState, DisputeRecord
-from billing.models import Dispute, ExtendDueDate, Invoice, Payment, ResolveDispute, WriteOff
+from billing.models import Dispute, ExtendDueDate, Invoice, OperatorAction, Payment, ResolveDispute, WriteOff
 from billing.money import Money
 
 
@@ -123,7 +123,8 @@ def escalation_change(
 
 
 def audit_entry(state: BillingState, action: str, payload: Any, action_id: str, at: datetime) -> AuditEntry:
-    """An accepted operator action for the ledger's audit trail: its reason, and its other plain fields."""
+    """An accepted operator action for the ledger's audit trail: who acted, the reason, and its other plain
+    fields."""
     fields = payload if isinstance(payload, dict) else {}
     return AuditEntry(
         action_id=action_id,
@@ -133,15 +134,23 @@ def audit_entry(state: BillingState, action: str, payload: Any, action_id: str, 
         details={
             key: str(value)
             for key, value in fields.items()
-            if key not in ("reason", "note") and isinstance(value, str | int | float)
+            if key not in ("reason", "note", "operator") and isinstance(value, str | int | float)
         },
         at=at,
+        operator=audit_operator(payload),
     )
 
 
 def audit_reason(payload: Any) -> str:
     fields = payload if isinstance(payload, dict) else {}
     return str(fields.get("reason") or fields.get("note") or "")
+
+
+def audit_operator(payload: Any) -> str | None:
+    """Who acted, as the update's model reads it (trimmed; blank is no one). The update was accepted, so its
+    `operator` is valid."""
+    fields = payload if isinstance(payload, dict) else {}
+    return OperatorAction.model_validate({"operator": fields.get("operator")}).operator
 
 
 def audit_reference(payload: Any) -> str | None:

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
+from billing import message_catalog as catalog
 from billing.ledger_messages import InvoiceBalance
 from billing.lifecycle.next_step import is_paused, next_action, stage
 from billing.lifecycle.state import BillingState, DisputeRecord
 from billing.lifecycle.steps import Decision
-from billing.models import BillingStatus, DisputeState, DisputeStatus, InvoiceState, InvoiceStatus
+from billing.models import (
+    BillingStatus,
+    CustomerAccount,
+    DisputeState,
+    DisputeStatus,
+    InvoiceState,
+    InvoiceStatus,
+    TimelineEntry,
+)
+from billing.policy import DATA_DELETION_AFTER_SUSPENSION
 
 
 def _invoice_state(invoice: InvoiceBalance, now: datetime) -> InvoiceState:
@@ -89,16 +100,69 @@ def pending_in_words(state: BillingState, now: datetime) -> list[str]:
         status = _dispute_status(dispute)
         waiting.append(f"dispute {dispute.dispute_id} on {dispute.invoice_id}: {status.pending}")
     if is_paused(state, now):
-        until = state.paused_until.isoformat(timespec="minutes") if state.paused_until else "resume_dunning"
+        until = _in_zone(state, state.paused_until) if state.paused_until else "resume_dunning"
         waiting.append(f"dunning paused until {until}")
     if state.dunning_not_before is not None and state.dunning_not_before > now:
-        waiting.append(f"grace after an upheld dispute until {state.dunning_not_before.isoformat(timespec='minutes')}")
+        waiting.append(f"grace after an upheld dispute until {_in_zone(state, state.dunning_not_before)}")
     return waiting
 
 
-def current_details(status: BillingStatus, time_zone: str) -> str:
-    """Markdown for the Temporal UI: what an operator needs at a glance. Ids and amounts, no personal data."""
+def _in_zone(state: BillingState, moment: datetime) -> str:
+    """ISO 8601 with the customer's offset, as the customer's clock reads it."""
+    return moment.astimezone(state.account.zone).isoformat(timespec="minutes")
+
+
+# The operator actions (the workflow's updates) among the timeline's entries; the rest are lifecycle events.
+OPERATOR_ACTIONS = frozenset(
+    message.name
+    for workflow in catalog.CATALOG
+    if workflow.workflow_type == "CustomerBilling"
+    for message in workflow.messages
+    if message.kind == "update"
+)
+
+
+def static_summary(account: CustomerAccount) -> str:
+    """The Summary a starter gives a lifecycle (`static_summary`): the UI shows it for the run's whole life."""
+    return f"Billing lifecycle of customer {account.customer_id}"
+
+
+def static_details(account: CustomerAccount) -> str:
+    """The Details a starter gives a lifecycle (`static_details`): what does not change in the run, and how to act
+    on it. What changes is under Current Details. Ids only, like the summary: no personal data."""
+    return "\n".join(
+        [
+            f"**Customer id:** {account.customer_id} · **Partner Center tenant:** {account.tenant_id} · "
+            f"**Time zone:** {account.time_zone} · **Locale:** {account.locale}",
+            "",
+            "**Now:** Current Details (stage, amounts, next step, suspension, last operator action; press R to "
+            "refresh).",
+            "**Everything:** the `status` query (Queries tab): invoices, disputes, notices sent, rejected "
+            "messages and the timeline, as JSON.",
+            "**To act:** More Actions → Send an Update; each update says what JSON it takes. Add "
+            '`"operator": "your name or login"`: the audit trail and the timeline name who acted. A refused '
+            "update shows the reason and changes nothing.",
+        ]
+    )
+
+
+def local_time(moment: datetime, zone: ZoneInfo) -> str:
+    """A moment as the customer's clock reads it, with the zone named: `2026-12-24 18:00 (Asia/Shanghai)`."""
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M} ({zone.key})"
+
+
+def last_operator_action(status: BillingStatus) -> TimelineEntry | None:
+    return next((entry for entry in reversed(status.timeline) if entry.action in OPERATOR_ACTIONS), None)
+
+
+def current_details(state: BillingState, status: BillingStatus) -> str:
+    """Markdown for the Temporal UI's Current Details: what an operator needs at a glance, times in the customer's
+    time zone. It names the customer: with encryption on, the data converter encrypts it like every payload
+    (the UI reads it through the codec server); it never goes into a search attribute or a log."""
+    account = state.account
+    zone = account.zone
     lines = [
+        f"**Customer:** {account.name} ({account.customer_id}), times in {zone.key}",
         f"**Stage:** {status.stage.value}",
         f"**Amount due:** {status.amount_due}"
         + (
@@ -108,21 +172,35 @@ def current_details(status: BillingStatus, time_zone: str) -> str:
     ]
     if status.next_action is not None:
         lines.append(
-            f"**Next action:** {status.next_action.kind.value}"
+            f"**Next action:** {status.next_action.kind.value.replace('_', ' ')}"
             + (f" for {status.next_action.invoice_id}" if status.next_action.invoice_id else "")
-            + f" at {status.next_action.at.isoformat(timespec='minutes')}"
-            + f" (UTC; customer time zone {time_zone})"
+            + f" at {local_time(status.next_action.at, zone)}"
         )
     if status.notices_sent:
         last = status.notices_sent[-1]
-        lines.append(f"**Last notice:** {last.kind.value} at {last.at.isoformat(timespec='minutes')}")
-    if status.suspended_subscription_ids:
+        lines.append(f"**Last notice:** {last.kind.value} at {local_time(last.at, zone)}")
+    suspension = state.suspension
+    if status.suspended_subscription_ids and suspension is not None:
         lines.append(
             "**Suspended subscriptions:** "
             + ", ".join(status.suspended_subscriptions or status.suspended_subscription_ids)
         )
+        deletion = (suspension.suspended_at + DATA_DELETION_AFTER_SUSPENSION).astimezone(zone).date()
+        lines.append(
+            f"**Suspended since:** {local_time(suspension.suspended_at, zone)} ({suspension.reason.value}); "
+            f"21Vianet deletes their data on {deletion} unless they are reinstated before"
+        )
     if status.paused:
-        lines.append(f"**Dunning paused** until {status.paused_until or 'resumed'}")
+        until = local_time(status.paused_until, zone) if status.paused_until else "resume_dunning"
+        lines.append(f"**Dunning paused** until {until}")
+    action = last_operator_action(status)
+    if action is not None:
+        lines.append(
+            f"**Last operator action:** {action.action}"
+            + (f" ({action.reference})" if action.reference else "")
+            + f" by {action.operator or 'an operator who gave no name'} at {local_time(action.at, zone)}"
+            + (f": {action.detail}" if action.detail else "")
+        )
     open_disputes = [dispute for dispute in status.disputes if dispute.state is not DisputeState.RESOLVED]
     if open_disputes:
         lines.append(

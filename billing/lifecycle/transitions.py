@@ -240,10 +240,10 @@ def escalation_filed(state: BillingState, record: RecordEscalation, at: datetime
 
 
 def operator_action_recorded(
-    state: BillingState, action: str, reason: str, reference: str | None, at: datetime
+    state: BillingState, action: str, reason: str, reference: str | None, at: datetime, operator: str | None = None
 ) -> None:
-    """An accepted operator action, on the status's timeline (the ledger's audit trail has it too)."""
-    state.note(TimelineEntry(at=at, action=action, detail=reason, reference=reference))
+    """An accepted operator action and who acted, on the status's timeline (the ledger's audit trail has it too)."""
+    state.note(TimelineEntry(at=at, action=action, detail=reason, reference=reference, operator=operator))
 
 
 # --- outcomes of the lifecycle's own steps ---------------------------------------------------------------
