@@ -23,7 +23,13 @@ from sqlalchemy import URL, event
 
 from billing.due_dates import due_moment
 from billing.ledger import LedgerStore
-from billing.ledger_messages import CreditNoteRequest, RecordInvoiceRequest, RecordPaymentRequest, WriteOffRequest
+from billing.ledger_messages import (
+    AuditEntry,
+    CreditNoteRequest,
+    RecordInvoiceRequest,
+    RecordPaymentRequest,
+    WriteOffRequest,
+)
 from billing.models import BillingStage, CustomerAccount, Invoice, Payment
 from billing.money import Money
 from billing.reports.aging import AgingReport, Bucket, aging_report
@@ -264,6 +270,73 @@ def test_aging_issues_at_most_two_sql_queries(ledger: LedgerStore, seeded: Seede
         event.remove(ledger.engine, "before_cursor_execute", count)
     queries = [s for s in statements if not s.lstrip().upper().startswith(("BEGIN", "ROLLBACK", "COMMIT"))]
     assert len(queries) <= 2, queries
+
+
+def test_workers_write_while_a_report_reads_and_the_report_reads_one_state_of_the_books(ledger: LedgerStore) -> None:
+    book_edges(ledger)
+    written: list[str] = []
+
+    def write_meanwhile(conn: object, cursor: object, statement: str, *args: object) -> None:
+        # Right after the report's first query, its read still open: a worker books an invoice. On SQLite a
+        # report holding the write lock (BEGIN IMMEDIATE), or a reader blocking commits (no WAL), makes this
+        # wait for sqlite3's timeout and fail with "database is locked".
+        if not written and statement.lstrip().upper().startswith("SELECT"):
+            written.append(statement)
+            _book_invoice(ledger, "E-MEANWHILE", "E-MEANWHILE-1", "10.00", AS_OF - timedelta(days=5))
+
+    event.listen(ledger.engine, "after_cursor_execute", write_meanwhile)
+    try:
+        report = aging_report(ledger.engine, AS_OF)
+    finally:
+        event.remove(ledger.engine, "after_cursor_execute", write_meanwhile)
+
+    assert written
+    # The invoices query came after the write: the report still shows the books as they were when it began.
+    assert "E-MEANWHILE" not in {c.customer_id for table in report.tables for c in table.customers}
+    again = aging_report(ledger.engine, AS_OF)
+    assert "E-MEANWHILE" in {c.customer_id for table in again.tables for c in table.customers}
+
+
+def test_aging_stage_is_paused_while_an_operators_pause_lasts(ledger: LedgerStore) -> None:
+    as_of_moment = due_moment(AS_OF, ZoneInfo(SHANGHAI))
+    paused_at = as_of_moment - timedelta(days=3)
+
+    def pause(customer_id: str, action: str, at: datetime, **details: str) -> None:
+        _book_invoice(ledger, customer_id, f"{customer_id}-1", "100.00", AS_OF - timedelta(days=20))
+        ledger.record_audit(
+            AuditEntry(
+                action_id=f"{action}-{customer_id}-{at.isoformat()}",
+                customer_id=customer_id,
+                action=action,
+                reason="customer asked for time",
+                details=details,
+                at=at,
+            )
+        )
+
+    pause("E-PAUSED", "pause_dunning", paused_at)
+    pause("E-PAUSED-LATER", "pause_dunning", paused_at, until=(as_of_moment + timedelta(hours=1)).isoformat())
+    pause("E-PAUSE-OVER", "pause_dunning", paused_at, until=as_of_moment.isoformat())
+    pause("E-RESUMED", "pause_dunning", paused_at)
+    ledger.record_audit(
+        AuditEntry(
+            action_id="resume-E-RESUMED",
+            customer_id="E-RESUMED",
+            action="resume_dunning",
+            reason="promise broken",
+            at=paused_at + timedelta(days=1),
+        )
+    )
+    report = aging_report(ledger.engine, AS_OF)
+    stages = {c.customer_id: c.stage for table in report.tables for c in table.customers}
+
+    assert stages == {
+        "E-PAUSED": BillingStage.PAUSED,
+        "E-PAUSED-LATER": BillingStage.PAUSED,
+        # A pause ends at its `until`: at the as-of moment itself it is over.
+        "E-PAUSE-OVER": BillingStage.OVERDUE,
+        "E-RESUMED": BillingStage.OVERDUE,
+    }
 
 
 # --- collections ------------------------------------------------------------------------------------------
