@@ -414,6 +414,30 @@ def test_html_is_one_file_that_loads_nothing_from_outside(ledger: LedgerStore) -
     assert "<svg" in html and "¥1,851.00" in html
 
 
+def test_a_listing_of_the_most_overdue_keeps_the_totals_of_every_customer(ledger: LedgerStore) -> None:
+    book_edges(ledger)
+    report = aging_report(ledger.engine, AS_OF)
+    context = ReportContext(locale="en-US", generated_at=GENERATED)
+    cny = report.table("CNY")
+    assert cny is not None and len(cny.customers) == 4
+
+    html = render_aging(report, context, "html", top=2)
+    table = render_aging(report, context, "table", top=2)
+    rows = list(csv.DictReader(io.StringIO(render_aging(report, context, "csv", top=2))))
+
+    cny_html = html.split('data-currency="CNY"')[1].split("</section>")[0]
+    # The two with the most overdue: E-WRITE (750.00) and E-PARTIAL (700.00); not E-CREDIT (300.00), E-EXACT.
+    assert re.findall(r'<tr data-customer-id="([^"]+)"', cny_html) == ["E-WRITE", "E-PARTIAL"]
+    assert "¥1,851.00" in cny_html.split("<tfoot>")[1] and "4 customers" in cny_html
+    assert "Listed: the 2 of 4 customers with the most overdue" in cny_html
+    assert "Listed:" not in html.split('data-currency="USD"')[1]  # one USD customer: all listed, no note
+    assert "E-CREDIT" not in table and "¥1,851.00" in table and "Listed: the 2 of 4 customers" in table
+    assert [row["Customer ID"] for row in rows] == ["E-WRITE", "E-PARTIAL", "E-NY"]
+    # The HTML's default lists 1,000 per currency; a table or CSV lists every customer unless told otherwise.
+    assert render_aging(report, context, "html") == render_aging(report, context, "html", top=1_000)
+    assert render_aging(report, context, "table") == render_aging(report, context, "table", top="all")
+
+
 def test_report_command_reads_the_ledger_named_by_billing_ledger_url(tmp_path: Path) -> None:
     store = LedgerStore.from_url(f"sqlite:///{tmp_path}/ledger.db")
     book_edges(store)
@@ -430,11 +454,14 @@ def test_report_command_reads_the_ledger_named_by_billing_ledger_url(tmp_path: P
     )
     assert table.stdout.splitlines()[0] == "Lotus Cloud · Accounts receivable aging"
     subprocess.run(
-        [*starter, "report", "aging", "--as-of", "2026-03-31", "--format", "html", "--out", str(out)],
+        [*starter, "report", "aging", "--as-of", "2026-03-31", "--format", "html", "--top", "2", "--out", str(out)],
         env=env,
         check=True,
     )
     assert "Lotus Cloud" in out.read_text(encoding="utf-8")
+    assert out.read_text(encoding="utf-8").count('<tr data-customer-id="') == 3  # 2 of 4 in CNY, 1 in USD
+    refused = subprocess.run([*starter, "report", "aging", "--top", "none"], env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "neither a number of customers" in refused.stderr
     collections = subprocess.run(
         [*starter, "report", "collections", "--from", "2026-03-01", "--to", "2026-03-31", "--format", "csv"],
         env=env,
