@@ -255,7 +255,7 @@ def build_aging(
         invoice_rows = list(customer_rows)
         facts = facts_of.get(customer_id, ())
         time_zone = invoice_rows[0][7] or DEFAULT_TIME_ZONE
-        customer = customer_aging(invoice_rows, in_order(facts) if len(facts) > 1 else facts, as_of_in(time_zone))
+        customer = _customer_aging(invoice_rows, in_order(facts) if len(facts) > 1 else facts, as_of_in(time_zone))
         table = tables.get(customer.currency)
         if table is None:
             table = tables[customer.currency] = AgingTable(customer.currency)
@@ -265,7 +265,7 @@ def build_aging(
     return AgingReport(as_of=as_of, currency=currency, tables=[tables[code] for code in sorted(tables)])
 
 
-def customer_aging(rows: Sequence[Sequence[Any]], facts: Sequence[Fact], as_of: _AsOf) -> CustomerAging:
+def _customer_aging(rows: Sequence[Sequence[Any]], facts: Sequence[Fact], as_of: _AsOf) -> CustomerAging:
     """One customer's line: `rows` are its open invoices (one currency: an account is kept in one), `facts` its
     facts in time order."""
     customer_id, currency, _, _, _, _, name, time_zone = rows[0]
