@@ -17,7 +17,9 @@ from billing.models import DEFAULT_TIME_ZONE
 from billing.reports.aging import aging_report
 from billing.reports.collections import collections_report
 from billing.reports.render import (
+    DEFAULT_TOP,
     FORMATS,
+    Listing,
     ReportContext,
     default_as_of,
     render_aging,
@@ -37,6 +39,24 @@ AS_OF_HELP = (
     f"default: today in {DEFAULT_TIME_ZONE}. Amounts are what the books hold outstanding now"
 )
 PERIOD_HELP = "from the start of --from to the end of --to, in each customer's own time zone"
+TOP_HELP = (
+    "list only the N customers of each currency with the most overdue (then the most outstanding), or 'all'; the "
+    "totals, counts and charts are always of every customer, and the table and the HTML say how many they list. "
+    f"Default: every customer in table and csv, the top {DEFAULT_TOP['html']:,} in html (an HTML file of 100,000 "
+    "customers would be some 80 MB)"
+)
+
+
+def parse_top(text: str) -> Listing:
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        count = int(text.replace(",", ""))
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of customers (1 or more) nor 'all'")
+    return count
 
 
 def add_report_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,6 +73,7 @@ def add_report_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         epilog="example: python starter.py report aging --as-of 2026-03-31 --format html --out aging.html",
     )
     aging.add_argument("--as-of", type=parse_date, metavar="YYYY-MM-DD", help=AS_OF_HELP)
+    aging.add_argument("--top", type=parse_top, metavar="N|all", help=TOP_HELP)
     collections = reports.add_parser(
         "collections",
         help="what collections did in a period: notices, suspensions, reinstatements, money, disputes",
@@ -116,7 +137,8 @@ def report_command(args: argparse.Namespace) -> int:
         try:
             if args.report == "aging":
                 as_of = args.as_of or default_as_of(now, DEFAULT_TIME_ZONE)
-                text = render_aging(aging_report(store.engine, as_of, args.currency), context, args.output_format)
+                report = aging_report(store.engine, as_of, args.currency)
+                text = render_aging(report, context, args.output_format, args.top or "default")
             else:
                 if args.period_to < args.period_from:
                     raise CommandError(f"--to {args.period_to} is before --from {args.period_from}")

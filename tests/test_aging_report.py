@@ -23,7 +23,13 @@ from sqlalchemy import URL, event
 
 from billing.due_dates import due_moment
 from billing.ledger import LedgerStore
-from billing.ledger_messages import CreditNoteRequest, RecordInvoiceRequest, RecordPaymentRequest, WriteOffRequest
+from billing.ledger_messages import (
+    AuditEntry,
+    CreditNoteRequest,
+    RecordInvoiceRequest,
+    RecordPaymentRequest,
+    WriteOffRequest,
+)
 from billing.models import BillingStage, CustomerAccount, Invoice, Payment
 from billing.money import Money
 from billing.reports.aging import AgingReport, Bucket, aging_report
@@ -266,6 +272,73 @@ def test_aging_issues_at_most_two_sql_queries(ledger: LedgerStore, seeded: Seede
     assert len(queries) <= 2, queries
 
 
+def test_workers_write_while_a_report_reads_and_the_report_reads_one_state_of_the_books(ledger: LedgerStore) -> None:
+    book_edges(ledger)
+    written: list[str] = []
+
+    def write_meanwhile(conn: object, cursor: object, statement: str, *args: object) -> None:
+        # Right after the report's first query, its read still open: a worker books an invoice. On SQLite a
+        # report holding the write lock (BEGIN IMMEDIATE), or a reader blocking commits (no WAL), makes this
+        # wait for sqlite3's timeout and fail with "database is locked".
+        if not written and statement.lstrip().upper().startswith("SELECT"):
+            written.append(statement)
+            _book_invoice(ledger, "E-MEANWHILE", "E-MEANWHILE-1", "10.00", AS_OF - timedelta(days=5))
+
+    event.listen(ledger.engine, "after_cursor_execute", write_meanwhile)
+    try:
+        report = aging_report(ledger.engine, AS_OF)
+    finally:
+        event.remove(ledger.engine, "after_cursor_execute", write_meanwhile)
+
+    assert written
+    # The invoices query came after the write: the report still shows the books as they were when it began.
+    assert "E-MEANWHILE" not in {c.customer_id for table in report.tables for c in table.customers}
+    again = aging_report(ledger.engine, AS_OF)
+    assert "E-MEANWHILE" in {c.customer_id for table in again.tables for c in table.customers}
+
+
+def test_aging_stage_is_paused_while_an_operators_pause_lasts(ledger: LedgerStore) -> None:
+    as_of_moment = due_moment(AS_OF, ZoneInfo(SHANGHAI))
+    paused_at = as_of_moment - timedelta(days=3)
+
+    def pause(customer_id: str, action: str, at: datetime, **details: str) -> None:
+        _book_invoice(ledger, customer_id, f"{customer_id}-1", "100.00", AS_OF - timedelta(days=20))
+        ledger.record_audit(
+            AuditEntry(
+                action_id=f"{action}-{customer_id}-{at.isoformat()}",
+                customer_id=customer_id,
+                action=action,
+                reason="customer asked for time",
+                details=details,
+                at=at,
+            )
+        )
+
+    pause("E-PAUSED", "pause_dunning", paused_at)
+    pause("E-PAUSED-LATER", "pause_dunning", paused_at, until=(as_of_moment + timedelta(hours=1)).isoformat())
+    pause("E-PAUSE-OVER", "pause_dunning", paused_at, until=as_of_moment.isoformat())
+    pause("E-RESUMED", "pause_dunning", paused_at)
+    ledger.record_audit(
+        AuditEntry(
+            action_id="resume-E-RESUMED",
+            customer_id="E-RESUMED",
+            action="resume_dunning",
+            reason="promise broken",
+            at=paused_at + timedelta(days=1),
+        )
+    )
+    report = aging_report(ledger.engine, AS_OF)
+    stages = {c.customer_id: c.stage for table in report.tables for c in table.customers}
+
+    assert stages == {
+        "E-PAUSED": BillingStage.PAUSED,
+        "E-PAUSED-LATER": BillingStage.PAUSED,
+        # A pause ends at its `until`: at the as-of moment itself it is over.
+        "E-PAUSE-OVER": BillingStage.OVERDUE,
+        "E-RESUMED": BillingStage.OVERDUE,
+    }
+
+
 # --- collections ------------------------------------------------------------------------------------------
 
 
@@ -341,6 +414,30 @@ def test_html_is_one_file_that_loads_nothing_from_outside(ledger: LedgerStore) -
     assert "<svg" in html and "¥1,851.00" in html
 
 
+def test_a_listing_of_the_most_overdue_keeps_the_totals_of_every_customer(ledger: LedgerStore) -> None:
+    book_edges(ledger)
+    report = aging_report(ledger.engine, AS_OF)
+    context = ReportContext(locale="en-US", generated_at=GENERATED)
+    cny = report.table("CNY")
+    assert cny is not None and len(cny.customers) == 4
+
+    html = render_aging(report, context, "html", top=2)
+    table = render_aging(report, context, "table", top=2)
+    rows = list(csv.DictReader(io.StringIO(render_aging(report, context, "csv", top=2))))
+
+    cny_html = html.split('data-currency="CNY"')[1].split("</section>")[0]
+    # The two with the most overdue: E-WRITE (750.00) and E-PARTIAL (700.00); not E-CREDIT (300.00), E-EXACT.
+    assert re.findall(r'<tr data-customer-id="([^"]+)"', cny_html) == ["E-WRITE", "E-PARTIAL"]
+    assert "¥1,851.00" in cny_html.split("<tfoot>")[1] and "4 customers" in cny_html
+    assert "Listed: the 2 of 4 customers with the most overdue" in cny_html
+    assert "Listed:" not in html.split('data-currency="USD"')[1]  # one USD customer: all listed, no note
+    assert "E-CREDIT" not in table and "¥1,851.00" in table and "Listed: the 2 of 4 customers" in table
+    assert [row["Customer ID"] for row in rows] == ["E-WRITE", "E-PARTIAL", "E-NY"]
+    # The HTML's default lists 1,000 per currency; a table or CSV lists every customer unless told otherwise.
+    assert render_aging(report, context, "html") == render_aging(report, context, "html", top=1_000)
+    assert render_aging(report, context, "table") == render_aging(report, context, "table", top="all")
+
+
 def test_report_command_reads_the_ledger_named_by_billing_ledger_url(tmp_path: Path) -> None:
     store = LedgerStore.from_url(f"sqlite:///{tmp_path}/ledger.db")
     book_edges(store)
@@ -357,11 +454,14 @@ def test_report_command_reads_the_ledger_named_by_billing_ledger_url(tmp_path: P
     )
     assert table.stdout.splitlines()[0] == "Lotus Cloud · Accounts receivable aging"
     subprocess.run(
-        [*starter, "report", "aging", "--as-of", "2026-03-31", "--format", "html", "--out", str(out)],
+        [*starter, "report", "aging", "--as-of", "2026-03-31", "--format", "html", "--top", "2", "--out", str(out)],
         env=env,
         check=True,
     )
     assert "Lotus Cloud" in out.read_text(encoding="utf-8")
+    assert out.read_text(encoding="utf-8").count('<tr data-customer-id="') == 3  # 2 of 4 in CNY, 1 in USD
+    refused = subprocess.run([*starter, "report", "aging", "--top", "none"], env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "neither a number of customers" in refused.stderr
     collections = subprocess.run(
         [*starter, "report", "collections", "--from", "2026-03-01", "--to", "2026-03-31", "--format", "csv"],
         env=env,

@@ -3,6 +3,8 @@ and closes the database and combines books, notice_log, disputes, audit_trail an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from billing.ledger.sweep_queries import SweepQueries
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works: it names the PostgreSQL advisory lock that lets one worker at a time migrate.
 _MIGRATION_LOCK_KEY = 0x6C6564676572
+# The execution option of a connection that only reads (`reading`): on SQLite it begins DEFERRED, not IMMEDIATE.
+_READ_ONLY = "billing_read_only"
 
 
 class LedgerStore(NoticeLogBook, Books, Disputes, AuditTrail, SweepQueries):
@@ -68,6 +72,25 @@ class LedgerStore(NoticeLogBook, Books, Disputes, AuditTrail, SweepQueries):
         self._engine.dispose()
 
 
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for a long read of the books (a report): one transaction, so that all its queries see the same
+    books, and one that takes no write lock, so that workers keep writing meanwhile.
+
+    On SQLite it begins DEFERRED: a shared lock from the first read, which in WAL mode (see `_sqlite_connected`)
+    lets writers commit beside it while it reads its snapshot (https://www.sqlite.org/wal.html, "Concurrency").
+    On PostgreSQL it is READ ONLY at REPEATABLE READ: one snapshot for every query of the transaction
+    (https://www.postgresql.org/docs/current/transaction-iso.html#XACT-REPEATABLE-READ).
+    """
+    options: dict[str, Any] = {_READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options |= {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+    with engine.connect() as connection:
+        connection.execution_options(**options)
+        with connection.begin():
+            yield connection
+
+
 # --- engine -----------------------------------------------------------------------------------------------
 
 
@@ -97,10 +120,16 @@ def _sqlite_connected(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys = ON")
+    # WAL: a reader (a report over every customer) and the writers do not block each other; the mode is kept in
+    # the file, so this changes something only the first time (https://www.sqlite.org/wal.html). An in-memory
+    # database keeps its own journal and ignores it.
+    cursor.execute("PRAGMA journal_mode = WAL")
     cursor.close()
 
 
 def _sqlite_begin(connection: Connection) -> None:
     # IMMEDIATE: two workers queue on the lock (up to sqlite3's timeout) instead of both reading a balance and
-    # one of them failing with "database is locked" when it tries to write.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # one of them failing with "database is locked" when it tries to write. A connection that only reads
+    # (`reading`) takes no write lock.
+    read_only = connection.get_execution_options().get(_READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")

@@ -6,7 +6,7 @@ arrives), performs it through an activity and records the outcome with a functio
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 from billing.lifecycle.state import BillingState, SuspensionReason
@@ -68,9 +68,13 @@ def _paced(state: BillingState, policy: CollectionsPolicy) -> datetime:
     return max(sent) + policy.notice_gap if sent else datetime.min.replace(tzinfo=UTC)
 
 
-def is_paused(state: BillingState, now: datetime) -> bool:
+def pause_in_force(paused: bool, until: datetime | None, now: datetime) -> bool:
     """Dunning paused by an operator; a pause with an end date ends by itself."""
-    return state.dunning_paused and (state.paused_until is None or now < state.paused_until)
+    return paused and (until is None or now < until)
+
+
+def is_paused(state: BillingState, now: datetime) -> bool:
+    return pause_in_force(state.dunning_paused, state.paused_until, now)
 
 
 def _ladder(state: BillingState, policy: CollectionsPolicy, now: datetime) -> list[Step]:
@@ -366,23 +370,53 @@ def decide(state: BillingState, policy: CollectionsPolicy, now: datetime) -> Dec
     return Decision(step=step, wake_at=wake_at, finished=step is None and is_settled(state), pending=steps)
 
 
-def stage(state: BillingState, now: datetime) -> BillingStage:
+@dataclass(frozen=True)
+class StageFacts:
+    """What the stage is decided from: facts about the account at one moment. `stage()` reads them off the
+    lifecycle's state; the aging report reads them off the books for many customers at once, without building
+    a state for each."""
+
+    suspended: bool
+    disputed: bool  # a dispute is open
+    escalated: bool  # an open dispute is escalated to 21Vianet
+    paused: bool  # dunning is paused (`pause_in_force`)
+    final_notice: bool  # the final notice of an invoice now overdue went out (`rung_key("final-notice", ...)`)
+    overdue: bool  # money is outstanding on invoices now overdue (`is_overdue`)
+    owed: bool  # money is outstanding
+
+
+def stage_of(facts: StageFacts) -> BillingStage:
     """The first stage of the contract's precedence (`STAGE_PRECEDENCE`) that holds."""
-    open_disputes = state.open_disputes()
-    overdue = state.overdue_amount(now).is_positive
-    owed = state.balance.amount_due.is_positive
     holds = {
-        BillingStage.SUSPENDED: state.suspension is not None,
-        BillingStage.ESCALATED: any(dispute.escalated_at is not None for dispute in open_disputes),
-        BillingStage.DISPUTED: bool(open_disputes),
-        BillingStage.PAUSED: is_paused(state, now) and owed,
-        BillingStage.FINAL_NOTICE: overdue
-        and any(state.is_done(state.rung_key("final-notice", i.invoice_id)) for i in state.overdue_invoices(now)),
-        BillingStage.OVERDUE: overdue,
-        BillingStage.CURRENT: owed,
+        BillingStage.SUSPENDED: facts.suspended,
+        BillingStage.ESCALATED: facts.escalated,
+        BillingStage.DISPUTED: facts.disputed,
+        BillingStage.PAUSED: facts.paused and facts.owed,
+        BillingStage.FINAL_NOTICE: facts.overdue and facts.final_notice,
+        BillingStage.OVERDUE: facts.overdue,
+        BillingStage.CURRENT: facts.owed,
         BillingStage.RESOLVED: True,
     }
     return next(candidate for candidate in STAGE_PRECEDENCE if holds[candidate])
+
+
+def stage(state: BillingState, now: datetime) -> BillingStage:
+    """The account's stage at `now`: `stage_of` the facts its state shows."""
+    open_disputes = state.open_disputes()
+    return stage_of(
+        StageFacts(
+            suspended=state.suspension is not None,
+            disputed=bool(open_disputes),
+            escalated=any(dispute.escalated_at is not None for dispute in open_disputes),
+            paused=is_paused(state, now),
+            final_notice=any(
+                state.is_done(state.rung_key("final-notice", invoice.invoice_id))
+                for invoice in state.overdue_invoices(now)
+            ),
+            overdue=state.overdue_amount(now).is_positive,
+            owed=state.balance.amount_due.is_positive,
+        )
+    )
 
 
 def next_action(decision: Decision) -> NextAction | None:

@@ -29,6 +29,17 @@ MAX_NOTICES_SHOWN = 100
 MAX_TIMELINE = 100
 
 
+def is_overdue(due_at: datetime, now: datetime) -> bool:
+    """An invoice with money outstanding is overdue from its due moment on: one due at 24:00 is overdue at 24:00."""
+    return due_at <= now
+
+
+def rung_key(rung: str, invoice_id: str, restarts: int = 0) -> str:
+    """The key of a rung of `invoice_id`'s ladder (`reminder-2`, `final-notice`) after `restarts` restarts of it;
+    the notice log keeps the notice a rung sends under this key."""
+    return f"{rung}-{invoice_id}" + (f"-restart-{restarts}" if restarts else "")
+
+
 class SuspensionReason(StrEnum):
     NON_PAYMENT = "non_payment"
     FRAUD_REVIEW = "fraud_review"
@@ -176,7 +187,7 @@ class BillingState(BaseModel):
         )
 
     def overdue_invoices(self, now: datetime) -> list[InvoiceBalance]:
-        return [invoice for invoice in self.open_invoices() if invoice.due_at <= now]
+        return [invoice for invoice in self.open_invoices() if is_overdue(invoice.due_at, now)]
 
     def overdue_amount(self, now: datetime) -> Money:
         result = Money.zero(self.currency)
@@ -208,7 +219,7 @@ class BillingState(BaseModel):
     def dunnable_overdue_amount(self, now: datetime) -> Money:
         result = Money.zero(self.currency)
         for invoice in self.dunnable_invoices():
-            if invoice.due_at <= now:
+            if is_overdue(invoice.due_at, now):
                 result = result + self.dunnable_outstanding(invoice)
         return result
 
@@ -223,8 +234,7 @@ class BillingState(BaseModel):
 
     def rung_key(self, rung: str, invoice_id: str) -> str:
         """The key of a rung of `invoice_id`'s ladder (`reminder-2`, `final-notice`): new after each restart."""
-        restarts = self.ladder_restarts.get(invoice_id, 0)
-        return f"{rung}-{invoice_id}" + (f"-restart-{restarts}" if restarts else "")
+        return rung_key(rung, invoice_id, self.ladder_restarts.get(invoice_id, 0))
 
     def is_done(self, key: str) -> bool:
         return key in self.done_keys

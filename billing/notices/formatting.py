@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from zoneinfo import ZoneInfo
 
 from billing.models import Locale
@@ -25,19 +26,32 @@ _ZH_CURRENCY_NAMES = {
 }
 
 
+@cache
+def _minor_unit(currency: str) -> tuple[Decimal, str]:
+    """The currency's smallest unit and the format spec of its amounts (`0.01`, `,.2f`)."""
+    places = minor_units(currency)
+    return Decimal(1).scaleb(-places), f",.{places}f"
+
+
 def format_amount(amount: Decimal, currency: str) -> str:
     """The digits alone, grouped by thousands, with the currency's minor units: `1,234.50`."""
-    places = minor_units(currency)
-    return format(abs(amount).quantize(Decimal(1).scaleb(-places)), f",.{places}f")
+    unit, spec = _minor_unit(currency)
+    return format(abs(amount).quantize(unit), spec)
 
 
 def format_money(money: Money, locale: Locale) -> str:
     """`¥1,234.50` for CNY in both locales (how Chinese invoices print it), `USD 1,234.50` otherwise."""
-    digits = format_amount(money.amount, money.currency)
-    sign = "-" if money.amount < 0 else ""
-    if money.currency == "CNY":
+    return format_amount_in(money.amount, money.currency, locale)
+
+
+def format_amount_in(amount: Decimal, currency: str, locale: Locale) -> str:
+    """`format_money` of an amount and its currency, for a report of many amounts read off the books (a `Money`
+    each would validate again what the ledger already holds valid)."""
+    digits = format_amount(amount, currency)
+    sign = "-" if amount < 0 else ""
+    if currency == "CNY":
         return f"{sign}¥{digits}"
-    return f"{sign}{money.currency} {digits}"
+    return f"{sign}{currency} {digits}"
 
 
 def format_formal_money(money: Money) -> str:

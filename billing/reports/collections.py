@@ -18,6 +18,7 @@ from sqlalchemy import Engine, String, cast, literal_column, null, or_, select, 
 
 from billing.due_dates import due_moment
 from billing.ledger.schema import credit_notes, customers, escalation_history, escalations, payments, write_offs
+from billing.ledger.store import reading
 from billing.models import DEFAULT_TIME_ZONE
 from billing.reports.facts import (
     RESOLVE_DISPUTE,
@@ -120,7 +121,7 @@ def collections_report(
         parts.append(part.where(or_(in_window, suspension_history)))
     events = union_all(*parts).subquery()
     query = select(events, customers.c.time_zone).outerjoin(customers, customers.c.customer_id == events.c.customer_id)
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         rows = connection.execute(query).all()
     return build_collections(rows, period_from, period_to, currency)
 

@@ -17,22 +17,25 @@ from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from billing.models import STAGE_PRECEDENCE, Locale, NoticeKind
-from billing.money import Money
 from billing.notices.branding import Branding
-from billing.notices.formatting import format_date, format_datetime, format_money
+from billing.notices.formatting import format_amount_in, format_date, format_datetime
 from billing.notices.rendering import template_environment as notice_templates
 from billing.reports.aging import BUCKETS, AgingReport, AgingTable, CustomerAging
 from billing.reports.collections import MONEY_KINDS, CollectionsReport
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 FORMATS = ("table", "csv", "html")
+# How many customers of each currency an aging report lists by default (the most overdue first; the totals are
+# always of every customer): all in a table or CSV, 1,000 in the HTML, a page a person reads and a browser
+# opens at once (100,000 customers would be some 80 MB).
+DEFAULT_TOP: dict[str, int | None] = {"table": None, "csv": None, "html": 1_000}
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,14 @@ def _notice_phrases(locale: Locale) -> Any:
     return notice_templates().get_template(f"{locale}/_phrases.txt").module
 
 
+@cache
 def notice_label(kind: NoticeKind | str, locale: Locale) -> str:
     """How the notices name a kind of notice (`最终付款通知`, `Final notice`)."""
     return str(_notice_phrases(locale).notice_label(str(kind))).strip()
 
 
 def money_text(amount: Decimal, currency: str, locale: Locale) -> str:
-    return format_money(Money(amount=amount, currency=currency), locale)
+    return format_amount_in(amount, currency, locale)
 
 
 def workflow_url(context: ReportContext, customer_id: str) -> str:
@@ -136,6 +140,18 @@ def _aging_row(customer: CustomerAging, locale: Locale) -> list[str]:
     ]
 
 
+def listed(table: AgingTable, top: int | None) -> list[CustomerAging]:
+    """The customers a rendering lists: the first `top` (the most overdue), or all."""
+    return table.customers if top is None else table.customers[:top]
+
+
+def _listed_note(table: AgingTable, top: int | None, locale: Locale) -> str | None:
+    """What a rendering that lists only some customers says under their table, or None when it lists all."""
+    if top is None or len(table.customers) <= top:
+        return None
+    return labels(locale)["listed_top"].format(listed=f"{top:,}", count=f"{len(table.customers):,}")
+
+
 def _aging_totals(table: AgingTable, locale: Locale) -> list[str]:
     text = labels(locale)
     return [
@@ -154,46 +170,57 @@ def _aging_totals(table: AgingTable, locale: Locale) -> list[str]:
 # --- text table -------------------------------------------------------------------------------------------
 
 
+@cache
+def _char_width(ch: str) -> int:
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
 def _width(text: str) -> int:
     """Columns a terminal gives `text`: CJK characters take two."""
-    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
-
-
-def _pad(text: str, width: int, right: bool) -> str:
-    gap = " " * (width - _width(text))
-    return gap + text if right else text + gap
+    if text.isascii():
+        return len(text)
+    return sum(map(_char_width, text))
 
 
 def text_table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(_width(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    cell_widths = [[_width(cell) for cell in row] for row in [header, *rows]]
+    widths = [max(row[i] for row in cell_widths) for i in range(len(header))]
 
-    def line(row: list[str]) -> str:
-        return "  ".join(_pad(cell, widths[i], i in right) for i, cell in enumerate(row)).rstrip()
+    def line(row: list[str], row_widths: list[int]) -> str:
+        cells = []
+        for i, cell in enumerate(row):
+            gap = " " * (widths[i] - row_widths[i])
+            cells.append(gap + cell if i in right else cell + gap)
+        return "  ".join(cells).rstrip()
 
     rule = "  ".join("-" * width for width in widths)
-    body = [line(row) for row in rows]
-    return [line(header), rule, *body[:-1], rule, body[-1]] if rows else [line(header), rule]
+    head = line(header, cell_widths[0])
+    body = [line(row, row_widths) for row, row_widths in zip(rows, cell_widths[1:], strict=True)]
+    return [head, rule, *body[:-1], rule, body[-1]] if rows else [head, rule]
 
 
-def aging_as_table(report: AgingReport, context: ReportContext) -> str:
+def aging_as_table(report: AgingReport, context: ReportContext, top: int | None = None) -> str:
     text = labels(context.locale)
     lines = aging_header(report, context)
     if not report.tables:
         lines += ["", text["no_open_invoices"]]
     right = {3, 4, 5, 6, 7, 8, 11, 12}
     for table in report.tables:
-        rows = [_aging_row(customer, context.locale) for customer in table.customers]
+        rows = [_aging_row(customer, context.locale) for customer in listed(table, top)]
         rows.append(_aging_totals(table, context.locale))
         lines += ["", text["currency_table"].format(currency=table.currency), ""]
         lines += text_table(_aging_columns(context.locale), rows, right)
+        note = _listed_note(table, top, context.locale)
+        if note:
+            lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
 # --- CSV --------------------------------------------------------------------------------------------------
 
 
-def aging_as_csv(report: AgingReport, context: ReportContext) -> str:
-    """One row per customer (all currencies in one file, a currency column); dates ISO, amounts plain."""
+def aging_as_csv(report: AgingReport, context: ReportContext, top: int | None = None) -> str:
+    """One row per customer listed (all currencies in one file, a currency column); dates ISO, amounts plain."""
     text = labels(context.locale)
     columns = text["columns"]
     out = io.StringIO()
@@ -214,7 +241,7 @@ def aging_as_csv(report: AgingReport, context: ReportContext) -> str:
         ]
     )
     for table in report.tables:
-        for customer in table.customers:
+        for customer in listed(table, top):
             last = customer.last_notice
             writer.writerow(
                 [
@@ -250,6 +277,18 @@ def _html_environment() -> Environment:
     return env
 
 
+class HtmlCell(NamedTuple):
+    text: str
+    sort: str  # what the column sorts by (see `_aging_sort_keys`)
+    numeric: bool
+
+
+class HtmlRow(NamedTuple):
+    customer_id: str
+    url: str  # the customer's lifecycle in the Temporal UI
+    cells: list[HtmlCell]
+
+
 @dataclass(frozen=True)
 class Bar:
     label: str
@@ -265,7 +304,11 @@ def bars(items: list[tuple[str, Decimal]], currency: str, locale: Locale) -> lis
     ]
 
 
-def aging_as_html(report: AgingReport, context: ReportContext) -> str:
+# The aging columns an HTML table aligns right and sorts as numbers.
+HTML_NUMERIC = frozenset({3, 4, 5, 6, 7, 8, 12})
+
+
+def aging_as_html(report: AgingReport, context: ReportContext, top: int | None = DEFAULT_TOP["html"]) -> str:
     locale = context.locale
     text = labels(locale)
     tables = []
@@ -279,17 +322,23 @@ def aging_as_html(report: AgingReport, context: ReportContext) -> str:
             locale,
         )
         rows = [
-            {
-                "cells": _aging_row(customer, locale),
-                "sort": _aging_sort_keys(customer),
-                "url": workflow_url(context, customer.customer_id),
-            }
-            for customer in table.customers
+            HtmlRow(
+                customer.customer_id,
+                workflow_url(context, customer.customer_id),
+                [
+                    HtmlCell(cell, sort, index in HTML_NUMERIC)
+                    for index, (cell, sort) in enumerate(
+                        zip(_aging_row(customer, locale), _aging_sort_keys(customer), strict=True)
+                    )
+                ],
+            )
+            for customer in listed(table, top)
         ]
         tables.append(
             {
                 "currency": table.currency,
                 "rows": rows,
+                "listed_note": _listed_note(table, top, locale),
                 "totals": _aging_totals(table, locale),
                 "bucket_bars": bucket_bars,
                 "stage_bars": stage_bars,
@@ -304,7 +353,7 @@ def aging_as_html(report: AgingReport, context: ReportContext) -> str:
             text=text,
             header=aging_header(report, context),
             columns=_aging_columns(locale),
-            numeric={3, 4, 5, 6, 7, 8, 12},
+            numeric=HTML_NUMERIC,
             tables=tables,
             branding=context.branding,
         )
@@ -327,12 +376,18 @@ def _aging_sort_keys(customer: CustomerAging) -> list[str]:
     ]
 
 
-def render_aging(report: AgingReport, context: ReportContext, output_format: str) -> str:
+Listing = int | Literal["all", "default"]
+
+
+def render_aging(report: AgingReport, context: ReportContext, output_format: str, top: Listing = "default") -> str:
+    """The report in `output_format`, listing the `top` most overdue customers of each currency ("all", or
+    "default": the format's `DEFAULT_TOP`); the totals and charts are of every customer whatever it lists."""
+    listed_top = DEFAULT_TOP[output_format] if top == "default" else None if top == "all" else top
     if output_format == "csv":
-        return aging_as_csv(report, context)
+        return aging_as_csv(report, context, listed_top)
     if output_format == "html":
-        return aging_as_html(report, context)
-    return aging_as_table(report, context)
+        return aging_as_html(report, context, listed_top)
+    return aging_as_table(report, context, listed_top)
 
 
 # --- collections ------------------------------------------------------------------------------------------
