@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from temporalio.api.enums.v1 import EventType
@@ -17,9 +18,10 @@ from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 
 from billing import encryption, finance_dates, temporal_connection
+from billing.encryption import PayloadDecryptionError
 from billing.finance_dates import BareDate, TypedDateError
 from billing.models import DEFAULT_TIME_ZONE, CustomerAccount
-from billing.settings import SettingsError, encryption_keys_from_environment
+from billing.settings import ENCRYPTION_KEYS, ENCRYPTION_KEYS_FILE, SettingsError, encryption_keys_from_environment
 from billing.temporal_connection import TemporalConnectionError, temporal_target
 
 
@@ -31,13 +33,31 @@ def workflow_id(customer_id: str) -> str:
     return f"customer-billing-{customer_id}"
 
 
-def data_converter() -> DataConverter:
+# The key `./dev run` makes for the local engine; a command run in the same checkout uses it unless told otherwise.
+DEV_RUN_KEY_FILE = Path(__file__).resolve().parents[1] / "var" / "encryption-keys"
+
+
+def data_converter(environ: Mapping[str, str] | None = None) -> DataConverter:
     """The worker's converter: with BILLING_ENCRYPTION_KEYS (or _FILE) set, what the command sends is encrypted
-    and what it reads is decrypted, as the worker does."""
+    and what it reads is decrypted, as the worker does. With neither set, the key of `./dev run` in this
+    checkout's var/, when there is one, so the local engine's commands work as the README shows them."""
+    environ = dict(os.environ if environ is None else environ)
+    if not environ.get(ENCRYPTION_KEYS) and not environ.get(ENCRYPTION_KEYS_FILE) and DEV_RUN_KEY_FILE.is_file():
+        environ[ENCRYPTION_KEYS_FILE] = str(DEV_RUN_KEY_FILE)
     try:
-        return encryption.data_converter(encryption_keys_from_environment())
+        return encryption.data_converter(encryption_keys_from_environment(environ))
     except SettingsError as error:
         raise CommandError(str(error)) from None
+
+
+def cannot_decrypt(error: Exception) -> str:
+    """What to say when the engine answered with payloads this command cannot decrypt."""
+    detail = f" ({error})" if isinstance(error, PayloadDecryptionError) else ""
+    return (
+        f"the engine's answer is encrypted and this command has no key for it{detail}: set "
+        f"{ENCRYPTION_KEYS} or {ENCRYPTION_KEYS_FILE} as the worker has them (./dev run keeps its key in "
+        "var/encryption-keys)"
+    )
 
 
 async def connect(args: argparse.Namespace, converter: DataConverter | None = None) -> Client:

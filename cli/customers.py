@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from billing.lifecycle.status import static_details, static_summary
-from billing.models import BillingStatus, CustomerAccount, Invoice, Payment
+from billing.models import DEFAULT_TIME_ZONE, BillingStatus, CustomerAccount, Invoice, Payment
 from billing.money import Money
 from cli.common import (
     DAY_HELP,
     CommandError,
     CustomerClock,
+    customer_zone,
     typed_day,
     typed_moment,
     workflow_id,
@@ -65,26 +67,32 @@ async def fetch_status(client: Client, customer_id: str) -> BillingStatus:
         raise
 
 
-def _paused(status: BillingStatus) -> str:
+def _paused(status: BillingStatus, zone: ZoneInfo) -> str:
     if not status.paused:
         return "-"
     if status.paused_until is None:
         return "until resume-dunning"
-    return f"until {status.paused_until.isoformat(timespec='minutes')}"
+    return f"until {_at(status.paused_until, zone)}"
 
 
-def status_table(status: BillingStatus) -> str:
+def _at(moment: datetime, zone: ZoneInfo) -> str:
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M}"
+
+
+def status_table(status: BillingStatus, zone: ZoneInfo | None = None) -> str:
+    """The status as a finance user reads it: every time in the customer's zone (named in the first line)."""
+    zone = zone or ZoneInfo(DEFAULT_TIME_ZONE)
     lines = [
-        f"customer      {status.customer_id}",
+        f"customer      {status.customer_id}    (times in {zone.key})",
         f"stage         {status.stage.value}",
         f"amount due    {status.amount_due}",
         f"overdue       {status.overdue_amount or '-'}",
         f"oldest due on {status.oldest_due_on or '-'}",
-        f"next action   {status.next_action.kind.value} at {status.next_action.at.isoformat(timespec='seconds')}"
+        f"next action   {status.next_action.kind.value} at {_at(status.next_action.at, zone)}"
         if status.next_action
         else "next action   -",
         f"suspended     {', '.join(status.suspended_subscription_ids) or '-'}",
-        f"paused        {_paused(status)}",
+        f"paused        {_paused(status, zone)}",
         "",
         f"{'invoice':<22} {'amount':>14} {'paid':>14} {'due on':<10}  state",
     ]
@@ -106,20 +114,18 @@ def status_table(status: BillingStatus) -> str:
         lines.append("")
         lines.append("notices sent")
         lines.extend(
-            f"  {notice.at.isoformat(timespec='seconds')}  {notice.kind.value:<22} {notice.invoice_id or ''}"
+            f"  {_at(notice.at, zone)}  {notice.kind.value:<22} {notice.invoice_id or ''}"
             for notice in status.notices_sent
         )
     if status.rejected:
         lines.append("")
         lines.append("rejected messages")
-        lines.extend(
-            f"  {item.at.isoformat(timespec='seconds')}  {item.name}: {item.reason}" for item in status.rejected
-        )
+        lines.extend(f"  {_at(item.at, zone)}  {item.name}: {item.reason}" for item in status.rejected)
     if status.timeline:
         lines.append("")
         lines.append("timeline")
         lines.extend(
-            f"  {entry.at.isoformat(timespec='seconds')}  {entry.action:<22} {entry.reference or ''}"
+            f"  {_at(entry.at, zone)}  {entry.action:<22} {entry.reference or ''}"
             + (f"  {entry.detail}" if entry.detail else "")
             for entry in status.timeline
         )
@@ -178,4 +184,7 @@ async def customer_command(client: Client, args: argparse.Namespace, now: dateti
         print(f"invoice {invoice.invoice_id} sent to {workflow_id(account.customer_id)}")
     elif args.command == "status":
         result = await fetch_status(client, args.customer_id)
-        print(result.model_dump_json(indent=2) if args.json else status_table(result))
+        if args.json:
+            print(result.model_dump_json(indent=2))
+        else:
+            print(status_table(result, await customer_zone(client, args.customer_id)))

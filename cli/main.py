@@ -14,7 +14,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from billing import refusals
-from cli.common import CommandError, connect
+from billing.encryption import PayloadDecryptionError
+from cli.common import CommandError, cannot_decrypt, connect
 from cli.customers import add_customer_commands, customer_command
 from cli.demo import add_demo_command, demo_command
 from cli.disputes import add_dispute_commands, dispute_command
@@ -140,5 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except RPCError as error:
         print(f"starter.py {args.command}: Temporal refused the request: {error.message}", file=sys.stderr)
+        return 1
+    except (KeyError, PayloadDecryptionError) as error:
+        if "binary/encrypted" not in str(error) and not isinstance(error, PayloadDecryptionError):
+            raise
+        print(f"starter.py {args.command}: {cannot_decrypt(error)}", file=sys.stderr)
         return 1
     return 0

@@ -315,10 +315,11 @@ async def customer_clock(client: Client, args: argparse.Namespace, now: datetime
 
 async def operator_command(client: Client, args: argparse.Namespace, now: datetime) -> None:
     operator = OPERATOR_COMMANDS_BY_NAME[args.command]
-    payload = operator.payload(args, await customer_clock(client, args, now)) | optional(operator=operator_name(args))
+    clock = await customer_clock(client, args, now)
+    payload = operator.payload(args, clock) | optional(operator=operator_name(args))
     result = await send_operator_action(client, args.customer_id, operator.update, payload)
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
         print(f"{operator.update} accepted for {workflow_id(args.customer_id)}\n")
-        print(status_table(result))
+        print(status_table(result, clock.zone))

@@ -162,3 +162,20 @@ def test_choose_from_names_the_notice_kinds(capsys: pytest.CaptureFixture[str]) 
 def test_a_moment_as_python_and_other_services_write_it_keeps_its_fraction_of_a_second() -> None:
     typed = parse_typed_moment("2026-12-02T09:52:13.551727+08:00", BERLIN, NOW, "end")
     assert typed == datetime(2026, 12, 2, 9, 52, 13, 551727, tzinfo=SHANGHAI)
+
+
+def test_the_status_table_gives_every_time_in_the_customers_zone_and_names_it() -> None:
+    from billing.models import BillingStage, BillingStatus, NextAction, NextActionKind
+    from billing.money import Money
+    from cli.customers import status_table
+
+    status = BillingStatus(
+        customer_id="C-1",
+        stage=BillingStage.CURRENT,
+        amount_due=Money.of("100.00", "CNY"),
+        next_action=NextAction(kind=NextActionKind.REMINDER, at=datetime(2026, 12, 30, 1, 0, tzinfo=UTC)),
+    )
+    table = status_table(status, SHANGHAI)
+    assert "(times in Asia/Shanghai)" in table
+    assert "reminder at 2026-12-30 09:00" in table
+    assert "+00:00" not in table

@@ -247,3 +247,19 @@ def test_dev_run_makes_its_key_once_readable_by_its_user_only_and_a_developers_o
     assert encryption_key_file(tmp_path) == path and path.read_text(encoding="utf-8") == first  # reused
     monkeypatch.setenv("BILLING_ENCRYPTION_KEYS", key("mine"))
     assert "BILLING_ENCRYPTION_KEYS_FILE" not in worker_environment(tmp_path, demo=False)
+
+
+def test_a_command_in_the_checkout_of_dev_run_uses_its_key_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cli import common
+
+    key_file = tmp_path / "encryption-keys"
+    key_file.write_text(new_key("dev-run"), encoding="utf-8")
+    monkeypatch.setattr(common, "DEV_RUN_KEY_FILE", key_file)
+    codec = common.data_converter({}).payload_codec
+    assert isinstance(codec, EncryptionCodec) and codec._keys.ids == ["dev-run"]
+    own = common.data_converter({"BILLING_ENCRYPTION_KEYS": new_key("own")}).payload_codec
+    assert isinstance(own, EncryptionCodec) and own._keys.ids == ["own"]
+    monkeypatch.setattr(common, "DEV_RUN_KEY_FILE", tmp_path / "none")
+    assert common.data_converter({}).payload_codec is None
