@@ -22,6 +22,7 @@ from tests.builders import SHANGHAI
 from tests.conftest import SmtpSink
 from tests.devserver_fixtures import (
     REPO,
+    TEST_ENCRYPTION_KEYS,
     DevServer,
     Finished,
     clean_environment,
@@ -256,7 +257,8 @@ async def test_worker_and_starter_connect_over_mutual_tls(
     task_queue = f"billing-tls-{uuid.uuid4().hex[:8]}"
     customer_id = f"C-TLS-{uuid.uuid4().hex[:8]}"
     async with tls_proxy(certificates, dev_server.address, require_client_cert=True) as proxy:
-        mtls = _tls(certificates, proxy.address, client_cert=True)
+        # The commands carry the worker's key: the status it answers is encrypted.
+        mtls = _tls(certificates, proxy.address, client_cert=True) | {"BILLING_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEYS}
         env = worker_environment(tmp_path, proxy.address, partner_center_emulator, smtp_sink, task_queue) | mtls
         async with _worker(env, tmp_path) as worker_log:
             started = next(json.loads(line) for line in worker_log.read_text().splitlines() if "worker started" in line)
