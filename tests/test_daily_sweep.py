@@ -334,7 +334,15 @@ async def test_sweep_starts_exactly_the_lifecycles_the_ledger_calls_for(
             statuses = await gather_bounded(lifecycle_status(env.client, c) for c in [*missing, *paid, broken])
             assert statuses[:MISSING] == [WorkflowExecutionStatus.RUNNING] * MISSING
             assert await lifecycle_status(env.client, returning) == WorkflowExecutionStatus.RUNNING
-            assert [i.invoice_id for i in (await engine.status(returning)).invoices] == [f"INV-{returning}-NEXT"]
+
+            # The new run takes its invoice in through the ledger, asynchronously: ask until it has.
+            async def booked() -> list[str] | None:
+                invoices = [i.invoice_id for i in (await engine.status(returning)).invoices]
+                return invoices or None
+
+            assert await eventually("the returning customer's new run booking its invoice", booked, 15) == [
+                f"INV-{returning}-NEXT"
+            ]
             assert statuses[MISSING:] == [None] * (PAID + 1)
 
             async def agrees_with_ledger(customer_id: str) -> bool:
