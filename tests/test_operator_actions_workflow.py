@@ -332,3 +332,25 @@ async def test_who_acted_is_in_the_audit_trail_the_timeline_and_the_current_deta
 
         await accepted(handle, "record_payment", payment(customer, "PAY-W-1", "400.00", now).model_dump(mode="json"))
         await handle.result()
+
+
+async def test_an_operator_action_partner_center_refuses_outright_is_refused_and_the_lifecycle_goes_on(
+    time_skipping_env: WorkflowEnvironment, engine_factory: EngineFactory, partner_center_emulator: Any
+):
+    """Partner Center refuses the engine's rights (403) while an operator suspends: the action is refused with
+    the reason and changes nothing; the lifecycle is not failed, and the same action succeeds once Partner
+    Center answers again."""
+    env = time_skipping_env
+    now = await env.get_current_time()
+    partner_center_emulator.seed_tenant("rights", {"sub-1": "active"})
+    async with engine_factory(env.client) as engine:
+        handle = await issued(engine, account("rights"), invoice("rights", "INV-R-1", "900.00", now + timedelta(days=1)))
+        await skip_settled(env, handle, timedelta(days=2))
+        partner_center_emulator.inject_fault(403, times=1)
+        reason = await refused(handle, "suspend_now", {"reason": "non_payment", "note": "rights test"})
+        assert "Partner Center" in reason and "nothing was changed" in reason
+        status = await engine.status("rights")
+        assert status.stage is not BillingStage.SUSPENDED and status.suspended_subscription_ids == []
+        assert partner_center_emulator.subscription("rights", "sub-1")["status"] == "active"
+        again = await accepted(handle, "suspend_now", {"reason": "non_payment", "note": "rights restored"})
+        assert again.suspended_subscription_ids == ["sub-1"]

@@ -355,7 +355,14 @@ class CustomerBilling:
         while self._inbox:
             message = self._inbox.next()
             try:
-                await self._apply(message)
+                try:
+                    await self._apply(message)
+                except ActivityError as error:
+                    if not self._fewer_actions:
+                        raise  # runs recorded before failed here: their replay must too
+                    # An outside system refused outright, or did not answer within the retry window: the message
+                    # is refused (an update) or rejected (a signal) with the reason, and the lifecycle goes on.
+                    raise Refused(outside_refusal(message.name, error)) from None
             except Refused as refusal:
                 self._inbox.refused(message, str(refusal))
                 if message.update_id is None:
@@ -719,6 +726,14 @@ class CustomerBilling:
 
 
 _UNSET = object()
+
+
+def outside_refusal(name: str, error: ActivityError) -> str:
+    """The sentence for a message an outside system kept from being applied (its activity failed for good)."""
+    cause = error.cause
+    why = cause.message if isinstance(cause, ApplicationError) else str(cause or error)
+    system = "Partner Center" if "subscription" in (error.activity_type or "") else "an outside system"
+    return f"{name} could not be done: {system} did not do it ({why}); nothing was changed, try again later"
 
 
 def _check(check: Callable[[], None], reference: str | None = None) -> None:
