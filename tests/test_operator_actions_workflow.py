@@ -344,7 +344,8 @@ async def test_an_operator_action_partner_center_refuses_outright_is_refused_and
     now = await env.get_current_time()
     partner_center_emulator.seed_tenant("rights", {"sub-1": "active"})
     async with engine_factory(env.client) as engine:
-        handle = await issued(engine, account("rights"), invoice("rights", "INV-R-1", "900.00", now + timedelta(days=1)))
+        bill = invoice("rights", "INV-R-1", "900.00", now + timedelta(days=1))
+        handle = await issued(engine, account("rights"), bill)
         await skip_settled(env, handle, timedelta(days=2))
         partner_center_emulator.inject_fault(403, times=1)
         reason = await refused(handle, "suspend_now", {"reason": "non_payment", "note": "rights test"})
