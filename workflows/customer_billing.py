@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -624,16 +624,23 @@ class CustomerBilling:
         # warning period after the final notice). Runs recorded before this change keep the receipt's time.
         return workflow.now() if self._patched(PATCH_NOTICE_TIME) else receipt.sent_at
 
+    def _partner_center_call(self) -> dict[str, Any]:
+        """How every Partner Center activity is run: on Partner Center's task queue (None in runs recorded before
+        it had one: the lifecycle's own), beating, retried for a while, then the step fails and is tried later."""
+        return {
+            "task_queue": self._partner_center_task_queue,
+            "start_to_close_timeout": PARTNER_CENTER_CALL_TIMEOUT,
+            "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+            "schedule_to_close_timeout": OUTSIDE_GIVE_UP_AFTER,
+            "retry_policy": OUTSIDE_RETRY,
+        }
+
     async def _list_active_subscriptions(self) -> ActiveSubscriptions:
         state = self._require_state()
         active = await workflow.execute_activity_method(
             PartnerCenterActivities.list_active_subscriptions,
             SubscriptionQuery(tenant_id=state.account.tenant_id, correlation_id=workflow.info().workflow_id),
-            task_queue=self._partner_center_task_queue,
-            start_to_close_timeout=PARTNER_CENTER_CALL_TIMEOUT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            schedule_to_close_timeout=OUTSIDE_GIVE_UP_AFTER,
-            retry_policy=OUTSIDE_RETRY,
+            **self._partner_center_call(),
             summary=f"List active subscriptions of tenant {state.account.tenant_id}",
         )
         return active
@@ -656,11 +663,7 @@ class CustomerBilling:
                     request_key=f"{workflow_id}/{key}",
                     correlation_id=workflow_id,
                 ),
-                task_queue=self._partner_center_task_queue,
-                start_to_close_timeout=PARTNER_CENTER_CALL_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                schedule_to_close_timeout=OUTSIDE_GIVE_UP_AFTER,
-                retry_policy=OUTSIDE_RETRY,
+                **self._partner_center_call(),
                 summary=f"Set {len(subscription_ids)} subscription(s) {target}",
             )
             return changed.results
@@ -674,10 +677,7 @@ class CustomerBilling:
                     request_key=f"{workflow_id}/{key}/{subscription_id}",
                     correlation_id=workflow_id,
                 ),
-                start_to_close_timeout=PARTNER_CENTER_CALL_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                schedule_to_close_timeout=OUTSIDE_GIVE_UP_AFTER,
-                retry_policy=OUTSIDE_RETRY,
+                **self._partner_center_call(),
                 summary=f"Set subscription {subscription_id} {target}",
             )
             for subscription_id in subscription_ids
@@ -732,7 +732,8 @@ def outside_refusal(name: str, error: ActivityError) -> str:
     """The sentence for a message an outside system kept from being applied (its activity failed for good)."""
     cause = error.cause
     why = cause.message if isinstance(cause, ApplicationError) else str(cause or error)
-    system = "Partner Center" if "subscription" in (error.activity_type or "") else "an outside system"
+    partner_center = {"list_active_subscriptions", "change_subscriptions", "change_subscription_status"}
+    system = "Partner Center" if error.activity_type in partner_center else "an outside system"
     return f"{name} could not be done: {system} did not do it ({why}); nothing was changed, try again later"
 
 
