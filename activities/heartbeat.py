@@ -26,7 +26,9 @@ async def heartbeating(details: Callable[[], Sequence[Any]] = tuple) -> AsyncIte
             await asyncio.sleep(EVERY_SECONDS)
             activity.heartbeat(*details())
 
-    if not activity.in_activity():  # a preview or a test calling the method directly: nobody to tell
+    # A preview or a test calling the method directly: nobody to tell. A local activity: the worker running it
+    # runs the workflow too, and a lost worker is noticed by its workflow task's timeout.
+    if not activity.in_activity() or activity.info().is_local:
         yield
         return
     task = asyncio.create_task(beat())

@@ -17,6 +17,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import RawValue
 from temporalio.testing import WorkflowEnvironment
 
+from bench.lifecycle_bench import cloud_actions
 from billing.business_days import KNOWN_YEARS, unknown_years
 from billing.due_dates import due_moment
 from billing.models import BillingStage, BillingStatus, CustomerAccount, Invoice, NoticeKind, Payment
@@ -24,7 +25,7 @@ from billing.policy import CollectionsPolicy, QuietHours
 from tests.builders import SHANGHAI, cny
 from tests.temporal_fixtures import TEST_POLICY, EngineFactory
 from worker import warn_if_china_calendar_runs_out
-from workflows.customer_billing import PATCH_CHINA_CALENDAR, PATCH_FEWER_ACTIONS
+from workflows.customer_billing import PATCH_BOOKS_AND_MAIL_IN_WORKER, PATCH_CHINA_CALENDAR, PATCH_FEWER_ACTIONS
 
 
 def account(customer_id: str, **extra: Any) -> CustomerAccount:
@@ -90,26 +91,38 @@ async def test_invoice_paid_on_time_completes_without_close_the_loop(
         await status_when(engine, "ontime", lambda s: notice_kinds(s) == [NoticeKind.INVOICE])  # then it waits
         await handle.signal("payment_received", payment("ontime", "PAY-T-1", "880.00", now))
         result = await handle.result()
-        commands = command_events(await handle.fetch_history())
+        history = await handle.fetch_history()
+        commands = command_events(history)
     assert result.stage is BillingStage.RESOLVED
     assert result.amount_due == cny("0.00")
     assert notice_kinds(result) == [NoticeKind.INVOICE]
     assert sink_kinds(smtp_sink, "ontime") == ["invoice"]
-    # The policy comes from a local activity; search attributes (CustomerId with the first stage) are upserted
-    # as the run waits and as it ends; one patch marker (and its TemporalChangeVersion upsert) for every change.
+    # The policy, the invoice's booking and its notice are local activities of the first workflow task: one
+    # Temporal action; search attributes (CustomerId with the first stage) are upserted as the run waits and as
+    # it ends; one patch marker (and its TemporalChangeVersion upsert) for every change.
     assert commands == [
-        "MARKER_RECORDED",  # PATCH_FEWER_ACTIONS
+        "MARKER_RECORDED",  # PATCH_BOOKS_AND_MAIL_IN_WORKER
         "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES",  # TemporalChangeVersion, by the SDK for the patch
-        "MARKER_RECORDED",  # the policy, read in a local activity
-        "ACTIVITY_TASK_SCHEDULED",  # record_invoice
-        "ACTIVITY_TASK_SCHEDULED",  # send_notice (invoice)
+        "MARKER_RECORDED",  # the policy
+        "MARKER_RECORDED",  # record_invoice
+        "MARKER_RECORDED",  # send_notice (invoice)
         "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES",  # CustomerId, Current, amount, oldest due date
         "TIMER_STARTED",
         "TIMER_CANCELED",
-        "ACTIVITY_TASK_SCHEDULED",  # record_payment
+        "MARKER_RECORDED",  # record_payment
         "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES",  # Resolved, nothing due
         "WORKFLOW_EXECUTION_COMPLETED",
     ]
+    # Temporal Cloud's count (https://docs.temporal.io/cloud/actions): the start and the invoice's signal (this
+    # engine starts, then signals), the first task's local activities, the first upsert, the timer, the payment's
+    # signal, its local activity and the last upsert.
+    assert cloud_actions(history.events) == {
+        "workflow started": 1,
+        "signal": 2,
+        "local activities (per workflow task)": 2,
+        "search attributes upserted": 2,
+        "timer started": 1,
+    }
 
 
 async def test_full_ladder_to_suspension_then_payment_reinstates_and_closes_the_loop(
@@ -158,6 +171,17 @@ async def test_full_ladder_to_suspension_then_payment_reinstates_and_closes_the_
     assert result.suspended_subscription_ids == []
     assert partner_center_emulator.subscription("ladder", "sub-a")["status"] == "active"
     assert partner_center_emulator.subscription("ladder", "sub-b")["status"] == "active"
+    # Temporal Cloud's count: a timer per rung and one waiting after the suspension, an upsert per stage, the three
+    # Partner Center activities, and one action for each workflow task that books or mails (local activities).
+    assert cloud_actions(history.events) == {
+        "workflow started": 1,
+        "signal": 2,  # the invoice (this engine starts, then signals) and the payment
+        "local activities (per workflow task)": 7,  # policy+invoice+notice, 2 reminders, final, suspension,
+        # the payment, close the loop
+        "timer started": 6,
+        "search attributes upserted": 5,
+        "activity started or retried": 3,
+    }
     # Reinstatement touches only what this engine suspended.
     assert partner_center_emulator.subscription("ladder", "sub-old")["status"] == "suspended"
     assert sink_kinds(smtp_sink, "ladder") == [
@@ -496,7 +520,7 @@ async def test_a_new_lifecycle_records_that_it_follows_the_policys_business_day_
 ):
     """The marker tells a replay that this run counts China's holidays (runs without it count Monday to
     Friday: tests/test_replay.py); the core's tests show what the calendar does to the dates. A new run records
-    one marker, PATCH_FEWER_ACTIONS, which stands for every earlier patch, the calendar's among them."""
+    one marker, PATCH_BOOKS_AND_MAIL_IN_WORKER, which stands for every earlier patch, the calendar's among them."""
     env = time_skipping_env
     now = await env.get_current_time()
     async with engine_factory(env.client) as engine:
@@ -511,8 +535,10 @@ async def test_a_new_lifecycle_records_that_it_follows_the_policys_business_day_
         if event.HasField("marker_recorded_event_attributes")
         for payload in event.marker_recorded_event_attributes.details["patch-data"].payloads
     ]
-    assert patches == [PATCH_FEWER_ACTIONS]
-    assert PATCH_CHINA_CALENDAR not in patches  # implied by PATCH_FEWER_ACTIONS: no marker and upsert of its own
+    assert patches == [PATCH_BOOKS_AND_MAIL_IN_WORKER]
+    # Implied by it: no marker and upsert of their own.
+    assert PATCH_CHINA_CALENDAR not in patches
+    assert PATCH_FEWER_ACTIONS not in patches
 
 
 def test_the_worker_warns_at_start_up_about_this_year_and_next_when_china_calendar_does_not_know_them():

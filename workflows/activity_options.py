@@ -34,3 +34,7 @@ PARTNER_CENTER_CALL_TIMEOUT = timedelta(minutes=5)
 # Partner Center and mail activities beat every 2 s (activities/heartbeat.py): a worker killed mid-call is
 # noticed this soon, and another worker retries then instead of after the start-to-close timeout.
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+# The ledger and the mailer run in the lifecycle's own worker (local activities). A retry due sooner than this
+# waits in the worker; a later one waits on a workflow timer, so an outage of the books or the mail server holds
+# no workflow task open (https://docs.temporal.io/local-activity).
+LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)

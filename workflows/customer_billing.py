@@ -8,14 +8,15 @@ transition.
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RawValue
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as FailureTimeoutError
 
 # Everything but this module is passed through the sandbox: it is imported once per worker, not executed again
 # (models built again) for every lifecycle the worker takes up.
@@ -67,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
         HEARTBEAT_TIMEOUT,
         LEDGER_RETRY,
         LEDGER_TIMEOUT,
+        LOCAL_RETRY_THRESHOLD,
         MAIL_TIMEOUT,
         OUTSIDE_GIVE_UP_AFTER,
         OUTSIDE_RETRY,
@@ -90,6 +92,10 @@ PATCH_CHINA_CALENDAR = "business-days-follow-china-calendar"
 # publishes its search attributes (CustomerId with them) only when it waits, and changes all of a customer's
 # subscriptions in one Partner Center activity on Partner Center's own task queue.
 PATCH_FEWER_ACTIONS = "lifecycle-fewer-actions"
+# All of the above, and the books and the mailer called in this worker (local activities): every ledger write
+# and notice of one workflow task is one Temporal action, so the invoice is booked and its notice sent in the
+# workflow task that reads the policy. Partner Center stays on its own rate-limited task queue.
+PATCH_BOOKS_AND_MAIL_IN_WORKER = "lifecycle-books-and-mail-in-worker"
 
 
 @workflow.defn(name="CustomerBilling")
@@ -104,6 +110,7 @@ class CustomerBilling:
         self._published: dict[str, object] = {}
         self._details = ""
         self._fewer_actions = False
+        self._books_and_mail_in_worker = False
         self._partner_center_task_queue: str | None = None
 
     # --- messages from other services ----------------------------------------------------------------
@@ -249,7 +256,9 @@ class CustomerBilling:
     async def run(self, start: CustomerBillingInput) -> BillingStatus:
         account = self._account
         carried = start.carried_over
-        self._fewer_actions = workflow.patched(PATCH_FEWER_ACTIONS)
+        # The newest marker stands for every change before it; a run recorded before it finds the one it has.
+        self._books_and_mail_in_worker = workflow.patched(PATCH_BOOKS_AND_MAIL_IN_WORKER)
+        self._fewer_actions = self._books_and_mail_in_worker or workflow.patched(PATCH_FEWER_ACTIONS)
         settings = carried.settings if carried else await self._load_settings()
         if self._fewer_actions:
             self._partner_center_task_queue = settings.partner_center_task_queue
@@ -480,13 +489,8 @@ class CustomerBilling:
         state = self._require_state()
         payload, at = message.payload, message.received_at
         entry = requests.audit_entry(state, message.name, payload, self._action_id(message), at)
-        await workflow.execute_activity_method(
-            LedgerActivities.record_audit,
-            entry,
-            start_to_close_timeout=LEDGER_TIMEOUT,
-            retry_policy=LEDGER_RETRY,
-            summary=f"Audit trail: {message.name}",
-        )
+        summary = f"Audit trail: {message.name}"
+        await self._books_or_mailer(LedgerActivities.record_audit, entry, LEDGER_TIMEOUT, LEDGER_RETRY, summary)
         reason, reference = requests.audit_reason(payload), requests.audit_reference(payload)
         transitions.operator_action_recorded(state, message.name, reason, reference, at, entry.operator)
 
@@ -530,9 +534,7 @@ class CustomerBilling:
     ) -> R:
         """A write to or read of the books; the books refusing it (`LedgerRejection`) is the engine's refusal."""
         try:
-            return await workflow.execute_activity_method(
-                activity, request, start_to_close_timeout=LEDGER_TIMEOUT, retry_policy=LEDGER_RETRY, summary=summary
-            )
+            return await self._books_or_mailer(activity, request, LEDGER_TIMEOUT, LEDGER_RETRY, summary)
         except ActivityError as error:
             cause = error.cause
             if isinstance(cause, ApplicationError) and cause.type == "LedgerRejection":
@@ -595,12 +597,12 @@ class CustomerBilling:
         state = self._require_state()
         dispute = state.dispute(step.dispute_id or "")
         assert dispute is not None
-        case = await workflow.execute_activity_method(
+        case = await self._books_or_mailer(
             LedgerActivities.build_escalation_case,
             requests.escalation_case(state, dispute),
-            start_to_close_timeout=LEDGER_TIMEOUT,
-            retry_policy=LEDGER_RETRY,
-            summary=f"Build the escalation case for dispute {dispute.dispute_id}",
+            LEDGER_TIMEOUT,
+            LEDGER_RETRY,
+            f"Build the escalation case for dispute {dispute.dispute_id}",
         )
         await self._record_escalation_change(dispute, "case_sent", note=dispute.escalation_note, case=case)
         return case
@@ -610,19 +612,56 @@ class CustomerBilling:
         request = notice.notice_request(
             self._require_state(), self._require_policy(), step, workflow.now(), workflow.info().workflow_id, case
         )
-        receipt = await workflow.execute_activity_method(
+        receipt = await self._books_or_mailer(
             MailerActivities.send_notice,
             request,
-            start_to_close_timeout=MAIL_TIMEOUT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            schedule_to_close_timeout=OUTSIDE_GIVE_UP_AFTER,
-            retry_policy=OUTSIDE_RETRY,
-            summary=notice.notice_summary(step),
+            MAIL_TIMEOUT,
+            OUTSIDE_RETRY,
+            notice.notice_summary(step),
+            give_up_after=OUTSIDE_GIVE_UP_AFTER,
         )
         workflow.logger.info("notice sent", extra={"key": receipt.key, "already_sent": receipt.already_sent})
         # Workflow time, not the worker's clock: the core reasons in workflow time (suspension comes a full
         # warning period after the final notice). Runs recorded before this change keep the receipt's time.
         return workflow.now() if self._patched(PATCH_NOTICE_TIME) else receipt.sent_at
+
+    async def _books_or_mailer(
+        self,
+        activity: Callable[[Any, P], Awaitable[R]] | Callable[[Any, P], R],
+        request: P,
+        start_to_close: timedelta,
+        retry: RetryPolicy,
+        summary: str,
+        *,
+        give_up_after: timedelta | None = None,
+    ) -> R:
+        """The ledger or the mailer, called in this worker (a local activity): both are short and idempotent by
+        key (a retry finds the invoice booked, the notice logged), so a worker lost mid-call costs only a retry
+        by the next one. Runs recorded before call them on the task queue, the mailer beating."""
+        if self._books_and_mail_in_worker:
+            try:
+                return await workflow.execute_local_activity_method(
+                    activity,  # type: ignore[arg-type]
+                    request,
+                    start_to_close_timeout=start_to_close,
+                    schedule_to_close_timeout=give_up_after,
+                    retry_policy=retry,
+                    local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+                    summary=summary,
+                )
+            except (ApplicationError, FailureTimeoutError) as failure:
+                # A local activity's failure reaches the workflow bare, not as the ActivityError a queued
+                # activity's does: wrapped here, so a refusal or an outage is handled alike either way.
+                raise _activity_error(activity, failure) from failure
+        return await workflow.execute_activity_method(
+            activity,  # type: ignore[arg-type]
+            request,
+            start_to_close_timeout=start_to_close,
+            schedule_to_close_timeout=give_up_after,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT if give_up_after is not None else None,
+            retry_policy=retry,
+            summary=summary,
+        )
 
     def _partner_center_call(self) -> dict[str, Any]:
         """How every Partner Center activity is run: on Partner Center's task queue (None in runs recorded before
@@ -735,6 +774,22 @@ def outside_refusal(name: str, error: ActivityError) -> str:
     partner_center = {"list_active_subscriptions", "change_subscriptions", "change_subscription_status"}
     system = "Partner Center" if error.activity_type in partner_center else "an outside system"
     return f"{name} could not be done: {system} did not do it ({why}); nothing was changed, try again later"
+
+
+def _activity_error(activity: Callable[..., Any], failure: Exception) -> ActivityError:
+    """`failure` of a local activity as the ActivityError (its cause) a queued activity fails with."""
+    name = activity.__name__  # each of the ledger's and the mailer's activities is named as its method
+    error = ActivityError(
+        f"local activity {name} failed",
+        scheduled_event_id=0,
+        started_event_id=0,
+        identity="",
+        activity_type=name,
+        activity_id="",
+        retry_state=None,
+    )
+    error.__cause__ = failure
+    return error
 
 
 def _check(check: Callable[[], None], reference: str | None = None) -> None:
