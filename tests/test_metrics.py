@@ -518,7 +518,6 @@ async def test_worker_serves_the_sdk_and_engine_metrics_after_a_ladder_with_a_su
     laddered, paid, other = f"C-MET-L-{run}", f"C-MET-P-{run}", f"C-MET-O-{run}"
     partner_center_emulator.seed_tenant(laddered, {"sub-office": "active", "sub-azure": "active"})
     partner_center_emulator.refuse_status_change(laddered, "sub-azure", "800096")
-    due_at = (datetime.now(UTC) + timedelta(seconds=6)).astimezone(SHANGHAI).replace(microsecond=0)
     later = (datetime.now(UTC) + timedelta(days=30)).astimezone(SHANGHAI).date().isoformat()
     try:
 
@@ -534,6 +533,9 @@ async def test_worker_serves_the_sdk_and_engine_metrics_after_a_ladder_with_a_su
             return finished.stdout
 
         customer = ("--name", "Metrics Trading", "--email", "ap@metrics.example.cn")
+        # Due 10 s from now, once the worker has started (which takes seconds on a loaded machine): FAST_POLICY's
+        # first reminder, 2 s before the due moment, is still ahead when the invoice arrives.
+        due_at = (datetime.now(UTC) + timedelta(seconds=10)).astimezone(SHANGHAI).replace(microsecond=0)
         await starter(
             "invoice", "--customer-id", laddered, *customer, "--invoice-id", f"INV-{laddered}",
             "--amount", "1234.50", "--due-on", due_at.date().isoformat(), "--due-at", due_at.isoformat(),
@@ -545,7 +547,7 @@ async def test_worker_serves_the_sdk_and_engine_metrics_after_a_ladder_with_a_su
             )  # fmt: skip
         await starter("payment", "--customer-id", paid, "--payment-id", f"PAY-{paid}", "--amount", "300.00")
 
-        handle = dev_server.client.get_workflow_handle(f"customer-billing-{laddered}")
+        handle = dev_server.client.get_workflow_handle(f"customer-billing-{laddered}", result_type=BillingStatus)
         await handle.signal("payment_received", {"payment_id": f"PAY-{run}", "customer_id": "someone-else"})
         with pytest.raises(WorkflowUpdateFailedError):
             await handle.execute_update("extend_due_date", {"not": "an extension"}, result_type=BillingStatus)
@@ -558,7 +560,7 @@ async def test_worker_serves_the_sdk_and_engine_metrics_after_a_ladder_with_a_su
         swept = await starter("sweep", "run")
         assert "Customers owing: 1" in swept, swept
         await starter("payment", "--customer-id", laddered, "--payment-id", f"PAY-{laddered}", "--amount", "1234.50")
-        await asyncio.wait_for(handle.result(), timeout=60)
+        final = await asyncio.wait_for(handle.result(), timeout=60)
 
         async def scraped() -> str | None:
             async with httpx.AsyncClient() as http:
@@ -572,7 +574,11 @@ async def test_worker_serves_the_sdk_and_engine_metrics_after_a_ladder_with_a_su
         stop_process(process)
 
     counted = {series: sum(_value(line) for line in _series(page, *series)) for series in LADDER_SERIES}
-    assert counted[("billing_notices_sent", 'kind="reminder"')] == 2  # FAST_POLICY's two reminders
+    # FAST_POLICY's two reminders, or one: on a loaded machine rungs seconds apart go out as one catch-up. The
+    # count is the lifecycle's own record of what it sent.
+    reminders = [notice for notice in final.notices_sent if notice.kind is NoticeKind.REMINDER]
+    assert reminders, final.notices_sent
+    assert counted[("billing_notices_sent", 'kind="reminder"')] == len(reminders)
     assert counted[("billing_notices_sent", 'kind="suspension"')] == 1
     assert counted[("billing_subscriptions_changed", 'target="suspended"')] == 1  # sub-office; sub-azure refused
     assert counted[("billing_subscriptions_changed", 'target="active"')] == 1
