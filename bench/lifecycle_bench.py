@@ -153,6 +153,20 @@ def workflow_tasks(events: Sequence[HistoryEvent]) -> int:
     return sum(1 for event in events if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED)
 
 
+def steps(events: Sequence[HistoryEvent]) -> int:
+    """What the worker ran for a run: workflow tasks and activity executions, queued or local. A local activity
+    does in the workflow task what a queued one does in a task of its own, so CPU per step compares the two
+    designs where CPU per workflow task cannot (a task with local activities in it does more)."""
+    ran = (EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED, EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
+    local = sum(
+        1
+        for event in events
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and event.marker_recorded_event_attributes.marker_name == _LOCAL_ACTIVITY_MARKER
+    )
+    return sum(1 for event in events if event.event_type in ran) + local
+
+
 # --- the harness ---------------------------------------------------------------------------------------------
 
 
@@ -333,6 +347,7 @@ class RunCounts:
     actions: Counter[str]
     events: int
     tasks: int
+    steps: int
     notices: Counter[str]
     partner_center_calls: Counter[str]  # by HTTP method, the tenant's subscription calls
 
@@ -367,6 +382,7 @@ async def measure_round(stack: Stack, driver: Driver, kind: str, round_no: int, 
     counts = await count_runs(stack, kind, ids, workflow_ids, calls)
     n = setting.runs
     tasks = counts.pop("tasks")
+    ran = counts.pop("steps")
     return {
         "round": round_no,
         "loadavg_1min": float(loadavg),
@@ -376,6 +392,7 @@ async def measure_round(stack: Stack, driver: Driver, kind: str, round_no: int, 
         "workflow_tasks_per_s": tasks / elapsed,
         "worker_cpu_ms_per_run": 1000 * worker_cpu / n,
         "worker_cpu_ms_per_task": 1000 * worker_cpu / tasks,
+        "worker_cpu_ms_per_step": 1000 * worker_cpu / ran,
         "server_cpu_ms_per_run": 1000 * server_cpu / n,
         "server_cpu_ms_per_task": 1000 * server_cpu / tasks,
         "heartbeats_per_run": heartbeats / n,
@@ -399,6 +416,7 @@ async def count_runs(
                 actions=cloud_actions(history.events),
                 events=len(history.events),
                 tasks=workflow_tasks(history.events),
+                steps=steps(history.events),
                 notices=Counter(notice for notice, _ in stack.mailbox.sink.by_customer.get(customer_id, ())),
                 partner_center_calls=Counter(
                     call.method for call in calls if f"/customers/{customer_id}/" in call.path
@@ -414,6 +432,7 @@ async def count_runs(
     methods = sum((run.partner_center_calls for run in counted), Counter())
     return {
         "tasks": sum(run.tasks for run in runs),
+        "steps": sum(run.steps for run in runs),
         "complete_runs": len(complete),
         "complete_share": len(complete) / n,
         "actions_per_run": sum(actions.values()) / c,
@@ -484,6 +503,7 @@ async def measure_memory_and_latency(stack: Stack, driver: Driver, setting: Sett
         stack, "full_ladder", samples, [f"customer-billing-{c}" for c in samples], stack.emulator.requests[pc_from:]
     )
     ladder_counts.pop("tasks")
+    ladder_counts.pop("steps")
 
     async def end(workflow_id: str) -> None:
         with contextlib.suppress(RPCError):  # already closed
@@ -518,6 +538,7 @@ RATIO_FIGURES = (
     "workflow_tasks_per_s",
     "worker_cpu_ms_per_run",
     "worker_cpu_ms_per_task",
+    "worker_cpu_ms_per_step",
     "server_cpu_ms_per_run",
     "server_cpu_ms_per_task",
 )
@@ -683,6 +704,12 @@ ROWS = (
         "≤ 1.5",
         lambda v: v <= 1.5,
     ),
+    Row(
+        "worker CPU per step (workflow task or activity, local or queued) ÷ ceiling, paid on time",
+        "worker_cpu_ms_per_step_ratio",
+        "paid_on_time",
+    ),
+    Row("worker CPU per step ÷ ceiling, full ladder", "worker_cpu_ms_per_step_ratio", "full_ladder"),
     Row("server CPU ms per run, trivial", "server_cpu_ms_per_run", "trivial", "{:.1f}"),
     Row("server CPU ms per run, paid on time", "server_cpu_ms_per_run", "paid_on_time", "{:.0f}"),
     Row("server CPU ms per run, full ladder", "server_cpu_ms_per_run", "full_ladder", "{:.0f}"),
