@@ -20,7 +20,8 @@ Three measurements, reported as ratios taken in the same run (the machines are s
    tasks wait on their queue, and meanwhile how long lifecycles already running take from `invoice_issued` to
    the invoice notice. Checked from outside as well: which queues the worker polls (DescribeTaskQueue), which
    queue each workflow and activity ran on (their histories), and that `starter.py sweep schedule` points an
-   older schedule at the sweep's queue.
+   older schedule at the sweep's queue. The dev server runs in memory (`--queue-server file`: on a SQLite file,
+   whose writes every workflow waits for in turn, both ways alike).
 
 Each run puts a block into the results file (replacing the block of the same `--label`, keeping the others)
 and saves its figures as `sweep-<label>.json` beside it. `--smoke` is the smallest setting (what the test
@@ -265,8 +266,10 @@ def sweep_ledger(folder: Path, postgres: str | None) -> Iterator[tuple[LedgerSto
 
 
 async def measure_sweep(
-    customers: int, owing: int, folder: Path, postgres: str | None
+    customers: int, owing: int, folder: Path, postgres: str | None, queue: str = "sweep"
 ) -> tuple[list[str], dict[str, Any]]:
+    """`queue`: the sweep runs on its own task queue (`sweep`, where the schedule sends it) or on the lifecycle
+    queue (`lifecycle`, as before it had one; the lifecycle worker still serves it there)."""
     page_size, pages_per_run = 100, 5
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
@@ -301,7 +304,7 @@ async def measure_sweep(
                             DailySweep.run,
                             SweepInput(page_size=page_size, pages_per_run=pages_per_run),
                             id="bench-sweep",
-                            task_queue=settings.sweep_queue,
+                            task_queue=settings.sweep_queue if queue == "sweep" else settings.task_queue,
                         )
                         report: SweepReport = await handle.result()
                         elapsed = time.perf_counter() - started
@@ -315,6 +318,7 @@ async def measure_sweep(
     projected = round(10 + per_page * min(pages_at_scale, PRODUCTION_PAGES_PER_RUN))
     figures = {
         "backend": backend,
+        "queue": queue,
         "customers": customers,
         "owing": owing,
         "page_size": page_size,
@@ -331,7 +335,8 @@ async def measure_sweep(
         "projected_events_at_100k": projected,
     }
     lines = [
-        f"### The sweep (time-skipping server, real worker, {backend} ledger)",
+        f"### The sweep (time-skipping server, real worker, {backend} ledger, on the "
+        + ("sweep's own task queue)" if queue == "sweep" else "lifecycle queue, as before the sweep had its own)"),
         "",
         f"{customers:,} customers, {owing:,} of them owing with no lifecycle; pages of {page_size}, "
         f"continue-as-new every {pages_per_run} pages.",
@@ -433,14 +438,15 @@ def announcement(log: Path) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def queue_stack(folder: Path) -> AsyncIterator[QueueStack]:
-    """A dev server, the Partner Center emulator (no partner invoices), an SMTP sink and `worker.py` on a fresh
-    lifecycle queue, its sweep queue as the worker derives it (BILLING_SWEEP_TASK_QUEUE unset)."""
+async def queue_stack(folder: Path, server_db: str) -> AsyncIterator[QueueStack]:
+    """A dev server (in memory, or on a SQLite file), the Partner Center emulator (no partner invoices), an SMTP
+    sink and `worker.py` on a fresh lifecycle queue, its sweep queue as the worker derives it
+    (BILLING_SWEEP_TASK_QUEUE unset)."""
     mailbox = Mailbox()
     notices = NoticeLog(asyncio.get_running_loop(), mailbox.sink)
     emulator = PartnerCenterEmulator().start()
     emulator.seed_invoices([])
-    server = DevServerProcess(folder)
+    server = DevServerProcess(folder, in_memory=server_db == "memory")
     workers: Workers | None = None
     store: LedgerStore | None = None
     try:
@@ -789,8 +795,8 @@ def summarise_queues(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[
     return summary
 
 
-async def measure_queues(setting: Setting, folder: Path) -> tuple[list[str], dict[str, Any]]:
-    async with queue_stack(folder) as stack:
+async def measure_queues(setting: Setting, folder: Path, server_db: str) -> tuple[list[str], dict[str, Any]]:
+    async with queue_stack(folder, server_db) as stack:
         checks = {
             "announced": {
                 name: stack.announced.get(name)
@@ -823,6 +829,7 @@ async def measure_queues(setting: Setting, folder: Path) -> tuple[list[str], dic
         "page_size": setting.queue_page_size,
         "probes": setting.probes,
         "probe_gap_s": PROBE_GAP,
+        "server_db": server_db,
         "rounds": rounds,
         "summary": summary,
         "checks": checks,
@@ -842,7 +849,9 @@ def render_queues(figures: dict[str, Any]) -> list[str]:
     announced, schedule = checks["announced"], checks["schedule"]
     lifecycle_queue, sweep_queue = announced["task_queue"], announced["sweep_task_queue"]
     lines = [
-        "### The sweep's own task queue (dev server, `worker.py`, SQLite ledger)",
+        "### The sweep's own task queue (dev server "
+        + ("in memory" if figures["server_db"] == "memory" else "on a SQLite file")
+        + ", `worker.py`, SQLite ledger)",
         "",
         f"{len(rounds)} interleaved rounds (the order alternates), each sweeping both ways: {figures['owing']} "
         f"customers booked with no lifecycle, then a `DailySweep` over them (pages of {figures['page_size']}; it "
@@ -865,6 +874,14 @@ def render_queues(figures: dict[str, Any]) -> list[str]:
         "execution: the SDK asks for it by default, and this server grants it, as the waits in milliseconds "
         "show). The three SDK workers share one process, so the split takes away waiting at the server, not "
         "the competition for the process's CPU.",
+        "",
+        (
+            "The dev server runs in memory (`--queue-server file`: on its SQLite file, where every workflow's writes "
+            "wait their turn for the one file on disk, both ways alike)."
+            if figures["server_db"] == "memory"
+            else "The dev server runs on its SQLite file, where every workflow's writes wait their turn for the one "
+            "file on disk, both ways alike (by default the benchmark runs it in memory)."
+        ),
         "",
         "| figure | own queue (as shipped) | lifecycle queue (before) | shared ÷ own |",
         "| --- | --- | --- | --- |",
@@ -953,6 +970,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--postgres", default=None, help="run the sweep on this PostgreSQL (a schema of its own)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder with the logs")
     parser.add_argument(
+        "--queue-server",
+        choices=("memory", "file"),
+        default="memory",
+        help="the queue comparison's dev server: in memory (default), or on a SQLite file, where every workflow's "
+        "writes wait their turn for the one file on disk",
+    )
+    parser.add_argument(
+        "--at-scale-queue",
+        choices=("sweep", "lifecycle"),
+        default="sweep",
+        help="the time-skipping sweep on its own task queue (default, where the schedule sends it) or on the "
+        "lifecycle queue (as before it had one)",
+    )
+    parser.add_argument(
         "--sections",
         type=lambda value: [part for part in value.split(",") if part],
         default=list(SECTIONS),
@@ -968,17 +999,19 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # asyncio.run cancels the benchmark, whose cleanup stops every process it started
 
 
-async def run_bench(setting: Setting, sections: Sequence[str], folder: Path, postgres: str | None) -> dict[str, Any]:
+async def run_bench(setting: Setting, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """The figures of each section asked for, and its lines of the results file."""
     measured: dict[str, Any] = {"lines": {}}
-    for section in sections:
+    for section in args.sections:
         if section == "paging":
             lines, figures = measure_paging(setting.customers, setting.paging_owing, folder)
         elif section == "sweep":
-            lines, figures = await measure_sweep(setting.customers, setting.owing, folder, postgres)
+            lines, figures = await measure_sweep(
+                setting.customers, setting.owing, folder, args.postgres, args.at_scale_queue
+            )
         else:
             (folder / section).mkdir()
-            lines, figures = await measure_queues(setting, folder / section)
+            lines, figures = await measure_queues(setting, folder / section, args.queue_server)
         measured[section], measured["lines"][section] = figures, lines
     return measured
 
@@ -1000,7 +1033,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began, at_start, commit = datetime.now(UTC), machine(), _commit()  # before the run: the tree may change
     folder = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
     try:
-        measured = asyncio.run(run_bench(setting, args.sections, folder, args.postgres))
+        measured = asyncio.run(run_bench(setting, args, folder))
     finally:
         if args.keep:
             print(f"kept {folder}", file=sys.stderr)
