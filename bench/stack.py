@@ -77,9 +77,15 @@ class Mailbox:
 
 
 class DevServerProcess:
-    def __init__(self, folder: Path, data_converter: DataConverter = pydantic_data_converter) -> None:
+    """`in_memory`: no database file, so no restart with the same state; but no single SQLite file that every
+    write of every workflow waits for either, which a production cluster does not have."""
+
+    def __init__(
+        self, folder: Path, data_converter: DataConverter = pydantic_data_converter, *, in_memory: bool = False
+    ) -> None:
         self.folder = folder
         self.data_converter = data_converter  # the client's; the worker's must agree (encryption keys)
+        self.in_memory = in_memory
         self.ports = (free_port(), free_port(), free_port())
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -96,7 +102,9 @@ class DevServerProcess:
         port, http_port, metrics_port = self.ports
         command = [str(TEMPORAL_CLI), "server", "start-dev", "--headless", "--ip", "127.0.0.1"]
         command += ["--port", str(port), "--http-port", str(http_port), "--metrics-port", str(metrics_port)]
-        command += ["--db-filename", str(self.folder / "temporal.db"), "--log-level", "warn"]
+        if not self.in_memory:
+            command += ["--db-filename", str(self.folder / "temporal.db")]
+        command += ["--log-level", "warn"]
         for name, kind in search_attributes.registration().items():
             command += ["--search-attribute", f"{name}={kind}"]
         return command

@@ -377,6 +377,23 @@ class Settings(DocumentSettings):
                 "BILLING_PARTNER_CENTER_TOKEN_URL is required, e.g. "
                 + PRODUCTION_TOKEN_URL_TEMPLATE.format(tenant="<your partner tenant id>")
             )
+        # The worker runs one SDK worker per queue, and the SDK refuses two of one process on the same queue
+        # (it would stop at start with a traceback); a sweep there would also wait among the lifecycles' tasks.
+        own_queues = {
+            "BILLING_SWEEP_TASK_QUEUE": self.sweep_queue,
+            "BILLING_PARTNER_CENTER_TASK_QUEUE": self.partner_center_queue,
+        }
+        for name, queue in own_queues.items():
+            if queue == self.task_queue:
+                raise ValueError(
+                    f"{name} is BILLING_TASK_QUEUE's {queue!r}: it needs a task queue of its own (unset, it is "
+                    f"{self.task_queue!r} with a suffix)"
+                )
+        if self.sweep_queue == self.partner_center_queue:
+            raise ValueError(
+                f"BILLING_SWEEP_TASK_QUEUE and BILLING_PARTNER_CENTER_TASK_QUEUE are both {self.sweep_queue!r}: "
+                "each needs a task queue of its own"
+            )
         return self
 
     @property

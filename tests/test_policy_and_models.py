@@ -311,3 +311,22 @@ def test_settings_name_every_wrong_variable():
     )
     assert settings.smtp_starttls is False
     assert settings.partner_center_url == "https://partner.partnercenterapi.microsoftonline.cn"
+
+
+def test_settings_refuse_a_sweep_or_partner_center_queue_that_is_the_lifecycle_queue():
+    required = {
+        "BILLING_PARTNER_CENTER_TOKEN_URL": "https://login.partner.microsoftonline.cn/t/oauth2/token",
+        "BILLING_PARTNER_CENTER_CLIENT_ID": "id",
+        "BILLING_PARTNER_CENTER_CLIENT_SECRET": "secret",
+        "BILLING_TASK_QUEUE": "billing",
+    }
+    with pytest.raises(SettingsError, match="BILLING_SWEEP_TASK_QUEUE is BILLING_TASK_QUEUE's 'billing'"):
+        settings_from_environment(required | {"BILLING_SWEEP_TASK_QUEUE": "billing"})
+    with pytest.raises(SettingsError, match="BILLING_PARTNER_CENTER_TASK_QUEUE is BILLING_TASK_QUEUE's 'billing'"):
+        settings_from_environment(required | {"BILLING_PARTNER_CENTER_TASK_QUEUE": "billing"})
+    with pytest.raises(SettingsError, match="both 'billing-x'"):
+        settings_from_environment(
+            required | {"BILLING_SWEEP_TASK_QUEUE": "billing-x", "BILLING_PARTNER_CENTER_TASK_QUEUE": "billing-x"}
+        )
+    settings = settings_from_environment(required)
+    assert (settings.sweep_queue, settings.partner_center_queue) == ("billing-sweep", "billing-partner-center")

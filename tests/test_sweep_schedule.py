@@ -1,13 +1,16 @@
 """The daily sweep's schedule on the real dev server: created idempotently (by `starter.py sweep schedule` as
-deployments run it), and when it fires, the sweep starts what the ledger calls for and tells a lifecycle the
-books call settled."""
+deployments run it) on the sweep's own task queue, which the worker polls, and when it fires, the sweep starts
+what the ledger calls for and tells a lifecycle the books call settled."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
-from temporalio.client import ScheduleOverlapPolicy, WorkflowExecutionStatus
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy, WorkflowExecutionStatus
 
 from billing.ledger import LedgerStore
 from billing.ledger_messages import RecordInvoiceRequest, RecordPaymentRequest
@@ -45,6 +48,47 @@ async def test_sweep_schedule_is_created_once_and_updated_only_when_its_time_cha
 
     refused = await run_starter(dev_server, "billing", "sweep", "schedule", "--at", "6pm")
     assert refused.returncode == 2 and "--at" in refused.stderr
+
+
+async def test_sweep_schedule_moves_an_older_schedule_to_the_sweep_queue_the_worker_polls(
+    dev_server: DevServer, billing_worker_process: RunningWorker
+) -> None:
+    client, task_queue = dev_server.client, billing_worker_process.task_queue
+    sweep_queue = f"{task_queue}-sweep"
+    # As deployments made it before the sweep had its own queue: its sweeps waited among the lifecycles' tasks.
+    older = SweepSchedule(time(6, 0), "Asia/Shanghai", task_queue)
+    assert await ensure_sweep_schedule(client, older) == "created"
+    handle = client.get_schedule_handle(SWEEP_SCHEDULE_ID)
+
+    moved = await run_starter(dev_server, task_queue, "sweep", "schedule")
+    again = await run_starter(dev_server, task_queue, "sweep", "schedule")
+
+    assert moved.returncode == 0, moved.stderr
+    assert f"schedule {SWEEP_SCHEDULE_ID} updated: daily at 06:00 Asia/Shanghai" in moved.stdout
+    assert again.returncode == 0 and f"schedule {SWEEP_SCHEDULE_ID} unchanged" in again.stdout
+    action = (await handle.describe()).schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    assert action.task_queue == sweep_queue
+
+    # And the server sees worker.py's process (the SDK's identity is pid@host) poll that queue for both kinds of
+    # task: the sweep's workflow and its activities.
+    identity = f"{billing_worker_process.process.pid}@"
+
+    async def polled(queue_type: TaskQueueType.ValueType) -> bool:
+        described = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace, task_queue=TaskQueue(name=sweep_queue), task_queue_type=queue_type
+            )
+        )
+        return any(poller.identity.startswith(identity) for poller in described.pollers)
+
+    for queue_type in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+        await eventually(
+            f"worker.py polling {sweep_queue} ({TaskQueueType.Name(queue_type)})",
+            lambda queue_type=queue_type: polled(queue_type),
+            30,
+            billing_worker_process.stderr,
+        )
 
 
 async def test_the_schedule_firing_starts_what_the_ledger_calls_for_and_settles_the_rest(
