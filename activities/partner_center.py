@@ -7,8 +7,10 @@ the partner's own invoices from 21Vianet.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import random
 import re
+import sys
 import time
 import uuid
 from collections import deque
@@ -43,6 +45,14 @@ from billing.partner_center_messages import (
 from billing.partner_payable import PartnerInvoice
 
 log = structlog.get_logger(__name__)
+
+# httpcore imports the optional `sniffio` inside every lock, event and cancel scope it sets up (each request
+# sets up several), and Python does not remember a failed import: without sniffio (anyio 4.11 stopped
+# requiring it, agronholm/anyio#1021) each of those imports searches sys.path again, a tenth of the CPU of a
+# Partner Center call (encode/httpcore#1103). `None` in sys.modules is Python's own "not installed": the import
+# fails at once, as it would anyway, and httpcore takes asyncio as it does then.
+if importlib.util.find_spec("sniffio") is None:
+    sys.modules.setdefault("sniffio", None)  # type: ignore[assignment]
 
 # The Azure AD resource of Partner Center operated by 21Vianet: the PowerShell module asks for its API root,
 # `ChinaPartnerCenterEndpoint` (microsoft/Partner-Center-PowerShell, src/PowerShell/Models/Authentication/

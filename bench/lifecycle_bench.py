@@ -48,7 +48,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
-from bench.stack import DevServerProcess, Mailbox, Workers, cpu_seconds, machine, rss_bytes
+from bench.stack import WORKER, DevServerProcess, Mailbox, Workers, cpu_seconds, machine, rss_bytes
 from bench.trivial_workflow import TrivialWorkflow
 from billing import search_attributes as attributes
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
@@ -590,7 +590,18 @@ def summarise(
     return summary
 
 
-async def start_stack(folder: Path, encrypt: bool = False) -> Stack:
+TRIVIAL_WORKER = [sys.executable, "-m", "bench.trivial_worker"]
+
+
+async def start_stack(
+    folder: Path,
+    encrypt: bool = False,
+    billing_command: list[str] = WORKER,
+    trivial_command: list[str] = TRIVIAL_WORKER,
+    extra_env: dict[str, str] | None = None,
+) -> Stack:
+    """The benchmark's engine; bench/profile_worker.py starts the workers under a profiler (`*_command`,
+    `extra_env`)."""
     loop = asyncio.get_running_loop()
     waiter = NoticeWaiter(loop)
     mailbox = Mailbox()
@@ -605,14 +616,19 @@ async def start_stack(folder: Path, encrypt: bool = False) -> Stack:
         env.pop("BILLING_ENCRYPTION_KEYS", None)
     # Tuning the lead sets for a run (BILLING_MAX_CACHED_WORKFLOWS, ...) reaches both workers alike.
     env |= {name: value for name, value in os.environ.items() if name.startswith("BILLING_MAX_")}
-    billing = Workers(folder, env)
+    env |= extra_env or {}
+    billing = Workers(folder, env, billing_command)
     trivial_env = env | {"BILLING_TASK_QUEUE": trivial_queue}
-    trivial = Workers(folder, trivial_env, [sys.executable, "-m", "bench.trivial_worker"], "trivial-worker")
+    trivial = Workers(folder, trivial_env, trivial_command, "trivial-worker")
     stack = Stack(
         folder, server, client, emulator, mailbox, billing, trivial, billing_queue, trivial_queue, waiter, env
     )
-    await billing.start()
-    await trivial.start()
+    try:
+        await billing.start()
+        await trivial.start()
+    except BaseException:
+        stop_stack(stack)  # the server and the workers that did start, which the caller has no stack to stop
+        raise
     return stack
 
 

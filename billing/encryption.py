@@ -16,17 +16,28 @@ import argparse
 import base64
 import copy
 import dataclasses
+import functools
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
+from pydantic import TypeAdapter
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, DefaultFailureConverter, PayloadCodec, PayloadConverter
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter, pydantic_data_converter
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DataConverter,
+    DefaultFailureConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
+    PayloadCodec,
+    PayloadConverter,
+)
 from temporalio.exceptions import ApplicationError
 
 from billing.encryption_keys import KEY_BYTES, EncryptionKey, EncryptionKeys
@@ -143,14 +154,56 @@ class EncryptedFailureConverter(RefusalFailureConverter):
             super().to_failure(exception, payload_converter, failure)
 
 
+# One cache of pydantic type adapters for every payload converter of the process. The worker makes a payload
+# converter for each workflow instance it takes up, and the SDK's keeps its own cache: every cached lifecycle
+# built and kept its own TypeAdapter of each model it decoded (11 KiB a lifecycle, bench/profile_worker.py).
+# An adapter is a pure function of its type, and the payload types are the billing models, shared by every
+# sandbox; functools' cache is safe across the activation threads.
+_TYPE_ADAPTERS = functools.lru_cache(maxsize=1024)(TypeAdapter)
+
+
+class _SharedAdaptersJSONConverter(PydanticJSONPlainPayloadConverter):
+    """The SDK's pydantic JSON converter, decoding through the process's one cache of type adapters."""
+
+    def __init__(self) -> None:
+        super().__init__(max_cached_type_adapters=0)
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        hint = Any if type_hint is None else type_hint
+        try:
+            adapter: TypeAdapter[Any] = _TYPE_ADAPTERS(hint)
+        except TypeError:
+            try:
+                hash(hint)
+            except TypeError:  # an unhashable hint, as the SDK's converter: no cache
+                adapter = TypeAdapter(hint)
+            else:
+                raise
+        return adapter.validate_json(payload.data)
+
+
+class SharedPydanticPayloadConverter(CompositePayloadConverter):
+    """`temporalio.contrib.pydantic.PydanticPayloadConverter` (the same payloads, plain JSON), with the type
+    adapters shared by every instance."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            *(
+                _SharedAdaptersJSONConverter() if isinstance(converter, JSONPlainPayloadConverter) else converter
+                for converter in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
+
+
 def data_converter(keys: EncryptionKeys | None) -> DataConverter:
     """The engine's data converter: plain JSON (pydantic) without keys; with keys, JSON encrypted by the codec
     and failure messages encrypted too (`EncryptedFailureConverter`). Either way a refusal carries no stack
     trace (`RefusalFailureConverter`)."""
+    plain = dataclasses.replace(pydantic_data_converter, payload_converter_class=SharedPydanticPayloadConverter)
     if keys is None:
-        return dataclasses.replace(pydantic_data_converter, failure_converter_class=RefusalFailureConverter)
+        return dataclasses.replace(plain, failure_converter_class=RefusalFailureConverter)
     return dataclasses.replace(
-        pydantic_data_converter, payload_codec=EncryptionCodec(keys), failure_converter_class=EncryptedFailureConverter
+        plain, payload_codec=EncryptionCodec(keys), failure_converter_class=EncryptedFailureConverter
     )
 
 

@@ -495,3 +495,9 @@ class TimelineEntry(Message):
     detail: str
     reference: str | None = None
     operator: str | None = None  # who acted, for an operator's action that named one
+
+
+# BillingStatus names TimelineEntry, defined after it: completed here, at import, instead of by pydantic at its
+# first validation, which looks the name up in the module it finds from where it is called and fails when that
+# is a workflow module the sandbox shares (`PydanticUserError: BillingStatus is not fully defined`).
+BillingStatus.model_rebuild()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, GetJsonSchemaHandler, field_serializer, field_validator, model_validator
@@ -25,6 +26,7 @@ def minor_units(currency: str) -> int:
 MAX_AMOUNT = Decimal("999999999999.99")
 
 
+@cache  # every sum and difference checks the bound: the decision core asks this thousands of times a decision
 def largest_amount(currency: str) -> Decimal:
     """`MAX_AMOUNT` in the currency's minor units."""
     return MAX_AMOUNT.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_DOWN)
@@ -175,7 +177,12 @@ class Money(BaseModel):
 
     @classmethod
     def zero(cls, currency: str) -> Money:
-        return cls(amount=Decimal(0), currency=currency)
+        zero = _ZEROS.get(currency)
+        if zero is None:
+            zero = cls(amount=Decimal(0), currency=currency)
+            if zero.currency == currency:  # the upper-case code: at most one per ISO 4217 code is kept
+                _ZEROS[currency] = zero
+        return zero
 
     def _same_currency(self, other: Money) -> None:
         if other.currency != self.currency:
@@ -184,18 +191,34 @@ class Money(BaseModel):
     def _within_bound(self, what: str, amount: Decimal) -> Money:
         if _beyond(amount, self.currency) is not None:
             raise AmountOutOfRange(what, amount, self.currency)
-        return Money(amount=amount, currency=self.currency)
+        return self._exact(amount)
+
+    def _exact(self, amount: Decimal) -> Money:
+        """A result of arithmetic on amounts of this currency, within the bound, built without validating it again:
+        every validated amount has exactly the currency's minor units as its exponent, and so have their sums,
+        differences and negations (twelve digits and the minor units are far inside the decimal context's 28),
+        so validation would return the very same value. The decision core adds and compares amounts thousands
+        of times per decision; validating each result cost most of its time."""
+        return Money.model_construct(amount=amount, currency=self.currency)
 
     def __add__(self, other: Money) -> Money:
         self._same_currency(other)
+        # Adding a zero to an amount that is not zero gives that very amount (same exponent: see `_exact`);
+        # sums start from zero and most disputed amounts are zero, so this is most of the core's additions.
+        if not other.amount and self.amount:
+            return self
+        if not self.amount and other.amount:
+            return other
         return self._within_bound("the sum", self.amount + other.amount)
 
     def __sub__(self, other: Money) -> Money:
         self._same_currency(other)
+        if not other.amount and self.amount:
+            return self
         return self._within_bound("the difference", self.amount - other.amount)
 
     def __neg__(self) -> Money:
-        return Money(amount=-self.amount, currency=self.currency)
+        return self._exact(-self.amount)
 
     def __lt__(self, other: Money) -> bool:
         self._same_currency(other)
@@ -226,6 +249,10 @@ class Money(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency}"
+
+
+# Money.zero's: one frozen zero per currency code, shared (nothing can change a frozen Money).
+_ZEROS: dict[str, Money] = {}
 
 
 def total(amounts: list[Money], currency: str) -> Money:

@@ -491,6 +491,27 @@ def test_forecast_is_what_the_core_then_does():
     assert predicted[-1][0].startswith("data-deletion-warning-2-")
 
 
+def test_a_notices_suspension_date_is_the_forecasts_found_without_deciding_past_the_suspension(monkeypatch):
+    """The invoice, every reminder and the final notice quote the suspension date: the forecast behind it stops
+    at the suspension instead of running the core on through every data deletion warning."""
+    d = driver()
+    d.issue("INV-1", cny(5000), DUE)
+    full = forecast(d.state, d.policy, d.now)
+    suspension = next(step for step in full if step.kind is StepKind.SUSPEND)
+    decisions = []
+    counted = lambda state, policy, now: decisions.append(now) or decide(state, policy, now)  # noqa: E731
+    monkeypatch.setattr("billing.lifecycle.forecast.decide", counted)
+    forecast(d.state, d.policy, d.now)
+    every_step = len(decisions)
+    decisions.clear()
+
+    outlook = notice.suspension_outlook(d.state, d.policy, d.now)
+
+    assert outlook is not None and outlook.on == suspension.at.astimezone(SHANGHAI).date()
+    assert max(decisions) == suspension.at  # the last decision is the one that named the suspension
+    assert len(decisions) < every_step
+
+
 def test_desk_steps_go_out_at_night_while_customer_notices_wait_for_business_hours():
     d = driver()
     d.issue("INV-1", cny(500), DUE)

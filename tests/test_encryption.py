@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, TypeAdapter
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -114,10 +115,13 @@ async def test_the_key_id_is_bound_to_the_ciphertext():
 
 async def test_with_keys_failure_messages_are_encrypted_too_and_without_keys_the_converter_is_todays():
     plain = data_converter(None)
-    assert (plain.payload_converter_class, plain.payload_codec) == (
-        pydantic_data_converter.payload_converter_class,
-        None,
-    )
+    assert plain.payload_codec is None
+    # The SDK's pydantic JSON, payload for payload (its type adapters shared: see the test below).
+    values = [ACCOUNT, {"amount": "1.00"}, None, b"raw", "text"]
+    sdk_payloads = pydantic_data_converter.payload_converter.to_payloads(values)
+    assert plain.payload_converter.to_payloads(values) == sdk_payloads
+    hints = [CustomerAccount, dict, type(None), bytes, str]
+    assert plain.payload_converter.from_payloads(sdk_payloads, hints) == values
     converter = data_converter(parse_encryption_keys(key("k")))
     assert isinstance(converter.failure_converter, EncryptedFailureConverter)
     failure = Failure()
@@ -263,3 +267,28 @@ def test_a_command_in_the_checkout_of_dev_run_uses_its_key_unless_told_otherwise
     assert isinstance(own, EncryptionCodec) and own._keys.ids == ["own"]
     monkeypatch.setattr(common, "DEV_RUN_KEY_FILE", tmp_path / "none")
     assert common.data_converter({}).payload_codec is None
+
+
+def test_the_payload_converters_of_all_workflow_instances_share_their_type_adapters(monkeypatch):
+    """The worker makes a payload converter for each workflow instance: each built (and, cached, kept) its own
+    pydantic TypeAdapter of every model it decoded."""
+
+    class Decoded(BaseModel):
+        value: int
+
+    built: list[object] = []
+    original = TypeAdapter.__init__
+
+    def counting(self, kind, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if kind is Decoded:
+            built.append(kind)
+        original(self, kind, *args, **kwargs)
+
+    monkeypatch.setattr(TypeAdapter, "__init__", counting)
+    converter_class = data_converter(None).payload_converter_class
+    payloads = pydantic_data_converter.payload_converter.to_payloads([Decoded(value=1)])
+
+    for _ in range(3):  # three workflow instances
+        assert converter_class().from_payloads(payloads, [Decoded]) == [Decoded(value=1)]
+
+    assert len(built) == 1

@@ -1345,3 +1345,34 @@ def test_due_date_change_the_books_cannot_make_is_refused_and_changes_nothing(le
     assert ledger.balance(CUSTOMER, "CNY").invoices[0].due_on == date(2026, 2, 28)
     assert ledger.balance("cust-002", "CNY").invoices[0].due_on == date(2026, 2, 28)
     assert reschedule(ledger, "CH-1", "INV-1", date(2026, 3, 31)).invoices[0].due_on == date(2026, 3, 31)
+
+
+# --- what a booking costs ---------------------------------------------------------------------------------
+
+
+def test_a_lifecycles_bookings_build_no_select_statement_per_call(
+    ledger: LedgerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building a SELECT and its cache key took SQLAlchemy longer than running it: the statements every
+    invoice, payment and notice runs are built once, with bound parameters."""
+    record_invoice(ledger, "INV-0", "100.00", date(2026, 1, 31))  # the first of the customer: not counted
+    built: list[str] = []
+    for module in ("billing.ledger.books", "billing.ledger.rows", "billing.ledger.notice_log"):
+        original = __import__(module, fromlist=["select"]).select
+
+        def counting(*args: Any, _original: Any = original, _module: str = module) -> Any:
+            built.append(_module)
+            return _original(*args)
+
+        monkeypatch.setattr(f"{module}.select", counting)
+
+    balance = record_invoice(ledger, "INV-1", "1234.50", date(2026, 2, 28))
+    recorded = pay(ledger, "PAY-1", "1234.50", invoice_id="INV-1")
+    entry = notice("invoice-INV-1", NoticeKind.INVOICE, datetime(2026, 2, 1, 9, 0, tzinfo=SHANGHAI))
+    assert ledger.find_notice(CUSTOMER, entry.key) is None
+    assert ledger.log_notice(entry) == entry == ledger.find_notice(CUSTOMER, entry.key)
+
+    assert [i.invoice_id for i in balance.invoices] == ["INV-0", "INV-1"]
+    assert [a.invoice_id for a in recorded.allocations] == ["INV-1"]
+    assert recorded.balance.amount_due == cny("100.00")
+    assert built == []

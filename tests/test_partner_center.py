@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
 import signal
 import subprocess
 import sys
@@ -1201,3 +1202,26 @@ async def test_the_next_attempt_keeps_what_the_failed_one_changed_and_patches_on
     ]
     patched = [(call.path.rsplit("/", 1)[-1], call.status) for call in partner_center_emulator.api_requests("PATCH")]
     assert patched == [("sub-1", 200), ("sub-2", 503), ("sub-2", 200)]
+
+
+# --- what a call costs ----------------------------------------------------------------------------------------
+
+
+async def test_a_call_does_not_search_the_path_for_the_optional_sniffio_again_and_again(
+    partner_center_emulator: PartnerCenterEmulator, client: PartnerCenterClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpcore imports `sniffio` (optional, and not installed here) in every lock and event of a request; a
+    failed import is not remembered, so each one searched sys.path again (encode/httpcore#1103)."""
+    partner_center_emulator.seed_tenant(TENANT, {"sub-1": "active"})
+    await client.list_subscriptions(TENANT, WORKFLOW_ID)  # the token and the connection: not what is counted
+    searched: list[str] = []
+    find_spec = importlib.machinery.PathFinder.find_spec
+
+    def spying(name: str, path: Any = None, target: Any = None) -> Any:
+        searched.append(name)
+        return find_spec(name, path, target)
+
+    monkeypatch.setattr(importlib.machinery.PathFinder, "find_spec", spying)
+    await client.set_subscription_status(TENANT, "sub-1", "suspended", REQUEST_KEY, WORKFLOW_ID)
+
+    assert "sniffio" not in searched

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tomllib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -253,6 +255,72 @@ def test_a_sum_beyond_the_bound_is_refused_never_clamped() -> None:
     assert isinstance(refused.value, Refused)
 
 
+_AMOUNTS = st.one_of(
+    st.sampled_from(["0", "-0", "0.01", "-0.01", "999999999999.99", "-999999999999.99", "1234.50"]).map(Decimal),
+    st.decimals(min_value=-MAX_AMOUNT, max_value=MAX_AMOUNT, places=2, allow_nan=False, allow_infinity=False),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=_AMOUNTS, b=_AMOUNTS, currency=st.sampled_from(["CNY", "JPY", "USD"]))
+def test_sums_differences_and_negations_are_the_very_amounts_validation_gives(a: Decimal, b: Decimal, currency: str):
+    """Arithmetic builds its results without validating them again: each must be what validating would give,
+    to the exponent and the sign of a zero (they go into activity inputs: a replay compares those)."""
+    places = Decimal(1).scaleb(-minor_units(currency))
+    x = Money.of(a.quantize(places, rounding="ROUND_DOWN"), currency)
+    y = Money.of(b.quantize(places, rounding="ROUND_DOWN"), currency)
+    for what, result, exact in (
+        ("sum", lambda: x + y, lambda: x.amount + y.amount),
+        ("difference", lambda: x - y, lambda: x.amount - y.amount),
+        ("negation", lambda: -x, lambda: -x.amount),
+    ):
+        try:
+            validated = Money(amount=exact(), currency=currency)
+        except ValidationError:
+            with pytest.raises(AmountOutOfRange):
+                result()
+            continue
+        got = result()
+        assert got == validated, what
+        assert got.amount.as_tuple() == validated.amount.as_tuple(), what
+        assert got.model_dump_json() == validated.model_dump_json(), what
+
+
+def test_arithmetic_and_zero_validate_no_amount_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision core adds and compares amounts thousands of times per decision: validating each result
+    (three Python validators) was most of its time."""
+    x, y = Money.of("1234.50", "CNY"), Money.of("0.50", "CNY")
+    Money.zero("CNY")
+    validations = []
+    validator = Money.__pydantic_validator__
+
+    class Counting:
+        def validate_python(self, *args: Any, **kwargs: Any) -> Any:
+            validations.append(args)
+            return validator.validate_python(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(validator, name)
+
+    monkeypatch.setattr(Money, "__pydantic_validator__", Counting())
+    assert Money.of("1.00", "CNY").amount == Decimal("1.00") and len(validations) == 1  # counting works
+    validations.clear()
+
+    zero = Money.zero("CNY")
+    results = [x + y, x - y, -x, x + zero, zero + y, x - zero, total([x, y], "CNY")]
+
+    assert [str(result) for result in results] == [
+        "1235.00 CNY",
+        "1234.00 CNY",
+        "-1234.50 CNY",
+        "1234.50 CNY",
+        "0.50 CNY",
+        "1234.50 CNY",
+        "1235.00 CNY",
+    ]
+    assert validations == []
+
+
 def test_a_dispute_on_top_of_a_whole_disputed_invoice_of_the_largest_amount_is_refused() -> None:
     account = CustomerAccount(customer_id="C-1", name="Lotus", email="ap@lotus.example.cn")
     largest = Money.of("999999999999.99", "CNY")
@@ -330,3 +398,15 @@ def test_settings_refuse_a_sweep_or_partner_center_queue_that_is_the_lifecycle_q
         )
     settings = settings_from_environment(required)
     assert (settings.sweep_queue, settings.partner_center_queue) == ("billing-sweep", "billing-partner-center")
+
+
+def test_every_contract_model_is_complete_once_imported() -> None:
+    """Not completed later by pydantic at first use, from wherever that is (inside a workflow's sandbox)."""
+    probe = (
+        "import pydantic, billing.models as m\n"
+        "print([n for n, v in vars(m).items() if isinstance(v, type) and issubclass(v, pydantic.BaseModel)"
+        " and v is not pydantic.BaseModel and not v.__pydantic_complete__])"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    finished = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, check=True)
+    assert finished.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Table, select
+from sqlalchemy import Connection, Engine, Row, Table, bindparam, select
 
 from billing.ledger.audit_trail import _record_audit
 from billing.ledger.rejection import LedgerRejection
@@ -511,13 +511,16 @@ def _settle(
     )
 
 
+_OPEN_DUES = (
+    select(invoices.c.invoice_id, invoices.c.outstanding)
+    .where(invoices.c.customer_id == bindparam("customer_id"), invoices.c.outstanding > 0)
+    .order_by(invoices.c.due_at, invoices.c.issued_on, invoices.c.invoice_id)
+)
+
+
 def _open_dues(connection: Connection, customer_id: str) -> list[_Due]:
     """The customer's invoices with something outstanding, oldest first."""
-    rows = connection.execute(
-        select(invoices.c.invoice_id, invoices.c.outstanding)
-        .where(invoices.c.customer_id == customer_id, invoices.c.outstanding > 0)
-        .order_by(invoices.c.due_at, invoices.c.issued_on, invoices.c.invoice_id)
-    ).all()
+    rows = connection.execute(_OPEN_DUES, {"customer_id": customer_id}).all()
     return [_Due(row.invoice_id, row.outstanding) for row in rows]
 
 
@@ -589,8 +592,11 @@ def _record_payment(
     )
 
 
+_PAYMENT_ROW = select(payments).where(payments.c.payment_id == bindparam("payment_id"))
+
+
 def _payment_row(connection: Connection, payment_id: str) -> Row[Any] | None:
-    return connection.execute(select(payments).where(payments.c.payment_id == payment_id)).one_or_none()
+    return connection.execute(_PAYMENT_ROW, {"payment_id": payment_id}).one_or_none()
 
 
 def _require_same_payment(existing: Row[Any], payment: Payment) -> None:
@@ -675,13 +681,16 @@ def _allocate(
     return made, left
 
 
+_UNAPPLIED_CREDITS = (
+    select(unapplied_credits.c.payment_id, unapplied_credits.c.remaining)
+    .where(unapplied_credits.c.customer_id == bindparam("customer_id"), unapplied_credits.c.remaining > 0)
+    .order_by(unapplied_credits.c.created_at, unapplied_credits.c.payment_id)
+)
+
+
 def _apply_unapplied_credit(connection: Connection, customer_id: str, currency: str, now: datetime) -> None:
     """Pay open invoices, oldest first, from the customer's unapplied credit, oldest credit first."""
-    credits = connection.execute(
-        select(unapplied_credits.c.payment_id, unapplied_credits.c.remaining)
-        .where(unapplied_credits.c.customer_id == customer_id, unapplied_credits.c.remaining > 0)
-        .order_by(unapplied_credits.c.created_at, unapplied_credits.c.payment_id)
-    ).all()
+    credits = connection.execute(_UNAPPLIED_CREDITS, {"customer_id": customer_id}).all()
     if not credits:
         return
     dues = _open_dues(connection, customer_id)
@@ -728,25 +737,31 @@ def _require_within_dispute(
 # --- balances ---------------------------------------------------------------------------------------------
 
 
+_ACCOUNT = select(customers).where(customers.c.customer_id == bindparam("customer_id"))
+_BALANCE_INVOICES = (
+    select(invoices)
+    .where(
+        invoices.c.customer_id == bindparam("customer_id"),
+        (invoices.c.outstanding > 0) | invoices.c.invoice_id.in_(bindparam("known", expanding=True)),
+    )
+    .order_by(invoices.c.due_at, invoices.c.issued_on, invoices.c.invoice_id)
+)
+_UNAPPLIED_CREDIT = select(unapplied_credits.c.remaining).where(
+    unapplied_credits.c.customer_id == bindparam("customer_id")
+)
+
+
 def _balance(
     connection: Connection, customer_id: str, currency: str, known_invoice_ids: Iterable[str]
 ) -> AccountBalance:
-    account = connection.execute(select(customers).where(customers.c.customer_id == customer_id)).one_or_none()
+    account = connection.execute(_ACCOUNT, {"customer_id": customer_id}).one_or_none()
     if account is None:
         zero = Money.zero(currency)
         return AccountBalance(customer_id=customer_id, currency=currency, unapplied_credit=zero, amount_due=zero)
     _require_currency(account, currency)
-    rows = connection.execute(
-        select(invoices)
-        .where(
-            invoices.c.customer_id == customer_id,
-            (invoices.c.outstanding > 0) | invoices.c.invoice_id.in_(set(known_invoice_ids)),
-        )
-        .order_by(invoices.c.due_at, invoices.c.issued_on, invoices.c.invoice_id)
-    ).all()
-    credit = connection.execute(
-        select(unapplied_credits.c.remaining).where(unapplied_credits.c.customer_id == customer_id)
-    ).scalars()
+    known = sorted(set(known_invoice_ids))
+    rows = connection.execute(_BALANCE_INVOICES, {"customer_id": customer_id, "known": known}).all()
+    credit = connection.execute(_UNAPPLIED_CREDIT, {"customer_id": customer_id}).scalars()
 
     return AccountBalance(
         customer_id=customer_id,

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, select
+from sqlalchemy import Connection, Engine, Row, bindparam, select
 
 from billing.ledger.rows import _insert, _now
 from billing.ledger.schema import notice_log
 from billing.ledger_messages import NoticeLogEntry
+
+# Built once, as the statements of rows.py.
+_NOTICE_ROW = select(notice_log).where(
+    notice_log.c.customer_id == bindparam("customer_id"), notice_log.c.key == bindparam("key")
+)
 
 
 class NoticeLogBook:
@@ -43,9 +48,7 @@ class NoticeLogBook:
 
 
 def _notice_row(connection: Connection, customer_id: str, key: str) -> Row[Any] | None:
-    return connection.execute(
-        select(notice_log).where(notice_log.c.customer_id == customer_id, notice_log.c.key == key)
-    ).one_or_none()
+    return connection.execute(_NOTICE_ROW, {"customer_id": customer_id, "key": key}).one_or_none()
 
 
 def _notice_entry(row: Row[Any]) -> NoticeLogEntry:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, select
+from sqlalchemy import Connection, Row, Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from billing.ledger.rejection import LedgerRejection
@@ -17,6 +17,12 @@ from billing.ledger_messages import InvoiceBalance
 from billing.money import AmountOutOfRange, Money, total
 
 # --- SQL --------------------------------------------------------------------------------------------------
+
+# The statements every booking runs, built once with bound parameters: building a SELECT and its cache key for
+# each execution cost SQLAlchemy more than running it (0.26 against 0.09 ms per statement, measured on SQLite),
+# and a booking runs about ten. SQLAlchemy compiles each once per dialect and caches it.
+LOCK_ACCOUNT = select(customers).where(customers.c.customer_id == bindparam("customer_id")).with_for_update()
+INVOICE_ROW = select(invoices).where(invoices.c.invoice_id == bindparam("invoice_id"))
 
 
 def _insert(connection: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -41,16 +47,14 @@ def _total(amounts: Iterable[Decimal], currency: str, what: str) -> Money:
 
 def _lock_account(connection: Connection, customer_id: str) -> Row[Any] | None:
     # FOR UPDATE serialises writers per customer on PostgreSQL; SQLite's BEGIN IMMEDIATE already did.
-    return connection.execute(
-        select(customers).where(customers.c.customer_id == customer_id).with_for_update()
-    ).one_or_none()
+    return connection.execute(LOCK_ACCOUNT, {"customer_id": customer_id}).one_or_none()
 
 
 # --- invoices ---------------------------------------------------------------------------------------------
 
 
 def _invoice_row(connection: Connection, invoice_id: str) -> Row[Any] | None:
-    return connection.execute(select(invoices).where(invoices.c.invoice_id == invoice_id)).one_or_none()
+    return connection.execute(INVOICE_ROW, {"invoice_id": invoice_id}).one_or_none()
 
 
 def _require_invoice_of(connection: Connection, customer_id: str, invoice_id: str) -> Row[Any]:

@@ -4,6 +4,7 @@ with what the engine does."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,8 +26,15 @@ class ForecastStep:
 def forecast(state: BillingState, policy: CollectionsPolicy, now: datetime, limit: int = 100) -> list[ForecastStep]:
     """Every step from `now` on if no payment, dispute or operator action comes, each performed as the
     workflow performs it (Partner Center and the mailer always succeeding)."""
+    return list(forecast_steps(state, policy, now, limit))
+
+
+def forecast_steps(
+    state: BillingState, policy: CollectionsPolicy, now: datetime, limit: int = 100
+) -> Iterator[ForecastStep]:
+    """`forecast`, one step at a time: a caller that needs only the first steps (the suspension a notice quotes)
+    stops there instead of running the core through every later warning."""
     future = state.model_copy(deep=True)
-    steps: list[ForecastStep] = []
     for _ in range(limit):
         transitions.time_passed(future, now)
         decision = decide(future, policy, now)
@@ -38,7 +46,7 @@ def forecast(state: BillingState, policy: CollectionsPolicy, now: datetime, limi
             # supersede it).
             now = step.at
             continue
-        steps.append(ForecastStep(kind=step.kind, at=step.at, key=step.key))
+        yield ForecastStep(kind=step.kind, at=step.at, key=step.key)
         if step.kind is StepKind.SUSPEND:
             if future.suspension is None:
                 transitions.suspension_started(future, step, ActiveSubscriptions(subscription_ids=[]), now)
@@ -46,4 +54,3 @@ def forecast(state: BillingState, policy: CollectionsPolicy, now: datetime, limi
         elif step.kind is StepKind.REINSTATE:
             transitions.reinstated(future, [], now)
         transitions.step_performed(future, step, now)
-    return steps

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from billing.ledger_messages import EscalationCase, InvoiceBalance
-from billing.lifecycle.forecast import forecast
+from billing.lifecycle.forecast import forecast_steps
 from billing.lifecycle.next_step import data_deletion_date
 from billing.lifecycle.state import BillingState, DeskReport
 from billing.lifecycle.steps import Step, StepKind
@@ -105,7 +105,7 @@ def suspension_outlook(state: BillingState, policy: CollectionsPolicy, now: date
     """For a notice of the ladder sent now: the day the engine will suspend if nothing is paid, as `forecast`
     finds it with this notice sent (each later notice paced after it, a final notice superseding a reminder due
     the same morning), so the date quoted is the date that comes."""
-    suspension = next((step for step in forecast(state, policy, now) if step.kind is StepKind.SUSPEND), None)
+    suspension = next((step for step in forecast_steps(state, policy, now) if step.kind is StepKind.SUSPEND), None)
     if suspension is None:
         return None
     return NoticeNextStep(kind=NextActionKind.SUSPENSION, on=suspension.at.astimezone(state.account.zone).date())
