@@ -63,6 +63,6 @@ async def test_a_lifecycle_taken_up_again_and_again_compiles_no_workflow_source(
             for event in (await handle.fetch_history()).events
             if event.HasField("workflow_task_started_event_attributes")
         )
-    assert tasks >= 3  # so the module was imported into several sandbox instances
+    assert tasks >= 2  # so the module was imported into more than one sandbox instance
     shared = ["customer_billing.py", "inbox.py", "activity_options.py", "__init__.py"]
     assert {name: compiled_sources[name] for name in shared} == dict.fromkeys(shared, 0)
