@@ -35,7 +35,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, make_url, select, text
 from temporalio.api.common.v1 import Payload
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import (
     Client,
     WorkflowHistory,
@@ -682,16 +682,27 @@ async def check(
     figures.defect_if("fuzz_update_errors", updates["error"])
     figures.defect_if("fuzz_not_rejected", len(rejected_short), ",".join(rejected_short))
 
-    # Histories: no workflow task may fail, and every history must replay on today's code.
+    # Histories: no workflow task may fail, and every history must replay on today's code. One failure is the
+    # server's, not ours: a task that completes the run while a new signal or update arrives is failed with cause
+    # UNHANDLED_COMMAND, so that the worker takes the message in before completing (nothing is lost; the
+    # next task does it). It is counted, not a defect.
     histories: list[WorkflowHistory] = []
     task_failures: list[str] = []
+    completions_redone = 0
     for life in lifecycles:
         history = await persist(lambda life=life: client.get_workflow_handle(life.workflow_id).fetch_history())
         histories.append(history)
-        failed = sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED)
-        if failed:
-            task_failures.append(f"{life.workflow_id}:{failed}")
+        failures = [
+            e.workflow_task_failed_event_attributes.cause
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+        ]
+        redone = failures.count(WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND)
+        completions_redone += redone
+        if len(failures) > redone:
+            task_failures.append(f"{life.workflow_id}:{len(failures) - redone}")
     figures.defect_if("workflow_task_failures", len(task_failures), ",".join(task_failures))
+    figures.values["completions_redone_for_a_new_message"] = completions_redone
     replayer = Replayer(workflows=WORKFLOWS, interceptors=[OnePayloadPerMessage()], data_converter=TEST_DATA_CONVERTER)
     results = await replayer.replay_workflows(_each(histories), raise_on_replay_failure=False)
     figures.values["replayed"] = f"{len(histories) - len(results.replay_failures)}/{len(histories)}"

@@ -346,7 +346,12 @@ async def test_sweep_starts_exactly_the_lifecycles_the_ledger_calls_for(
             assert statuses[MISSING:] == [None] * (PAID + 1)
 
             async def agrees_with_ledger(customer_id: str) -> bool:
-                status = await engine.status(customer_id)
+                try:
+                    status = await engine.status(customer_id)
+                except RPCError as error:  # a query waits for the run's workflow task; on a loaded machine, ask again
+                    if "Timeout expired" not in str(error):
+                        raise
+                    return False
                 books = store.balance(customer_id, "CNY", [i.invoice_id for i in status.invoices])
                 return status.amount_due == books.amount_due and {i.invoice_id for i in status.invoices} >= {
                     i.invoice_id for i in books.invoices
