@@ -28,6 +28,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.collections_policy import PolicyActivities
 from activities.ledger import LedgerActivities
@@ -160,6 +161,21 @@ class BillingWorkers:
         await self._stack.aclose()
 
 
+def workflow_runner(settings: Settings) -> SandboxedWorkflowRunner:
+    """The sandbox the workflows run in, as `workflow_sandbox` says.
+
+    "shared": the workflow modules themselves are passed through, like `billing` and the SDK already are, so
+    each is imported once per worker instead of executed again in the sandbox of every run the worker takes up
+    (a cached lifecycle held its own copy of the module's code and classes: 279 KiB against 133 KiB shared,
+    bench/results/profiles/worker-memory*.txt). What that gives up is the sandbox's check of those modules'
+    own code (a clock read, randomness, I/O): the suite runs "strict", and so do the replays of the
+    recorded histories, so such a call fails a test before it reaches a worker."""
+    if settings.workflow_sandbox == "strict":
+        return SandboxedWorkflowRunner()
+    modules = sorted({workflow_class.__module__ for workflow_class in WORKFLOWS})
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules))
+
+
 def tuning(settings: Settings) -> dict[str, Any]:
     """The SDK worker options the settings tune (None: the SDK's default), as printed at start."""
     options: dict[str, Any] = {"max_cached_workflows": settings.max_cached_workflows}
@@ -230,6 +246,7 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Bi
         sweep.reconcile_running_lifecycles,
     ]
     options = tuning(settings)
+    runner = workflow_runner(settings)
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="ledger") as ledger_threads:
         workers = BillingWorkers(
             Worker(
@@ -240,6 +257,7 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Bi
                 interceptors=[OnePayloadPerMessage()],
                 activity_executor=ledger_threads,
                 graceful_shutdown_timeout=timedelta(seconds=10),
+                workflow_runner=runner,
                 **options,
             ),
             Worker(
@@ -253,6 +271,7 @@ async def billing_worker(client: Client, settings: Settings) -> AsyncIterator[Bi
                 client,
                 task_queue=settings.sweep_queue,
                 workflows=[DailySweep],
+                workflow_runner=runner,
                 activities=[
                     sweep.reconcile_owed_customers,
                     sweep.reconcile_running_lifecycles,
@@ -291,6 +310,7 @@ async def run(settings: Settings, target: TemporalTarget, runtime: Runtime | Non
             partner_center_calls_per_second=settings.partner_center_calls_per_second,
             sweep_task_queue=settings.sweep_queue,
             **tuning(settings),
+            workflow_sandbox=settings.workflow_sandbox,
             mail="smtp" if settings.smtp_host else "outbox",
             metrics_port=settings.metrics_port,
             **target.log_fields(),

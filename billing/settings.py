@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from datetime import time, timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator, model_validator
 
@@ -66,6 +67,7 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "BILLING_MAX_CACHED_WORKFLOWS": "max_cached_workflows",
     "BILLING_MAX_CONCURRENT_WORKFLOW_TASKS": "max_concurrent_workflow_tasks",
     "BILLING_MAX_CONCURRENT_ACTIVITIES": "max_concurrent_activities",
+    "BILLING_WORKFLOW_SANDBOX": "workflow_sandbox",
     "BILLING_PARTNER_CENTER_TASK_QUEUE": "partner_center_task_queue",
     "BILLING_PARTNER_CENTER_CALLS_PER_SECOND": "partner_center_calls_per_second",
     "BILLING_METRICS_PORT": "metrics_port",
@@ -284,6 +286,12 @@ class Settings(DocumentSettings):
     max_cached_workflows: int = 2_000
     max_concurrent_workflow_tasks: int | None = None  # None: the SDK's default
     max_concurrent_activities: int | None = None  # None: the SDK's default
+    # "shared": the workflow modules are imported once per worker and shared by the sandboxes of every run (a
+    # cached lifecycle costs about half the memory: bench/results/lifecycle.md); "strict": each run's sandbox
+    # executes them afresh, and the sandbox's determinism checks (no clock, no randomness, no I/O) cover their
+    # code as well. The test suite and the replay of recorded histories run "strict", so a check that would
+    # fail is found there; "strict" in production is for chasing a non-determinism error.
+    workflow_sandbox: Literal["shared", "strict"] = "shared"
     # Partner Center's rate limit is per partner tenant, so it is kept by the Temporal server for every worker at
     # once: its calls run on their own task queue (None: "{task_queue}-partner-center") with a task-queue-wide
     # activity rate limit.

@@ -272,6 +272,7 @@ async def record(scenario: str, name: str) -> Path:
             partner_center_client_secret=emulator.client_secret,
             policy_file=policy,
             encryption_keys=parse_encryption_keys(HISTORY_ENCRYPTION_KEYS) if encrypted else None,
+            workflow_sandbox="strict",
         )
         async with billing_worker(env.client, settings) as worker, worker:
             handle = await SCENARIOS[scenario](env, settings)

@@ -233,6 +233,9 @@ def engine_factory(tmp_path: Path, smtp_sink: Any, partner_center_emulator: Part
             "partner_center_client_secret": partner_center_emulator.client_secret,
             "policy_file": policy_file,
             "encryption_keys": TEST_KEYS,
+            # Every module's code under the sandbox's determinism checks (production shares the workflow
+            # modules between runs, which skips those checks for them).
+            "workflow_sandbox": "strict",
         }
         values.update(overrides)
         settings = Settings.model_validate(values)
