@@ -803,7 +803,9 @@ LATENCY_ROWS = (
 )
 
 
-def render(results: dict[str, dict[str, Any]]) -> str:
+def render(results: dict[str, dict[str, Any]], targets: str = "") -> str:
+    """The results file: the table of every saved run, then `targets` (the hand-written account of each target
+    not met: how far and why, `lifecycle-targets.md` beside the results), then each run's particulars."""
     labels = sorted(results, key=lambda label: results[label]["date"])
     header = ["figure", "issue 13 target", *labels]
     lines = [
@@ -848,6 +850,7 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "the first row says how many did), and CPU per run and per workflow task are over every run of the "
         "rounds. The rounds' own counts are in the JSON file.",
         "",
+        *([targets.strip(), ""] if targets.strip() else []),
         "## Runs",
         "",
     ]
@@ -938,13 +941,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": at_start,
         "setting": asdict(setting),
         "pythondontwritebytecode": os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
-        "worker_tuning": {name: value for name, value in os.environ.items() if name.startswith("BILLING_MAX_")},
+        "worker_tuning": {
+            name: value
+            for name, value in os.environ.items()
+            if name.startswith("BILLING_MAX_") or name == "BILLING_WORKFLOW_SANDBOX"
+        },
         "note": args.note,
         **measured,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"lifecycle-{args.label}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    markdown = render(load_results(args.out))
+    targets = args.out / "lifecycle-targets.md"
+    markdown = render(load_results(args.out), targets.read_text(encoding="utf-8") if targets.exists() else "")
     (args.out / "lifecycle.md").write_text(markdown + "\n", encoding="utf-8")
     print(markdown)
     return 0
