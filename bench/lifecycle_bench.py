@@ -36,7 +36,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -599,15 +599,19 @@ async def start_stack(
     billing_command: list[str] = WORKER,
     trivial_command: list[str] = TRIVIAL_WORKER,
     extra_env: dict[str, str] | None = None,
+    server_db: str = "file",
 ) -> Stack:
     """The benchmark's engine; bench/profile_worker.py starts the workers under a profiler (`*_command`,
-    `extra_env`)."""
+    `extra_env`). `server_db` "memory": the dev server keeps no SQLite file, which at M = 10,000 was the bound
+    (opening 2.9 lifecycles/s), not the worker."""
     loop = asyncio.get_running_loop()
     waiter = NoticeWaiter(loop)
     mailbox = Mailbox()
     mailbox.sink.listener = waiter.arrived
     emulator = PartnerCenterEmulator().start()
-    server = DevServerProcess(folder, TEST_DATA_CONVERTER if encrypt else pydantic_data_converter)
+    server = DevServerProcess(
+        folder, TEST_DATA_CONVERTER if encrypt else pydantic_data_converter, in_memory=server_db == "memory"
+    )
     client = await server.start()
     billing_queue, trivial_queue = f"bench-{uuid.uuid4().hex[:8]}", f"bench-trivial-{uuid.uuid4().hex[:8]}"
     env = worker_environment(folder, server.address, emulator, mailbox.sink, billing_queue, BENCH_POLICY)
@@ -640,11 +644,11 @@ def stop_stack(stack: Stack) -> None:
     stack.mailbox.down()
 
 
-async def run_bench(setting: Setting, keep: bool, encrypt: bool = False) -> dict[str, Any]:
+async def run_bench(setting: Setting, keep: bool, encrypt: bool = False, server_db: str = "file") -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="lifecycle-bench-"))
     stack: Stack | None = None
     try:
-        stack = await start_stack(folder, encrypt)
+        stack = await start_stack(folder, encrypt, server_db=server_db)
         driver = Driver(stack)
         # A first lifecycle and trivial run of each kind, unmeasured: imports, connections, template caches.
         warm = Setting("warm-up", 2, 1, 0, 0, setting.deadline)
@@ -866,7 +870,7 @@ def render(results: dict[str, dict[str, Any]], targets: str = "") -> str:
             + ", ".join(
                 f"{r[kind]['loadavg_1min']:.1f}" for r in result["rounds"] for kind in KINDS if kind == "trivial"
             ),
-            f"- setting: {result['setting']}",
+            f"- setting: {result['setting']}; the dev server's database: {result.get('server_db', 'file')}",
             f"- PYTHONDONTWRITEBYTECODE: {result['pythondontwritebytecode'] or 'unset'}; worker tuning from "
             f"the environment: {result['worker_tuning'] or 'none (SDK defaults)'}",
             f"- notices per run: {_notices(result)}",
@@ -917,6 +921,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--encrypt", action="store_true", help="payload encryption on (BILLING_ENCRYPTION_KEYS), as ./dev run has it"
     )
+    parser.add_argument(
+        "--server-db",
+        choices=["file", "memory"],
+        default="file",
+        help="the dev server's database: a SQLite file (default) or in memory (for --full: the file bounds it)",
+    )
+    parser.add_argument("--open", type=int, metavar="M", help="M, the lifecycles open while measuring latency")
     return parser.parse_args(argv)
 
 
@@ -930,9 +941,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     setting = FULL if args.full else SMOKE if args.smoke else DEFAULT
+    if args.open is not None:
+        if args.open < 0:
+            raise SystemExit("--open: M must be 0 or more")
+        setting = replace(setting, name=f"{setting.name}, M={args.open}", open_lifecycles=args.open)
     began = datetime.now(UTC)
     at_start, commit = machine(), _commit()  # before the run: the tree may change while it runs
-    measured = asyncio.run(run_bench(setting, args.keep, args.encrypt))
+    measured = asyncio.run(run_bench(setting, args.keep, args.encrypt, args.server_db))
     result = {
         "label": args.label,
         "date": f"{began:%Y-%m-%d %H:%M} UTC",
@@ -940,6 +955,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "python -m bench.lifecycle_bench " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
         "machine": at_start,
         "setting": asdict(setting),
+        "server_db": args.server_db,
         "pythondontwritebytecode": os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
         "worker_tuning": {
             name: value
