@@ -54,6 +54,7 @@ from billing import search_attributes as attributes
 from billing.devtools.partner_center_emulator import PartnerCenterEmulator
 from billing.models import CustomerAccount, Invoice, Payment
 from billing.money import Money
+from billing.settings import Settings
 from cli.customers import issue_invoice
 from tests.devserver_fixtures import TEST_DATA_CONVERTER, worker_environment
 
@@ -79,7 +80,6 @@ enabled = false
 LADDER_DUE_IN = timedelta(seconds=6)
 PAID_ON_TIME_DUE_IN = timedelta(hours=1)  # paid long before the first reminder could fall due
 OPEN_DUE_IN = timedelta(days=1)  # the M open lifecycles wait for a reminder a day away
-SDK_DEFAULT_MAX_CACHED_WORKFLOWS = 1000  # temporalio.worker.Worker's default
 KINDS = ("trivial", "paid_on_time", "full_ladder")
 
 
@@ -225,7 +225,7 @@ class Stack:
 
     @property
     def max_cached_workflows(self) -> int:
-        return int(self.env.get("BILLING_MAX_CACHED_WORKFLOWS") or SDK_DEFAULT_MAX_CACHED_WORKFLOWS)
+        return int(self.env["BILLING_MAX_CACHED_WORKFLOWS"])
 
 
 def account(customer_id: str) -> CustomerAccount:
@@ -618,7 +618,10 @@ async def start_stack(
     # Plain payloads unless --encrypt: the columns recorded before encryption existed stay comparable.
     if not encrypt:
         env.pop("BILLING_ENCRYPTION_KEYS", None)
-    # Tuning the lead sets for a run (BILLING_MAX_CACHED_WORKFLOWS, ...) reaches both workers alike.
+    # Tuning the lead sets for a run (BILLING_MAX_CACHED_WORKFLOWS, ...) reaches both workers alike. The cache
+    # size is always given: unset, worker.py caches its own default (2,000) and the trivial worker the SDK's
+    # (1,000), and with more open runs than 1,000 the RSS per cached run would divide by the wrong number.
+    env["BILLING_MAX_CACHED_WORKFLOWS"] = str(Settings.model_fields["max_cached_workflows"].default)
     env |= {name: value for name, value in os.environ.items() if name.startswith("BILLING_MAX_")}
     env |= extra_env or {}
     billing = Workers(folder, env, billing_command)
@@ -872,7 +875,8 @@ def render(results: dict[str, dict[str, Any]], targets: str = "") -> str:
             ),
             f"- setting: {result['setting']}; the dev server's database: {result.get('server_db', 'file')}",
             f"- PYTHONDONTWRITEBYTECODE: {result['pythondontwritebytecode'] or 'unset'}; worker tuning from "
-            f"the environment: {result['worker_tuning'] or 'none (SDK defaults)'}",
+            f"the environment: {result['worker_tuning'] or 'none (defaults)'}; runs cached: "
+            f"{result['memory_and_latency'].get('cached_runs')}",
             f"- notices per run: {_notices(result)}",
             f"- actions per run by type: {_actions(result)}",
             "",
