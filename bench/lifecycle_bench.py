@@ -593,6 +593,16 @@ def summarise(
 TRIVIAL_WORKER = [sys.executable, "-m", "bench.trivial_worker"]
 
 
+def worker_tuning_from_environment() -> dict[str, str]:
+    """The worker settings the lead gives a run (BILLING_MAX_CACHED_WORKFLOWS, ..., BILLING_WORKFLOW_SANDBOX):
+    passed to both workers and recorded with the run, one list for both."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name.startswith("BILLING_MAX_") or name == "BILLING_WORKFLOW_SANDBOX"
+    }
+
+
 async def start_stack(
     folder: Path,
     encrypt: bool = False,
@@ -622,7 +632,7 @@ async def start_stack(
     # size is always given: unset, worker.py caches its own default (2,000) and the trivial worker the SDK's
     # (1,000), and with more open runs than 1,000 the RSS per cached run would divide by the wrong number.
     env["BILLING_MAX_CACHED_WORKFLOWS"] = str(Settings.model_fields["max_cached_workflows"].default)
-    env |= {name: value for name, value in os.environ.items() if name.startswith("BILLING_MAX_")}
+    env |= worker_tuning_from_environment()
     env |= extra_env or {}
     billing = Workers(folder, env, billing_command)
     trivial_env = env | {"BILLING_TASK_QUEUE": trivial_queue}
@@ -961,11 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "setting": asdict(setting),
         "server_db": args.server_db,
         "pythondontwritebytecode": os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
-        "worker_tuning": {
-            name: value
-            for name, value in os.environ.items()
-            if name.startswith("BILLING_MAX_") or name == "BILLING_WORKFLOW_SANDBOX"
-        },
+        "worker_tuning": worker_tuning_from_environment(),
         "note": args.note,
         **measured,
     }
